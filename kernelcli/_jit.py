@@ -1,0 +1,120 @@
+"""The Numba kernels, and nothing else.
+
+Every function here is private: it takes plain C-contiguous arrays and
+integers, trusts its caller (:mod:`kernelcli.engine`) to have validated them,
+allocates nothing large and does no I/O.
+
+Layout convention: an image of shape ``(H, W, C)`` is passed as a 2-D view
+``(H, W * C)`` plus the channel count ``C``, so that each row is one contiguous
+run and the inner loops vectorise over columns and channels together.
+
+Borders are handled without a padded copy: ``rowmap[p]`` / ``colmap[p]`` give,
+for every coordinate ``p`` of the (virtually) padded input, the source
+row/column it reads, or -1 where the padding is zero.
+"""
+
+import numba
+import numpy as np
+
+from . import config
+
+_jit = numba.njit(parallel=config.PARALLEL, fastmath=config.FASTMATH, cache=config.CACHE)
+
+
+@_jit
+def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
+    """Cross-correlate every channel of ``src`` with the 2-D ``kernel``.
+
+    src:    (H, W*C) float32     kernel: (KH, KW) float32
+    out:    (OH, OW*C) float32, fully overwritten
+    Output pixel (oy, ox) reads padded coordinates
+    (oy*sy + ky*dy, ox*sx + kx*dx) for every tap (ky, kx).
+    """
+    kh, kw = kernel.shape
+    c = channels
+    width = src.shape[1] // c
+    out_h = out.shape[0]
+    out_w = out.shape[1] // c
+    for oy in numba.prange(out_h):
+        orow = out[oy]
+        for j in range(out_w * c):
+            orow[j] = 0.0
+        for ky in range(kh):
+            iy = rowmap[oy * sy + ky * dy]
+            if iy < 0:
+                continue
+            irow = src[iy]
+            for kx in range(kw):
+                w = kernel[ky, kx]
+                if w == 0.0:
+                    continue
+                off = kx * dx - pad_left
+                # Interior: output columns whose source column off + ox*sx lies
+                # inside the image, read directly.
+                lo = 0
+                if off < 0:
+                    lo = (-off + sx - 1) // sx
+                hi = 0
+                if width - 1 - off >= 0:
+                    hi = (width - 1 - off) // sx + 1
+                if hi > out_w:
+                    hi = out_w
+                if lo > out_w:
+                    lo = out_w
+                if hi < lo:
+                    hi = lo
+                if sx == 1:
+                    shift = off * c
+                    for j in range(lo * c, hi * c):
+                        orow[j] += w * irow[j + shift]
+                else:
+                    for ox in range(lo, hi):
+                        ib = (ox * sx + off) * c
+                        ob = ox * c
+                        for ch in range(c):
+                            orow[ob + ch] += w * irow[ib + ch]
+                # Borders: go through the column map (zero, reflect, wrap...).
+                for ox in range(0, lo):
+                    ix = colmap[ox * sx + kx * dx]
+                    if ix >= 0:
+                        for ch in range(c):
+                            orow[ox * c + ch] += w * irow[ix * c + ch]
+                for ox in range(hi, out_w):
+                    ix = colmap[ox * sx + kx * dx]
+                    if ix >= 0:
+                        for ch in range(c):
+                            orow[ox * c + ch] += w * irow[ix * c + ch]
+
+
+@_jit
+def pool_rows(src, channels, kind, ph, pw, sy, sx, out):
+    """Pool windows of ``ph x pw`` every ``(sy, sx)``, no padding.
+
+    src: (H, W*C) float32; out: (OH, OW*C) float32, fully overwritten.
+    kind: 0 = max, 1 = average, 2 = sum.
+    """
+    c = channels
+    out_h = out.shape[0]
+    out_w = out.shape[1] // c
+    area = ph * pw
+    for oy in numba.prange(out_h):
+        orow = out[oy]
+        for ox in range(out_w):
+            for ch in range(c):
+                if kind == 0:
+                    acc = -np.inf
+                    for py in range(ph):
+                        irow = src[oy * sy + py]
+                        for px in range(pw):
+                            v = irow[(ox * sx + px) * c + ch]
+                            if v > acc or v != v:
+                                acc = v
+                else:
+                    acc = 0.0
+                    for py in range(ph):
+                        irow = src[oy * sy + py]
+                        for px in range(pw):
+                            acc += irow[(ox * sx + px) * c + ch]
+                    if kind == 1:
+                        acc = acc / area
+                orow[ox * c + ch] = acc

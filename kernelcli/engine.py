@@ -1,0 +1,217 @@
+"""Convolution, ReLU and pooling on float32 arrays.
+
+This is the numeric core's public face. It validates arguments (with messages
+saying what is allowed), works out padding and output sizes, allocates the
+output and hands plain arrays to the jitted kernels in :mod:`kernelcli._jit`.
+
+Geometry, per axis, for an input of N samples and a kernel of K taps::
+
+    reach     R   = dilation * (K - 1) + 1
+    output    out = floor((N + pad_before + pad_after - R) / stride) + 1
+
+Padding ``same`` pads ``(R-1)//2`` before and ``R//2`` after (so the size is
+kept at stride 1), ``valid`` pads nothing and ``full`` pads ``R-1`` on each
+side. Padded samples are zeros unless ``pad_mode`` says otherwise::
+
+    pad_mode     padded samples around   a b c d
+    zero         0 0 0 | a b c d | 0 0 0
+    reflect      c b a | a b c d | d c b
+    reflect101   d c b | a b c d | c b a
+    edge         a a a | a b c d | d d d
+    wrap         b c d | a b c d | a b c
+
+The engine computes cross-correlation, as ConvNets do: the kernel slides over
+the image without being flipped. ``flip=True`` gives true convolution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UsageError
+
+PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
+PADDING_WORDS = ("same", "valid", "full")
+POOL_KINDS = ("max", "avg", "sum")
+_POOL_CODES = {"max": 0, "avg": 1, "sum": 2}
+
+
+# --------------------------------------------------------------------------
+# argument checking
+
+
+def pair(value, what: str) -> tuple[int, int]:
+    """``3`` -> ``(3, 3)``; ``(2, 1)`` -> ``(2, 1)``; positive integers only."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values = (int(value), int(value))
+    else:
+        try:
+            values = tuple(value)
+        except TypeError:
+            raise UsageError(f"{what} must be a positive integer or a pair of them, got {value!r}") from None
+        if len(values) != 2 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+        ):
+            raise UsageError(f"{what} must be a positive integer or a pair of them, got {value!r}")
+        values = (int(values[0]), int(values[1]))
+    if min(values) < 1:
+        raise UsageError(f"{what} must be at least 1, got {_show(values)}")
+    return values
+
+
+def _show(values) -> str:
+    return str(values[0]) if values[0] == values[1] else f"{values[0]},{values[1]}"
+
+
+def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Padding spec -> ``((top, bottom), (left, right))`` for a kernel of this reach."""
+    if isinstance(padding, str):
+        word = padding.strip().lower()
+        if word == "same":
+            return tuple(((r - 1) // 2, r // 2) for r in reach)
+        if word == "valid":
+            return ((0, 0), (0, 0))
+        if word == "full":
+            return tuple((r - 1, r - 1) for r in reach)
+        raise UsageError(
+            f"padding must be same, valid, full or a number of pixels, got {padding!r}"
+        )
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        py = px = int(padding)
+    else:
+        try:
+            py, px = padding
+        except (TypeError, ValueError):
+            raise UsageError(f"padding must be same, valid, full, P or (PY, PX), got {padding!r}") from None
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (py, px)):
+            raise UsageError(f"padding must be same, valid, full, P or (PY, PX), got {padding!r}")
+        py, px = int(py), int(px)
+    if py < 0 or px < 0:
+        raise UsageError(f"padding must not be negative, got {_show((py, px))}")
+    return ((py, py), (px, px))
+
+
+def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int = 1) -> int:
+    """``floor((n + pad_before + pad_after - reach) / stride) + 1`` (may be < 1)."""
+    reach = dilation * (k - 1) + 1
+    span = n + pad[0] + pad[1] - reach
+    return span // stride + 1 if span >= 0 else 0
+
+
+def source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
+    """For each coordinate of the padded axis, the source index (or -1 for a zero)."""
+    i = np.arange(-pad[0], n + pad[1], dtype=np.int64)
+    if mode == "zero":
+        return np.where((i >= 0) & (i < n), i, -1)
+    if mode == "edge":
+        return np.clip(i, 0, n - 1)
+    if mode == "wrap":
+        return np.mod(i, n)
+    if mode == "reflect":  # d c b a | a b c d | d c b a
+        j = np.mod(i, 2 * n)
+        return np.where(j < n, j, 2 * n - 1 - j)
+    if mode == "reflect101":  # d c b | a b c d | c b a
+        if n == 1:
+            return np.zeros_like(i)
+        j = np.mod(i, 2 * n - 2)
+        return np.where(j < n, j, 2 * n - 2 - j)
+    raise UsageError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
+
+
+def as_image_array(x, what: str = "input") -> np.ndarray:
+    """A C-contiguous float32 ``H x W`` or ``H x W x C`` array (copies only if needed)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise UsageError(f"{what} must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise UsageError(f"{what} must be 2-D (H x W) or 3-D (H x W x C), got shape {arr.shape}")
+    if min(arr.shape) < 1:
+        raise UsageError(f"{what} is empty (shape {arr.shape})")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _rows_view(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    if arr.ndim == 2:
+        return arr, 1
+    h, w, c = arr.shape
+    return arr.reshape(h, w * c), c
+
+
+# --------------------------------------------------------------------------
+# public operations
+
+
+def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False):
+    """Cross-correlate ``x`` with a 2-D kernel, each channel separately.
+
+    x: ``H x W`` or ``H x W x C`` array (any real dtype; computed in float32).
+    kernel: a name (``"sharpen"``), a spec string (``"1,0,1;0,1,0;1,0,1"``,
+    ``"box:5"``, a file path), a :class:`kernelcli.kernels.Kernel` or a 2-D array.
+    stride, dilation: ``S`` or ``(SY, SX)``. padding: ``"same"``, ``"valid"``,
+    ``"full"``, ``P`` or ``(PY, PX)``. flip: convolve instead of correlate.
+
+    Returns a float32 array with the same number of dimensions as ``x``.
+    """
+    from .kernels import as_kernel
+
+    k = as_kernel(kernel)
+    weights = k.array[::-1, ::-1] if flip else k.array
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    src = as_image_array(x)
+    sy, sx = pair(stride, "stride")
+    dy, dx = pair(dilation, "dilation")
+    if pad_mode not in PAD_MODES:
+        raise UsageError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+    kh, kw = weights.shape
+    reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
+    pads = resolve_padding(padding, reach)
+    h, w = src.shape[:2]
+    oh = output_size(h, kh, pads[0], sy, dy)
+    ow = output_size(w, kw, pads[1], sx, dx)
+    if oh < 1 or ow < 1:
+        raise UsageError(
+            f"kernel {kh}x{kw} (reach {reach[0]}x{reach[1]}) does not fit in the padded input: "
+            f"{h}x{w} plus padding {pads[0][0]}+{pads[0][1]} rows, {pads[1][0]}+{pads[1][1]} columns; "
+            "use more padding (e.g. same) or a smaller kernel"
+        )
+    rows, c = _rows_view(src)
+    out = np.empty((oh, ow * c), dtype=np.float32)
+    rowmap = source_index(h, pads[0], pad_mode)
+    colmap = source_index(w, pads[1], pad_mode)
+    from . import _jit
+
+    _jit.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+    if k.offset:
+        out += np.float32(k.offset)
+    return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
+
+
+def relu(x, slope: float = 0.0):
+    """``max(x, 0)`` elementwise (or ``x * slope`` for negatives when ``slope`` is set)."""
+    arr = as_image_array(x)
+    if slope:
+        return np.where(arr >= 0, arr, arr * np.float32(slope)).astype(np.float32, copy=False)
+    return np.maximum(arr, np.float32(0.0))
+
+
+def pool(x, kind: str = "max", size=2, stride=None):
+    """Max, average or sum pooling over ``size`` windows every ``stride`` (default: size).
+
+    No padding: rows and columns left over at the bottom/right are dropped.
+    """
+    if kind not in _POOL_CODES:
+        raise UsageError(f"pool kind must be one of {', '.join(POOL_KINDS)}, got {kind!r}")
+    ph, pw = pair(size, "pool size")
+    sy, sx = pair(size if stride is None else stride, "pool stride")
+    src = as_image_array(x)
+    h, w = src.shape[:2]
+    if ph > h or pw > w:
+        raise UsageError(f"pool window {ph}x{pw} is larger than its input {h}x{w}")
+    oh = (h - ph) // sy + 1
+    ow = (w - pw) // sx + 1
+    rows, c = _rows_view(src)
+    out = np.empty((oh, ow * c), dtype=np.float32)
+    from . import _jit
+
+    _jit.pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)
+    return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
