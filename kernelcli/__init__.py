@@ -1,0 +1,40 @@
+"""kernelcli: convolution kernels, ReLU and pooling for images, with a Numba engine.
+
+Public API::
+
+    convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False)
+    relu(x)
+    pool(x, kind="max", size=2, stride=None)
+    get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
+    read_image(source)        # path, "-", bytes or file -> Picture (.pixels float32)
+    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0)
+
+Importing kernelcli does not import Numba; the first computation does.
+"""
+
+from .errors import ImageReadError, ImageWriteError, KernelcliError, KernelError, UsageError
+
+__version__ = "0.1.0"
+
+# The rest is imported on first use, so that `kernelcli --help` stays fast.
+_LAZY = {
+    "convolve": "engine", "relu": "engine", "pool": "engine",
+    "get_kernel": "kernels", "Kernel": "kernels",
+    "read_image": "images", "write_image": "images", "Picture": "images",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kernelcli' has no attribute {name!r}")
+
+__all__ = [
+    "convolve", "relu", "pool", "get_kernel", "read_image", "write_image",
+    "Kernel", "Picture", "KernelcliError", "KernelError", "UsageError",
+    "ImageReadError", "ImageWriteError", "__version__",
+]

@@ -1,0 +1,249 @@
+"""The ``kernelcli`` command: parse, call the library, report errors in one line.
+
+No numeric code lives here. Library errors (:class:`kernelcli.errors.KernelcliError`)
+become ``kernelcli: error: ...`` on stderr with exit status 1 (processing) or 2
+(usage); anything unexpected is reported the same way unless ``--debug`` (or
+``KERNELCLI_DEBUG=1``) asks for the traceback. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from .errors import KernelcliError
+from .params import KernelSpec, PaddingType, PairType
+
+__all__ = ["cli", "main"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Failure(click.ClickException):
+    """A one-line error for the user, with the exit status it deserves."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"kernelcli: error: {self.format_message()}", err=True)
+
+
+class KernelcliGroup(click.Group):
+    """Turns every exception from a command into a clear message and exit status."""
+
+    def invoke(self, ctx):
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KernelcliError as e:
+            if debug:
+                raise
+            raise Failure(str(e), e.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("kernelcli: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise click.exceptions.Exit(0) from None
+        except MemoryError:
+            if debug:
+                raise
+            raise Failure("not enough memory for this image and these options", 1) from None
+        except Exception as e:
+            if debug:
+                raise
+            raise Failure(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1) from None
+
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Like click's, but every error is one line: ``kernelcli: error: ...``."""
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"kernelcli: error: {e.format_message()}{where}", err=True)
+            rv = e.exit_code
+        except click.ClickException as e:
+            e.show()
+            rv = e.exit_code
+        except click.exceptions.Abort:
+            click.echo("kernelcli: interrupted", err=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _quiet_stdout() -> None:
+    """After the reader of our stdout went away: point stdout at /dev/null so the
+    interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def note(ctx_quiet: bool, messages) -> None:
+    if not ctx_quiet:
+        for m in messages:
+            click.echo(f"kernelcli: note: {m}", err=True)
+
+
+# --------------------------------------------------------------------------
+# option bundles
+
+
+def conv_options(f):
+    """--stride, --padding, --pad-mode, --dilation, --flip, --normalize, --gray, --alpha."""
+    options = [
+        click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
+                     help="Step between kernel positions: S or SY,SX."),
+        click.option("--padding", "-p", type=PaddingType(), default="same", show_default=True,
+                     help="same (keep size at stride 1), valid (none), full (K-1 each side), "
+                          "or P / PY,PX pixels each side."),
+        click.option("--pad-mode", type=click.Choice(["zero", "reflect", "reflect101", "edge", "wrap"]),
+                     default="zero", show_default=True, help="What the padding holds."),
+        click.option("--dilation", "-d", type=PairType(), default="1", show_default=True,
+                     help="Spacing between kernel taps: D or DY,DX (as PyTorch)."),
+        click.option("--flip", is_flag=True,
+                     help="True convolution (kernel flipped on both axes) instead of cross-correlation."),
+        click.option("--normalize", is_flag=True, help="Divide the kernel by the sum of its weights."),
+        click.option("--gray", is_flag=True, help="Convert colour to one luminance channel first."),
+        click.option("--alpha", type=click.Choice(["keep", "premultiply", "filter"]), default="keep",
+                     show_default=True,
+                     help="keep: alpha is not filtered, only moved; premultiply: filter "
+                          "colour weighted by alpha; filter: alpha is filtered like a colour."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def stage_options(f):
+    """--relu, --pool, --pool-size, --pool-stride."""
+    options = [
+        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution."),
+        click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None,
+                     help="Pool after the convolution (and ReLU)."),
+        click.option("--pool-size", type=PairType(), default=None, help="Pooling window: N or NY,NX.  [default: 2]"),
+        click.option("--pool-stride", type=PairType(), default=None,
+                     help="Step between pooling windows.  [default: the pool size]"),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def output_options(f):
+    """--format, --scaling, --offset, --quality."""
+    options = [
+        click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
+                     help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
+                          "extension, npy for stdout."),
+        click.option("--scaling", type=click.Choice(["clip", "abs", "stretch"]), default="clip",
+                     show_default=True,
+                     help="How values become pixels: clip to the range, absolute value, or "
+                          "stretch min..max to the full range. Not applied to .npy."),
+        click.option("--offset", type=float, default=0.0, show_default=True,
+                     help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
+        click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
+                     help="JPEG/WebP quality."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def input_options(f):
+    return click.option("--max-pixels", type=click.IntRange(1), default=None,
+                        help="Refuse images with more pixels than this (default 178956970).")(f)
+
+
+# --------------------------------------------------------------------------
+# commands
+
+
+@click.group(cls=KernelcliGroup, context_settings=CONTEXT)
+@click.version_option(None, "--version", "-V", package_name="kernelcli", message="kernelcli %(version)s")
+@click.option("--debug", is_flag=True, envvar="KERNELCLI_DEBUG",
+              help="Show the Python traceback when something fails (for bug reports).")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print notes on stderr.")
+@click.pass_context
+def cli(ctx, debug, quiet):
+    """Apply convolution kernels, ReLU and pooling to images.
+
+    \b
+      kernelcli apply sharpen in.png out.png
+      kernelcli apply edge in.jpg edges.png --relu --pool max
+      kernelcli kernels            list the named kernels
+      kernelcli kernels show box   print a kernel's matrix
+
+    The engine computes cross-correlation (the kernel is not flipped, as in
+    ConvNets); --flip gives true convolution.
+    """
+    ctx.obj = {"quiet": quiet}
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("kernel", type=KernelSpec())
+@click.argument("input", metavar="INPUT")
+@click.argument("output", metavar="OUTPUT")
+@conv_options
+@stage_options
+@output_options
+@input_options
+@click.pass_context
+def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
+          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, max_pixels):
+    """Filter INPUT with KERNEL and write OUTPUT.
+
+    KERNEL is a name (kernelcli kernels), a sized form (box:5, gaussian:1.5),
+    a file (.txt, .npy, libvips .mat), an inline matrix ("1,0,1;0,1,0;1,0,1")
+    or an ImageMagick string ("3x3: 0,-1,0 -1,5,-1 0,-1,0").
+
+    INPUT is an image (png, jpg, tif, bmp, webp...) or .npy array, or - for
+    stdin. OUTPUT's extension chooses the format (- is stdout: .npy unless
+    --format). Pixels keep their mode and bit depth.
+    """
+    from . import images, pipeline
+
+    if pool is None and (pool_size or pool_stride):
+        raise click.UsageError("--pool-size and --pool-stride need --pool max|avg|sum")
+    out_format = images.format_for(output, fmt)
+    quiet = ctx.obj["quiet"]
+    conv, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
+    note(quiet, notes)
+    picture = images.read_image(input, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
+    note(quiet, picture.notes)
+    stage_pool = pipeline.Pool(pool, pool_size or 2, pool_stride) if pool else None
+    result = pipeline.apply(picture, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)
+    note(quiet, images.write_image(output, result, out_format, scaling, offset, quality))
+
+
+@cli.group(context_settings=CONTEXT, invoke_without_command=True)
+@click.pass_context
+def kernels(ctx):
+    """List the named kernels (kernelcli kernels show NAME prints one)."""
+    if ctx.invoked_subcommand is None:
+        from .kernels import library
+
+        lib = library()
+        width = max(len(n) for n in lib)
+        for name, k in lib.items():
+            size = f"{k.shape[0]}x{k.shape[1]}"
+            click.echo(f"{name.ljust(width)}  {size:>5}  {k.description}")
+        click.echo("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE")
+
+
+@kernels.command("show", context_settings=CONTEXT)
+@click.argument("kernel", type=KernelSpec())
+def kernels_show(kernel):
+    """Print KERNEL's matrix, scale and offset (any kernel spec works)."""
+    click.echo(kernel.format())
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="kernelcli")

@@ -1,0 +1,408 @@
+"""Reading and writing images and ``.npy`` arrays.
+
+Inputs are recognised by their bytes, never by their name: ``.npy`` by NumPy's
+magic ``\\x93NUMPY``, everything else by Pillow. Pixels become float32 arrays in
+their own value range (8-bit: 0-255, 16-bit: 0-65535, float TIFF: as stored),
+``H x W`` for one band and ``H x W x C`` otherwise, and the facts needed to
+write the same kind of picture back (mode, bit depth, alpha, ICC profile, DPI,
+EXIF) travel with them in a :class:`Picture`.
+
+Outputs are written to a temporary file beside the target and renamed into
+place, so an existing file is only ever replaced by a complete new one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError, ImageWriteError, UsageError
+
+NPY_MAGIC = b"\x93NUMPY"
+
+#: Output formats by file extension.
+EXTENSIONS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+    ".bmp": "BMP", ".webp": "WEBP", ".npy": "NPY",
+}
+#: Names accepted by ``--format``.
+FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF",
+                "bmp": "BMP", "webp": "WEBP", "npy": "NPY"}
+#: The modes each output format can store (others are converted, with a note).
+_FORMAT_MODES = {
+    "PNG": ("L", "LA", "RGB", "RGBA", "I;16"),
+    "TIFF": ("L", "LA", "RGB", "RGBA", "I;16", "F"),
+    "JPEG": ("L", "RGB"),
+    "BMP": ("L", "RGB"),
+    "WEBP": ("L", "RGB", "RGBA"),
+}
+SCALINGS = ("clip", "abs", "stretch")
+#: Pillow's own default limit, made explicit (raise it with --max-pixels).
+DEFAULT_MAX_PIXELS = 178_956_970
+
+_MODE_FOR_BANDS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
+
+
+@dataclass
+class Picture:
+    """Pixels plus what is needed to write the same kind of picture back.
+
+    pixels: float32, ``H x W`` (one band) or ``H x W x C``.
+    mode: the Pillow mode to write (``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``,
+    ``F``), or ``None`` for a bare array (read from ``.npy``).
+    """
+
+    pixels: np.ndarray
+    mode: str | None = None
+    source_format: str = "NPY"
+    info: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.mode in ("LA", "RGBA")
+
+    @property
+    def max_value(self) -> float:
+        """The top of the value range (255 for 8-bit, 65535 for 16-bit)."""
+        return _RANGE.get(self.mode or "", 255.0)
+
+    def with_pixels(self, pixels: np.ndarray) -> "Picture":
+        return replace(self, pixels=pixels, notes=list(self.notes))
+
+
+# --------------------------------------------------------------------------
+# reading
+
+
+def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
+    """Read an image or ``.npy`` from a path, ``"-"`` (stdin), bytes or a binary file."""
+    name, data = _read_source(source)
+    if not data:
+        raise ImageReadError(f"{name}: empty input")
+    if data.startswith(NPY_MAGIC):
+        return Picture(_read_npy(data, name), None, "NPY")
+    return _read_pillow(data, name, max_pixels)
+
+
+def _read_source(source) -> tuple[str, bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>", bytes(source)
+    if hasattr(source, "read"):
+        return getattr(source, "name", "<stream>"), source.read()
+    if str(source) == "-":
+        stdin = sys.stdin
+        if stdin is None or stdin.isatty():
+            raise UsageError("no input: stdin is a terminal; give an INPUT file or pipe data in")
+        return "<stdin>", stdin.buffer.read()
+    path = Path(source)
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image")
+    try:
+        return str(path), path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _read_npy(data: bytes, name: str) -> np.ndarray:
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
+        raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
+    except Exception as e:  # truncated or corrupt header
+        raise ImageReadError(f"{name}: corrupt .npy data: {e}") from None
+    if arr.dtype.kind not in "biuf":
+        raise ImageReadError(f"{name}: .npy holds {arr.dtype} values; need a numeric array")
+    if arr.ndim not in (2, 3):
+        raise ImageReadError(f"{name}: .npy array has shape {arr.shape}; need H x W or H x W x C")
+    if min(arr.shape) < 1:
+        raise ImageReadError(f"{name}: .npy array is empty (shape {arr.shape})")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
+    from PIL import Image, UnidentifiedImageError
+
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_pixels(img, name, max_pixels)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(_bomb_message(name, img.size if "img" in dir() else None, max_pixels)) from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{name}: cannot decode image: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+    notes = []
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"{name}: has {img.n_frames} frames; using the first")
+    info = {k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}
+    fmt = img.format
+    img, mode = _normalise_mode(img, name, notes)
+    pixels = np.asarray(img, dtype=np.float32)
+    if mode == "F" and not np.all(np.isfinite(pixels)):
+        notes.append(f"{name}: holds NaN or infinite values; they propagate through the filter")
+    return Picture(np.ascontiguousarray(pixels), mode, fmt or "UNKNOWN", info, notes)
+
+
+def _check_pixels(img, name, max_pixels):
+    if max_pixels is not None:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageReadError(_bomb_message(name, img.size, max_pixels))
+
+
+def _bomb_message(name, size, max_pixels) -> str:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+    return (f"{name}: image claims {what}, over the limit of {max_pixels:,}; "
+            "if you trust the file, raise the limit with --max-pixels")
+
+
+def _normalise_mode(img, name: str, notes: list):
+    """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
+    fmt = img.format
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):
+        out = img
+    elif mode in ("I;16L", "I;16B", "I;16N"):
+        out, mode = np.asarray(img).astype(np.uint16), "I;16"
+    elif mode == "I":
+        arr = np.asarray(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageReadError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported; convert it to .npy")
+        out, mode = arr.astype(np.uint16), "I;16"
+    elif mode == "1":
+        out, mode = img.convert("L"), "L"
+        notes.append(f"{name}: 1-bit image read as 8-bit gray (0 and 255)")
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        mode = "RGBA" if has_alpha else "RGB"
+        out = img.convert(mode)
+    elif mode in ("La", "RGBa"):
+        mode = "LA" if mode == "La" else "RGBA"
+        out = img.convert(mode)
+    elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        out, mode = img.convert("RGB"), "RGB"
+        if img.mode != "RGBX":
+            notes.append(f"{name}: {img.mode} image converted to RGB")
+    else:
+        raise ImageReadError(f"{name}: unsupported image mode {img.mode!r}")
+    return out, mode
+
+
+# --------------------------------------------------------------------------
+# writing
+
+
+def format_for(target, fmt: str | None = None) -> str:
+    """The output format: ``fmt`` if given, else from the target's extension."""
+    if fmt:
+        key = fmt.lower().lstrip(".")
+        if key not in FORMAT_NAMES:
+            raise UsageError(f"unknown output format {fmt!r}; use one of {', '.join(sorted(FORMAT_NAMES))}")
+        return FORMAT_NAMES[key]
+    if str(target) == "-":
+        return "NPY"
+    ext = Path(str(target)).suffix.lower()
+    if ext not in EXTENSIONS:
+        raise UsageError(
+            f"cannot tell the output format from {str(target)!r}; "
+            f"use an extension ({', '.join(sorted(EXTENSIONS))}) or --format"
+        )
+    return EXTENSIONS[ext]
+
+
+def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
+                offset: float = 0.0, quality: int = 92) -> list[str]:
+    """Write a Picture (or a bare array) to a path, ``"-"`` (stdout) or a binary file.
+
+    Image formats get ``map(values) + offset``, rounded and clipped to the
+    output's range, where map is ``clip`` (nothing), ``abs`` or ``stretch``
+    (min-max to the full range). ``.npy`` gets the float32 values untouched.
+    Returns notes about conversions the format forced (alpha dropped...).
+    """
+    if not isinstance(picture, Picture):
+        picture = Picture(np.asarray(picture, dtype=np.float32), None)
+    if scaling not in SCALINGS:
+        raise UsageError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+    fmt = format_for(target, fmt)
+    notes: list[str] = []
+    if fmt == "NPY":
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(picture.pixels, dtype=np.float32), allow_pickle=False)
+        payload = buf.getvalue()
+    else:
+        img = to_pil(picture, fmt, scaling, offset, notes)
+        payload = _encode(img, fmt, picture.info, quality)
+    _deliver(target, payload, fmt)
+    return notes
+
+
+def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None):
+    """Turn float pixels into a Pillow image the format can store."""
+    from PIL import Image
+
+    notes = [] if notes is None else notes
+    px = picture.pixels
+    bands = 1 if px.ndim == 2 else px.shape[2]
+    mode = picture.mode
+    if mode is None or len(_bands(mode)) != bands:
+        if bands not in _MODE_FOR_BANDS:
+            raise UsageError(f"cannot store {bands} channels in a {fmt} image; write .npy instead")
+        mode = _MODE_FOR_BANDS[bands]
+    allowed = _FORMAT_MODES[fmt]
+    target_mode = mode
+    if mode not in allowed:
+        if mode in ("LA", "RGBA"):
+            target_mode = mode[:-1]
+            notes.append(f"{fmt} cannot store alpha; alpha dropped")
+        elif mode in ("I;16", "F"):
+            target_mode = "L"
+            notes.append(f"{fmt} cannot store {'16-bit' if mode == 'I;16' else 'float'} pixels; written as 8-bit")
+    colour = px if px.ndim == 2 else px[..., : len(_bands(mode)) - (1 if mode in ("LA", "RGBA") else 0)]
+    if px.ndim == 3 and colour.shape[2] == 1:
+        colour = colour[..., 0]
+    alpha = px[..., -1] if mode in ("LA", "RGBA") else None
+    if target_mode == "F":
+        values = scale_values(colour, None, scaling, offset)
+        return Image.fromarray(values.astype(np.float32))
+    top = 65535.0 if target_mode == "I;16" else 255.0
+    src_top = picture.max_value if mode != "F" else 255.0
+    if src_top != top:
+        colour = colour * np.float32(top / src_top)
+        if alpha is not None:
+            alpha = alpha * np.float32(top / src_top)
+    values = scale_values(colour, top, scaling, offset)
+    dtype = np.uint16 if target_mode == "I;16" else np.uint8
+    if target_mode in ("LA", "RGBA"):
+        values = np.dstack([values, _round_clip(alpha, top)])
+    # Pillow picks L, LA, RGB, RGBA or I;16 from the array's shape and dtype.
+    return Image.fromarray(np.ascontiguousarray(values.astype(dtype)))
+
+
+def _bands(mode: str) -> tuple:
+    return {"L": ("L",), "LA": ("L", "A"), "RGB": ("R", "G", "B"), "RGBA": ("R", "G", "B", "A"),
+            "I;16": ("I",), "F": ("F",)}[mode]
+
+
+def scale_values(values: np.ndarray, top: float | None, scaling: str, offset: float) -> np.ndarray:
+    """Map float values for an image: ``clip``/``abs``/``stretch``, then ``+ offset``,
+    rounded (half up) and clipped to ``0..top`` (no rounding when ``top`` is None)."""
+    v = values.astype(np.float32, copy=True)
+    if scaling == "abs":
+        np.abs(v, out=v)
+    elif scaling == "stretch":
+        finite = v[np.isfinite(v)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        span = hi - lo
+        target = top if top is not None else 1.0
+        if span > 0:
+            v -= np.float32(lo)
+            v *= np.float32(target / span)
+        else:
+            v[...] = 0
+    if offset:
+        v += np.float32(offset)
+    if top is None:
+        return v
+    return _round_clip(v, top)
+
+
+def _round_clip(v: np.ndarray, top: float) -> np.ndarray:
+    v = np.floor(v + np.float32(0.5))
+    np.nan_to_num(v, copy=False, nan=0.0)
+    return np.clip(v, 0, top, out=v)
+
+
+def _encode(img, fmt: str, info: dict, quality: int) -> bytes:
+    buf = io.BytesIO()
+    kwargs = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt in ("PNG", "JPEG", "TIFF", "WEBP") and info.get("icc_profile"):
+        kwargs["icc_profile"] = info["icc_profile"]
+    if info.get("dpi") and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+        kwargs["dpi"] = info["dpi"]
+    if info.get("exif") and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+        kwargs["exif"] = info["exif"]
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_deflate" if img.mode != "F" else None
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        img.save(buf, fmt, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise ImageWriteError(f"cannot encode {img.mode} pixels as {fmt}: {e}") from None
+    return buf.getvalue()
+
+
+def _deliver(target, payload: bytes, fmt: str) -> None:
+    if hasattr(target, "write"):
+        target.write(payload)
+        return
+    if str(target) == "-":
+        out = sys.stdout
+        if out.isatty():
+            raise UsageError(
+                f"refusing to write binary {fmt} data to a terminal; "
+                "redirect it (> out.npy) or pipe it into another command"
+            )
+        out.buffer.write(payload)
+        out.buffer.flush()
+        return
+    write_atomic(Path(str(target)), payload)
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write bytes to a temporary file beside ``path``, then rename it into place."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageWriteError(f"{path}: the folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
+    except OSError as e:
+        raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            try:
+                os.chmod(tmp, path.stat().st_mode & 0o7777)
+            except OSError:
+                pass
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ImageWriteError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

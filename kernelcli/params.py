@@ -1,0 +1,64 @@
+"""Click parameter types: they turn command-line text into library values."""
+
+from __future__ import annotations
+
+import click
+
+from .errors import KernelcliError
+
+
+class PairType(click.ParamType):
+    """``S`` or ``SY,SX``: positive integers."""
+
+    name = "N[,N]"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).replace("x", ",").split(",")
+        try:
+            numbers = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number or a pair N,N", param, ctx)
+        if len(numbers) not in (1, 2):
+            self.fail(f"{value!r}: give one number or two separated by a comma", param, ctx)
+        if min(numbers) < self.minimum:
+            self.fail(f"{value!r}: must be at least {self.minimum}", param, ctx)
+        return numbers * 2 if len(numbers) == 1 else numbers
+
+
+class PaddingType(click.ParamType):
+    """``same``, ``valid``, ``full``, ``P`` or ``PY,PX``."""
+
+    name = "same|valid|full|P[,P]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (tuple, int)):
+            return value
+        text = str(value).strip().lower()
+        if text in ("same", "valid", "full"):
+            return text
+        try:
+            pair = PairType(minimum=0).convert(text, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r}: use same, valid, full, a number of pixels P or PY,PX", param, ctx)
+        return pair
+
+
+class KernelSpec(click.ParamType):
+    """A kernel name, sized form, file or inline matrix, resolved to a Kernel."""
+
+    name = "KERNEL"
+
+    def convert(self, value, param, ctx):
+        from .kernels import Kernel, get_kernel
+
+        if isinstance(value, Kernel):
+            return value
+        try:
+            return get_kernel(value)
+        except KernelcliError as e:
+            self.fail(str(e), param, ctx)

@@ -1,0 +1,118 @@
+"""Slow, obviously correct reference implementations for the engine tests.
+
+Written independently of ``kernelcli`` (nothing from the package is imported
+here): build the padded array explicitly with ``np.pad`` and loop over every
+output position in float64.
+
+Our pad-mode names differ from NumPy's::
+
+    ours         np.pad mode      padded samples around   a b c d
+    zero         "constant"       0 0 0 | a b c d | 0 0 0
+    reflect      "symmetric"      c b a | a b c d | d c b
+    reflect101   "reflect"        d c b | a b c d | c b a
+    edge         "edge"           a a a | a b c d | d d d
+    wrap         "wrap"           b c d | a b c d | a b c
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NP_PAD_MODE = {
+    "zero": "constant",
+    "reflect": "symmetric",
+    "reflect101": "reflect",
+    "edge": "edge",
+    "wrap": "wrap",
+}
+
+
+def _pair(v):
+    if isinstance(v, (int, np.integer)):
+        return (int(v), int(v))
+    a, b = v
+    return (int(a), int(b))
+
+
+def same_pads(reach):
+    """``((R-1)//2, R//2)`` per axis, for reach ``(RY, RX)`` (or one int for both)."""
+    ry, rx = _pair(reach)
+    return (((ry - 1) // 2, ry // 2), ((rx - 1) // 2, rx // 2))
+
+
+def reach_of(kshape, dilation=(1, 1)):
+    dy, dx = _pair(dilation)
+    kh, kw = kshape
+    return (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
+
+
+def pad_ref(x, pads, pad_mode="zero"):
+    """The explicitly padded 2-D or 3-D array (channels are never padded)."""
+    x = np.asarray(x, dtype=np.float64)
+    (pt, pb), (pl, pr) = pads
+    width = [(pt, pb), (pl, pr)] + [(0, 0)] * (x.ndim - 2)
+    mode = NP_PAD_MODE[pad_mode]
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=0.0)
+    return np.pad(x, width, mode=mode)
+
+
+def correlate_ref(x, k, stride=(1, 1), pads=((0, 0), (0, 0)), pad_mode="zero", dilation=(1, 1)):
+    """Cross-correlation (no kernel flip) of a 2-D or 3-D input with a 2-D kernel.
+
+    ``out[oy, ox] = sum_{ky,kx} k[ky,kx] * P[oy*sy + ky*dy, ox*sx + kx*dx]``
+    where ``P`` is the padded input; each channel separately; float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    assert x.ndim in (2, 3) and k.ndim == 2
+    sy, sx = _pair(stride)
+    dy, dx = _pair(dilation)
+    p = pad_ref(x, pads, pad_mode)
+    kh, kw = k.shape
+    ry, rx = reach_of(k.shape, (dy, dx))
+    ph, pw = p.shape[:2]
+    oh = (ph - ry) // sy + 1
+    ow = (pw - rx) // sx + 1
+    assert oh >= 1 and ow >= 1, "kernel does not fit"
+    out = np.zeros((oh, ow) + x.shape[2:], dtype=np.float64)
+    for oy in range(oh):
+        for ox in range(ow):
+            acc = np.zeros(x.shape[2:], dtype=np.float64)
+            for ky in range(kh):
+                for kx in range(kw):
+                    acc = acc + k[ky, kx] * p[oy * sy + ky * dy, ox * sx + kx * dx]
+            out[oy, ox] = acc
+    return out
+
+
+def pool_ref(x, kind, size, stride=None):
+    """Max / avg / sum pooling with plain loops; no padding, leftovers dropped."""
+    x = np.asarray(x, dtype=np.float64)
+    ph, pw = _pair(size)
+    sy, sx = _pair(size if stride is None else stride)
+    h, w = x.shape[:2]
+    oh = (h - ph) // sy + 1
+    ow = (w - pw) // sx + 1
+    out = np.zeros((oh, ow) + x.shape[2:], dtype=np.float64)
+    for oy in range(oh):
+        for ox in range(ow):
+            window = x[oy * sy: oy * sy + ph, ox * sx: ox * sx + pw]
+            if kind == "max":
+                out[oy, ox] = window.max(axis=(0, 1))
+            elif kind == "avg":
+                out[oy, ox] = window.sum(axis=(0, 1)) / (ph * pw)
+            elif kind == "sum":
+                out[oy, ox] = window.sum(axis=(0, 1))
+            else:
+                raise ValueError(kind)
+    return out
+
+
+def relu_ref(x, slope=0.0):
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    flat_in, flat_out = x.ravel(), out.ravel()
+    for i, v in enumerate(flat_in):
+        flat_out[i] = v if v >= 0 else v * slope
+    return out
