@@ -21,6 +21,25 @@ from . import config
 _jit = numba.njit(parallel=config.PARALLEL, fastmath=config.FASTMATH, cache=config.CACHE)
 
 
+@numba.njit(inline="always", cache=config.CACHE)
+def _interior(off, width, sx, out_w):
+    """Output columns ``lo <= ox < hi`` whose source column ``ox*sx + off`` lies
+    inside the image (read directly); the rest go through the column map."""
+    lo = 0
+    if off < 0:
+        lo = (-off + sx - 1) // sx
+    hi = 0
+    if width - 1 - off >= 0:
+        hi = (width - 1 - off) // sx + 1
+    if hi > out_w:
+        hi = out_w
+    if lo > out_w:
+        lo = out_w
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
 @_jit
 def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
     """Cross-correlate every channel of ``src`` with the 2-D ``kernel``.
@@ -49,20 +68,7 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
                 if w == 0.0:
                     continue
                 off = kx * dx - pad_left
-                # Interior: output columns whose source column off + ox*sx lies
-                # inside the image, read directly.
-                lo = 0
-                if off < 0:
-                    lo = (-off + sx - 1) // sx
-                hi = 0
-                if width - 1 - off >= 0:
-                    hi = (width - 1 - off) // sx + 1
-                if hi > out_w:
-                    hi = out_w
-                if lo > out_w:
-                    lo = out_w
-                if hi < lo:
-                    hi = lo
+                lo, hi = _interior(off, width, sx, out_w)
                 if sx == 1:
                     shift = off * c
                     for j in range(lo * c, hi * c):
@@ -84,6 +90,45 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
                     if ix >= 0:
                         for ch in range(c):
                             orow[ox * c + ch] += w * irow[ix * c + ch]
+
+
+@_jit
+def correlate_depth(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
+    """Cross-correlate with a ``(KH, KW, C)`` kernel, summing over channels.
+
+    src: (H, W*C) float32; kernel: (KH, KW, C) float32; out: (OH, OW) float32,
+    fully overwritten: one feature map, as a ConvNet layer's filter gives.
+    """
+    kh, kw, _ = kernel.shape
+    c = channels
+    width = src.shape[1] // c
+    out_h, out_w = out.shape
+    for oy in numba.prange(out_h):
+        orow = out[oy]
+        for j in range(out_w):
+            orow[j] = 0.0
+        for ky in range(kh):
+            iy = rowmap[oy * sy + ky * dy]
+            if iy < 0:
+                continue
+            irow = src[iy]
+            for kx in range(kw):
+                off = kx * dx - pad_left
+                lo, hi = _interior(off, width, sx, out_w)
+                for ch in range(c):
+                    w = kernel[ky, kx, ch]
+                    if w == 0.0:
+                        continue
+                    for ox in range(lo, hi):
+                        orow[ox] += w * irow[(ox * sx + off) * c + ch]
+                    for ox in range(0, lo):
+                        ix = colmap[ox * sx + kx * dx]
+                        if ix >= 0:
+                            orow[ox] += w * irow[ix * c + ch]
+                    for ox in range(hi, out_w):
+                        ix = colmap[ox * sx + kx * dx]
+                        if ix >= 0:
+                            orow[ox] += w * irow[ix * c + ch]
 
 
 @_jit

@@ -142,7 +142,11 @@ def _rows_view(arr: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False):
-    """Cross-correlate ``x`` with a 2-D kernel, each channel separately.
+    """Cross-correlate ``x`` with a kernel.
+
+    A 2-D kernel acts on each channel separately (the output has the input's
+    channels); a ``K x K x C`` kernel sums over the input's C channels and
+    gives one ``H x W`` feature map, as a ConvNet layer's filter does.
 
     x: ``H x W`` or ``H x W x C`` array (any real dtype; computed in float32).
     kernel: a name (``"sharpen"``), a spec string (``"1,0,1;0,1,0;1,0,1"``,
@@ -155,14 +159,14 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     from .kernels import as_kernel
 
     k = as_kernel(kernel)
-    weights = k.array[::-1, ::-1] if flip else k.array
+    weights = k.array[::-1, ::-1] if flip else k.array  # flips rows and columns, never depth
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     src = as_image_array(x)
     sy, sx = pair(stride, "stride")
     dy, dx = pair(dilation, "dilation")
     if pad_mode not in PAD_MODES:
         raise UsageError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
-    kh, kw = weights.shape
+    kh, kw = weights.shape[:2]
     reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
     pads = resolve_padding(padding, reach)
     h, w = src.shape[:2]
@@ -175,15 +179,25 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
             "use more padding (e.g. same) or a smaller kernel"
         )
     rows, c = _rows_view(src)
-    out = np.empty((oh, ow * c), dtype=np.float32)
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
     from . import _jit
 
-    _jit.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+    if weights.ndim == 3:
+        if weights.shape[2] != c:
+            raise UsageError(
+                f"kernel {k.name} has depth {weights.shape[2]} but the input has {c} channel(s); "
+                "a K x K x C kernel needs C input channels"
+            )
+        out = np.empty((oh, ow), dtype=np.float32)
+        _jit.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+    else:
+        out = np.empty((oh, ow * c), dtype=np.float32)
+        _jit.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+        out = out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
     if k.offset:
         out += np.float32(k.offset)
-    return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
+    return out
 
 
 def relu(x, slope: float = 0.0):

@@ -49,7 +49,7 @@ MAX_SIDE = 1025
 _SPLIT = re.compile(r"[\s,]+")
 _MAGICK = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
 _SIZED = re.compile(r"^(box|gaussian):(.*)$", re.I)
-_NUMBERISH = re.compile(r"^[\s,;0-9eE.+\-/]+$")
+_NUMBERISH = re.compile(r"^(?:[\s,;0-9eE.+\-/]|inf|nan)+$", re.I)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,13 @@ class Kernel:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.values.shape
+        """Rows and columns (a depth kernel's third axis is :attr:`depth`)."""
+        return self.values.shape[:2]
+
+    @property
+    def depth(self) -> int | None:
+        """The number of input channels a ``K x K x C`` kernel sums over, else None."""
+        return self.values.shape[2] if self.values.ndim == 3 else None
 
     def normalized(self) -> tuple["Kernel", bool]:
         """Divide by the sum of the weights; zero-sum kernels come back unchanged.
@@ -81,17 +87,26 @@ class Kernel:
         total = float(np.sum(self.values) * self.scale)
         if abs(total) < 1e-12:
             return self, False
-        return replace(self, scale=self.scale / total, scale_text=_fmt(self.scale / total)), True
+        scale = self.scale / total
+        inverse = 1.0 / scale
+        text = f"1/{_fmt(inverse)}" if inverse == round(inverse) else _fmt(scale)
+        return replace(self, scale=scale, scale_text=text), True
 
     def flipped(self) -> "Kernel":
         return replace(self, values=self.values[::-1, ::-1].copy())
 
     def format(self) -> str:
         """The matrix as text, one row per line, with its scale and offset."""
-        cells = [[_fmt(v) for v in row] for row in self.values]
-        width = max(len(c) for row in cells for c in row)
-        lines = [" ".join(c.rjust(width) for c in row) for row in cells]
-        head = [f"{self.name} ({self.shape[0]}x{self.shape[1]})"]
+        planes = [self.values] if self.depth is None else [self.values[..., i] for i in range(self.depth)]
+        lines = []
+        for i, plane in enumerate(planes):
+            cells = [[_fmt(v) for v in row] for row in plane]
+            width = max(len(c) for row in cells for c in row)
+            if self.depth is not None:
+                lines.append(f"channel {i}:")
+            lines += [" ".join(c.rjust(width) for c in row) for row in cells]
+        size = "x".join(str(n) for n in self.values.shape)
+        head = [f"{self.name} ({size})"]
         if self.description:
             head.append(self.description)
         if self.scale_text != "1":
@@ -257,7 +272,7 @@ def parse_sized(spec: str) -> Kernel:
         sides = [_int(a, where) for a in args]
         h, w = sides[0], sides[-1]
         _check_size(h, w, where)
-        return Kernel(f"box:{h}x{w}", np.ones((h, w)), 1.0 / (h * w), f"1/{h * w}",
+        return Kernel(f"box:{h},{w}", np.ones((h, w)), 1.0 / (h * w), f"1/{h * w}",
                       description=f"box blur: mean of the {h}x{w} neighbourhood", source="sized")
     if len(args) not in (1, 2):
         raise KernelError(f"{where}: write gaussian:SIGMA or gaussian:SIGMA,SIZE")
@@ -315,8 +330,9 @@ def _looks_like_vips(text: str) -> bool:
         w, h = int(head[0]), int(head[1])
     except (ValueError, IndexError):
         return False
-    return (2 <= len(head) <= 4 and len(rows) == h and all(len(r) == w for r in rows)
-            and (len(head) != w or len(rows) != len(lines)))
+    # Only when the first line could not be a row of the plain format (it has a
+    # different width from the rows below it) is it taken as a libvips header.
+    return 2 <= len(head) <= 4 and len(head) != w and len(rows) == h and all(len(r) == w for r in rows)
 
 
 def _load_npy(path: Path, data: bytes) -> Kernel:
@@ -328,9 +344,11 @@ def _load_npy(path: Path, data: bytes) -> Kernel:
         raise KernelError(f"{path}: unreadable .npy kernel: {e}") from None
     if arr.dtype.kind not in "biuf":
         raise KernelError(f"{path}: a kernel must be numeric, this .npy holds {arr.dtype}")
-    if arr.ndim != 2:
-        raise KernelError(f"{path}: a kernel must be 2-D, this .npy has shape {arr.shape}")
-    _check_size(*arr.shape, str(path))
+    if arr.ndim not in (2, 3):
+        raise KernelError(f"{path}: a kernel must be 2-D (K x K) or 3-D (K x K x C), this .npy has shape {arr.shape}")
+    _check_size(*arr.shape[:2], str(path))
+    if min(arr.shape) < 1:
+        raise KernelError(f"{path}: the kernel is empty")
     values = arr.astype(np.float64)
     if not np.all(np.isfinite(values)):
         raise KernelError(f"{path}: the kernel holds NaN or infinite values")
@@ -376,9 +394,9 @@ def get_kernel(spec) -> Kernel:
         return load_file(spec)
     if not isinstance(spec, str):
         arr = np.asarray(spec)
-        if arr.dtype.kind not in "biuf" or arr.ndim != 2:
-            raise KernelError(f"a kernel array must be 2-D and numeric, got shape {arr.shape} dtype {arr.dtype}")
-        _check_size(*arr.shape, "kernel array")
+        if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3) or min(arr.shape) < 1:
+            raise KernelError(f"a kernel array must be 2-D or 3-D and numeric, got shape {arr.shape} dtype {arr.dtype}")
+        _check_size(*arr.shape[:2], "kernel array")
         values = arr.astype(np.float64)
         if not np.all(np.isfinite(values)):
             raise KernelError("kernel array holds NaN or infinite values")

@@ -471,7 +471,7 @@ def test_pickled_object_npy_refused(tmp_path):
     "arr,word",
     [
         (np.ones(3), "2-D"),
-        (np.ones((2, 2, 2)), "2-D"),
+        (np.ones((2, 2, 2, 2)), "2-D"),
         (np.array([["a", "b"]]), "numeric"),
         (np.array([[1.0, np.nan]]), "NaN"),
         (np.array([[1.0, np.inf]]), "NaN"),
@@ -502,7 +502,7 @@ def test_array_and_kernel_specs():
     k = K.get_kernel([[1, 2], [3, 4]])
     assert np.array_equal(k.array, np.array([[1, 2], [3, 4]], np.float32))
     assert K.get_kernel(k) is k
-    for bad in (np.ones(3), np.ones((2, 2, 2)), np.array([["a"]]), np.array([[np.nan]]), np.ones((0, 2))):
+    for bad in (np.ones(3), np.ones((2, 2, 2, 2)), np.array([["a"]]), np.array([[np.nan]]), np.ones((0, 2))):
         with pytest.raises(KernelError):
             K.get_kernel(bad)
     for bad in ("", "   "):
@@ -565,3 +565,11 @@ def test_format_aligns_and_omits_unit_scale():
     assert text.splitlines()[-3:] == ["-1 -1 -1", "-1  8 -1", "-1 -1 -1"]
     frac = K.get_kernel("0.5 0.25").format()
     assert "0.5" in frac and "0.25" in frac
+
+
+def test_npy_depth_kernel_is_accepted(tmp_path):
+    p = tmp_path / "depth.npy"
+    np.save(p, np.arange(18, dtype=np.float32).reshape(3, 3, 2))
+    k = K.get_kernel(str(p))
+    assert k.shape == (3, 3) and k.depth == 2
+    assert "channel 1:" in k.format()
