@@ -177,6 +177,8 @@ def cli(ctx, debug, quiet):
     \b
       kernelcli apply sharpen in.png out.png
       kernelcli apply edge in.jpg edges.png --relu --pool max
+      kernelcli conv edge in.png | kernelcli relu | kernelcli pool max > out.npy
+      kernelcli explain "1,0,1;0,1,0;1,0,1" samples/example-5x5.npy
       kernelcli kernels            list the named kernels
       kernelcli kernels show box   print a kernel's matrix
 
@@ -186,8 +188,23 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
+def _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels, stages):
+    """Read INPUT, run the stages (functions Picture -> Picture), write OUTPUT."""
+    from . import images
+
+    out_format = images.format_for(output, fmt)
+    quiet = ctx.obj["quiet"]
+    picture = images.read_image(input, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
+    note(quiet, picture.notes)
+    picture.notes.clear()
+    for stage in stages:
+        picture = stage(picture)
+    note(quiet, picture.notes)
+    note(quiet, images.write_image(output, picture, out_format, scaling, offset, quality))
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("kernel", type=KernelSpec())
+@click.argument("kernel", type=KernelSpec(bank=True))
 @click.argument("input", metavar="INPUT")
 @click.argument("output", metavar="OUTPUT")
 @conv_options
@@ -197,29 +214,147 @@ def cli(ctx, debug, quiet):
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
           alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, max_pixels):
-    """Filter INPUT with KERNEL and write OUTPUT.
+    """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
+    \b
     KERNEL is a name (kernelcli kernels), a sized form (box:5, gaussian:1.5),
-    a file (.txt, .npy, libvips .mat), an inline matrix ("1,0,1;0,1,0;1,0,1")
-    or an ImageMagick string ("3x3: 0,-1,0 -1,5,-1 0,-1,0").
+    a file (.txt, .npy, libvips .mat), an inline matrix ("1,0,1;0,1,0;1,0,1"),
+    an ImageMagick string ("3x3: 0,-1,0 -1,5,-1 0,-1,0"), or several kernels
+    separated by commas (a filter bank: one output channel per kernel).
 
     INPUT is an image (png, jpg, tif, bmp, webp...) or .npy array, or - for
     stdin. OUTPUT's extension chooses the format (- is stdout: .npy unless
     --format). Pixels keep their mode and bit depth.
     """
-    from . import images, pipeline
+    from . import pipeline
 
     if pool is None and (pool_size or pool_stride):
         raise click.UsageError("--pool-size and --pool-stride need --pool max|avg|sum")
-    out_format = images.format_for(output, fmt)
-    quiet = ctx.obj["quiet"]
     conv, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
-    note(quiet, notes)
-    picture = images.read_image(input, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
-    note(quiet, picture.notes)
+    note(ctx.obj["quiet"], notes)
     stage_pool = pipeline.Pool(pool, pool_size or 2, pool_stride) if pool else None
-    result = pipeline.apply(picture, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)
-    note(quiet, images.write_image(output, result, out_format, scaling, offset, quality))
+    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+         [lambda p: pipeline.apply(p, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)])
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("kernel", type=KernelSpec(bank=True))
+@click.argument("input", metavar="[INPUT]", default="-")
+@click.argument("output", metavar="[OUTPUT]", default="-")
+@conv_options
+@output_options
+@input_options
+@click.pass_context
+def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
+         alpha, fmt, scaling, offset, quality, max_pixels):
+    """Convolve INPUT with KERNEL: the conv stage of a pipeline.
+
+    \b
+      kernelcli conv edge in.png | kernelcli relu | kernelcli pool max > out.npy
+      kernelcli conv edge,sobel-x,sobel-y in.png maps.npy     (a filter bank)
+
+    INPUT and OUTPUT default to - (stdin, stdout). Between commands the data
+    is a lossless float32 .npy stream that also carries the picture's mode
+    and bit depth; give OUTPUT a picture extension or --format to end in one.
+    KERNEL takes the same forms as in apply; commas make a filter bank.
+    """
+    from . import pipeline
+
+    stage, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
+    note(ctx.obj["quiet"], notes)
+    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+         [lambda p: pipeline.conv_stage(p, stage, gray=gray, alpha=alpha)])
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("input", metavar="[INPUT]", default="-")
+@click.argument("output", metavar="[OUTPUT]", default="-")
+@click.option("--leaky", type=float, default=0.0, metavar="SLOPE",
+              help="Leaky ReLU: multiply negative values by SLOPE instead of setting them to 0.")
+@output_options
+@input_options
+@click.pass_context
+def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, max_pixels):
+    """Set the negative values of INPUT to 0 (alpha passes through).
+
+    INPUT and OUTPUT default to - (stdin, stdout).
+    """
+    from . import pipeline
+
+    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+         [lambda p: pipeline.relu_stage(p, leaky)])
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("kind", type=click.Choice(["max", "avg", "sum"]))
+@click.argument("input", metavar="[INPUT]", default="-")
+@click.argument("output", metavar="[OUTPUT]", default="-")
+@click.option("--size", type=PairType(), default="2", show_default=True, help="Pooling window: N or NY,NX.")
+@click.option("--stride", type=PairType(), default=None,
+              help="Step between windows: N or NY,NX.  [default: the size]")
+@output_options
+@input_options
+@click.pass_context
+def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, max_pixels):
+    """Pool INPUT with KIND (max, avg or sum) over windows, without padding.
+
+    Rows and columns left over at the bottom and right are dropped. Alpha is
+    pooled with max for max pooling and with avg otherwise. INPUT and OUTPUT
+    default to - (stdin, stdout).
+    """
+    from . import pipeline
+
+    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+         [lambda p: pipeline.pool_stage(p, pipeline.Pool(kind, size, stride))])
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("stack", metavar="STACK")
+@click.argument("output", metavar="OUTPUT")
+@click.option("--columns", type=click.IntRange(1), default=None, help="Maps per row (default: about square).")
+@click.option("--scale", "zoom", type=click.IntRange(1, 64), default=None,
+              help="Enlarge each map by this factor (default: small maps are enlarged to ~128 px).")
+@click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", help="Output format (default: from OUTPUT).")
+@input_options
+@click.pass_context
+def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
+    """Draw a stack of feature maps as one labelled picture.
+
+    Each channel of STACK (an .npy stream or file, or an image) becomes one
+    tile, stretched from its own minimum to its own maximum, labelled with the
+    kernel that made it when the stack came from a kernelcli filter bank.
+    """
+    from . import images, montage as draw
+
+    out_format = images.format_for(output, fmt)
+    picture = images.read_image(stack, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
+    note(ctx.obj["quiet"], picture.notes)
+    sheet = draw.montage(picture, columns=columns, zoom=zoom)
+    note(ctx.obj["quiet"], images.write_image(output, sheet, out_format))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("kernel", type=KernelSpec())
+@click.argument("input", metavar="INPUT")
+@click.option("--stride", "-s", type=PairType(), default="1", show_default=True, help="S or SY,SX.")
+@click.option("--padding", "-p", type=PaddingType(), default="valid", show_default=True,
+              help="same, valid, full, P or PY,PX.")
+@click.option("--relu", is_flag=True, help="Show the ReLU step.")
+@click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None, help="Show a pooling step.")
+@click.option("--pool-size", type=PairType(), default="2", show_default=True, help="Pooling window: N or NY,NX.")
+@click.option("--pool-stride", type=PairType(), default=None,
+              help="Step between pooling windows.  [default: the pool size]")
+def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
+    """Show the arithmetic of a convolution on a small INPUT, step by step.
+
+    INPUT is an inline matrix ("1,1,1,0,0;0,1,1,1,0;...") or a small .npy or
+    gray image (up to 16x16). Prints the padded input, every window's
+    products and sum, the feature map with the output-size arithmetic, then
+    the ReLU and pooling steps when asked.
+    """
+    from . import explain as show
+
+    click.echo(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride))
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)

@@ -13,7 +13,9 @@ place, so an existing file is only ever replaced by a complete new one.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import sys
 import tempfile
@@ -26,6 +28,8 @@ import numpy as np
 from .errors import ImageReadError, ImageWriteError, UsageError
 
 NPY_MAGIC = b"\x93NUMPY"
+#: Marks kernelcli's metadata after the array data of a .npy (np.load ignores it).
+META_MAGIC = b"\nKERNELCLI-META "
 
 #: Output formats by file extension.
 EXTENSIONS = {
@@ -48,6 +52,7 @@ SCALINGS = ("clip", "abs", "stretch")
 DEFAULT_MAX_PIXELS = 178_956_970
 
 _MODE_FOR_BANDS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_MODE_BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "F": 1}
 _RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
 
 
@@ -65,6 +70,11 @@ class Picture:
     source_format: str = "NPY"
     info: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    #: The value range's top when no mode says it (a stack of feature maps
+    #: computed from a 16-bit image keeps 65535).
+    range_max: float | None = None
+    #: Names of the channels (the kernels of a filter bank), for montages.
+    labels: list | None = None
 
     @property
     def has_alpha(self) -> bool:
@@ -73,10 +83,30 @@ class Picture:
     @property
     def max_value(self) -> float:
         """The top of the value range (255 for 8-bit, 65535 for 16-bit)."""
-        return _RANGE.get(self.mode or "", 255.0)
+        if self.mode in _RANGE:
+            return _RANGE[self.mode]
+        return self.range_max or 255.0
 
-    def with_pixels(self, pixels: np.ndarray) -> "Picture":
-        return replace(self, pixels=pixels, notes=list(self.notes))
+    def with_pixels(self, pixels: np.ndarray, **changes) -> "Picture":
+        return replace(self, pixels=pixels, notes=list(self.notes), **changes)
+
+    # -- the metadata that travels with a .npy stream between kernelcli commands
+
+    def metadata(self) -> dict:
+        meta = {}
+        if self.mode:
+            meta["mode"] = self.mode
+        if self.range_max:
+            meta["range_max"] = self.range_max
+        if self.labels:
+            meta["labels"] = [str(x) for x in self.labels]
+        if self.info.get("icc_profile"):
+            meta["icc_profile"] = base64.b64encode(self.info["icc_profile"]).decode("ascii")
+        if self.info.get("dpi"):
+            meta["dpi"] = [float(v) for v in self.info["dpi"]]
+        if self.info.get("exif"):
+            meta["exif"] = base64.b64encode(self.info["exif"]).decode("ascii")
+        return meta
 
 
 # --------------------------------------------------------------------------
@@ -89,7 +119,7 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
     if not data:
         raise ImageReadError(f"{name}: empty input")
     if data.startswith(NPY_MAGIC):
-        return Picture(_read_npy(data, name), None, "NPY")
+        return _picture_from_npy(_read_npy(data, name), data, name)
     return _read_pillow(data, name, max_pixels)
 
 
@@ -130,6 +160,39 @@ def _read_npy(data: bytes, name: str) -> np.ndarray:
     if min(arr.shape) < 1:
         raise ImageReadError(f"{name}: .npy array is empty (shape {arr.shape})")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
+    """A bare array, or the picture a kernelcli command wrote (metadata after the data)."""
+    at = data.rfind(META_MAGIC)
+    if at < 0:
+        return Picture(arr, None, "NPY")
+    try:
+        meta = json.loads(data[at + len(META_MAGIC):].decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError):
+        return Picture(arr, None, "NPY", notes=[f"{name}: ignored unreadable kernelcli metadata"])
+    bands = 1 if arr.ndim == 2 else arr.shape[2]
+    mode = meta.get("mode")
+    if mode not in _MODE_BANDS or _MODE_BANDS[mode] != bands:
+        mode = None
+    info = {}
+    try:
+        if isinstance(meta.get("icc_profile"), str):
+            info["icc_profile"] = base64.b64decode(meta["icc_profile"], validate=True)
+        if isinstance(meta.get("exif"), str):
+            info["exif"] = base64.b64decode(meta["exif"], validate=True)
+    except ValueError:
+        info = {}
+    dpi = meta.get("dpi")
+    if isinstance(dpi, list) and len(dpi) == 2 and all(isinstance(v, (int, float)) for v in dpi):
+        info["dpi"] = tuple(dpi)
+    top = meta.get("range_max")
+    top = float(top) if isinstance(top, (int, float)) and top > 0 else None
+    labels = meta.get("labels")
+    labels = [str(x) for x in labels] if isinstance(labels, list) and len(labels) == bands else None
+    return Picture(arr, mode, "NPY", info, [], top, labels)
 
 
 def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
@@ -248,6 +311,9 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     if fmt == "NPY":
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(picture.pixels, dtype=np.float32), allow_pickle=False)
+        meta = picture.metadata()
+        if meta:
+            buf.write(META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii"))
         payload = buf.getvalue()
     else:
         img = to_pil(picture, fmt, scaling, offset, notes)
@@ -265,9 +331,15 @@ def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.
     bands = 1 if px.ndim == 2 else px.shape[2]
     mode = picture.mode
     if mode is None or len(_bands(mode)) != bands:
-        if bands not in _MODE_FOR_BANDS:
-            raise UsageError(f"cannot store {bands} channels in a {fmt} image; write .npy instead")
+        # A bare array: pick the mode from the channel count. A stack of
+        # feature maps (labels set) has no alpha: only 1 or 3 maps make a picture.
+        usable = (1, 3) if picture.labels else tuple(_MODE_FOR_BANDS)
+        if bands not in usable:
+            hint = "use kernelcli montage or " if picture.labels else ""
+            raise UsageError(f"cannot store {bands} channels in a {fmt} image; {hint}write .npy instead")
         mode = _MODE_FOR_BANDS[bands]
+        if bands == 1 and picture.max_value == 65535.0:
+            mode = "I;16"
     allowed = _FORMAT_MODES[fmt]
     target_mode = mode
     if mode not in allowed:

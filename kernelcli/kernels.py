@@ -425,5 +425,29 @@ def get_kernel(spec) -> Kernel:
     )
 
 
+def get_kernels(spec) -> list[Kernel]:
+    """Like :func:`get_kernel`, but ``"edge,sharpen,box"`` gives a filter bank.
+
+    A spec is split on commas only when it is not a single kernel already (an
+    inline matrix, an ImageMagick string or a file); numbers after a sized form
+    stay with it (``gaussian:1.5,9,box``).
+    """
+    if not isinstance(spec, str):
+        return [get_kernel(spec)]
+    text = spec.strip()
+    if ("," not in text or ";" in text or _MAGICK.match(text) or _NUMBERISH.match(text)
+            or os.path.isfile(text)):
+        return [get_kernel(text)]
+    items: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if items and _SIZED.match(items[-1]) and re.fullmatch(r"[0-9.eE+\-]+", part):
+            items[-1] += "," + part
+        else:
+            items.append(part)
+    if any(not item for item in items):
+        raise KernelError(f"kernel bank {text!r} has an empty name between commas")
+    return [get_kernel(item) for item in items]
+
+
 #: Used by the engine to accept names, specs, arrays and Kernels alike.
 as_kernel = get_kernel

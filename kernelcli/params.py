@@ -49,16 +49,20 @@ class PaddingType(click.ParamType):
 
 
 class KernelSpec(click.ParamType):
-    """A kernel name, sized form, file or inline matrix, resolved to a Kernel."""
+    """A kernel name, sized form, file or inline matrix, resolved to a Kernel
+    (or, with ``bank=True``, a tuple of Kernels: ``edge,sharpen,box``)."""
 
     name = "KERNEL"
 
-    def convert(self, value, param, ctx):
-        from .kernels import Kernel, get_kernel
+    def __init__(self, bank: bool = False):
+        self.bank = bank
 
-        if isinstance(value, Kernel):
+    def convert(self, value, param, ctx):
+        from .kernels import Kernel, get_kernel, get_kernels
+
+        if isinstance(value, (Kernel, tuple)):
             return value
         try:
-            return get_kernel(value)
+            return tuple(get_kernels(value)) if self.bank else get_kernel(value)
         except KernelcliError as e:
             self.fail(str(e), param, ctx)

@@ -1,0 +1,98 @@
+"""``kernelcli explain``: the arithmetic of a convolution, as text.
+
+Every number shown comes from the engine (the feature map, the ReLU and the
+pooled map); the products listed for each window are the terms whose sum the
+engine computed, so a reader can check them by hand.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import engine
+from .errors import UsageError
+from .kernels import Kernel, _fmt, parse_inline
+
+MAX_SIDE = 16
+
+
+def load_small_input(spec: str) -> np.ndarray:
+    """An inline matrix, or a small .npy / gray image file."""
+    if not os.path.exists(spec) and (";" in spec or "," in spec or spec.replace(" ", "").isdigit()):
+        arr = parse_inline(spec).values.astype(np.float32)
+    else:
+        from .images import read_image
+
+        arr = read_image(spec).pixels
+        if arr.ndim == 3:
+            if arr.shape[2] != 1:
+                raise UsageError(f"explain takes one channel; {spec} has {arr.shape[2]} (use a gray image or an H x W .npy)")
+            arr = arr[..., 0]
+    if max(arr.shape) > MAX_SIDE:
+        raise UsageError(f"explain is for small inputs (up to {MAX_SIDE}x{MAX_SIDE}); this one is {arr.shape[0]}x{arr.shape[1]}")
+    return arr
+
+
+def _grid(a: np.ndarray, indent: str = "  ") -> str:
+    cells = [[_fmt(v) for v in row] for row in a]
+    width = max(len(c) for row in cells for c in row)
+    return "\n".join(indent + " ".join(c.rjust(width) for c in row) for row in cells)
+
+
+def _axis_rule(name: str, n: int, k: int, pad: tuple[int, int], s: int) -> str:
+    out = engine.output_size(n, k, pad, s)
+    return (f"  {name}: floor(({n} + {pad[0]} + {pad[1]} - {k}) / {s}) + 1 = "
+            f"floor({n + pad[0] + pad[1] - k} / {s}) + 1 = {out}")
+
+
+def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", relu=False,
+            pool=None, pool_size=(2, 2), pool_stride=None) -> str:
+    if kernel.depth is not None:
+        raise UsageError("explain shows 2-D kernels only")
+    x = load_small_input(input_spec)
+    w = kernel.array
+    kh, kw = w.shape
+    sy, sx = engine.pair(stride, "stride")
+    pads = engine.resolve_padding(padding, (kh, kw))
+    feature = engine.convolve(x, kernel, stride=(sy, sx), padding=padding)
+    padded = np.pad(x, pads)
+    lines = [
+        f"input {x.shape[0]}x{x.shape[1]}, kernel {kernel.name} {kh}x{kw}, stride {sy},{sx}, "
+        f"padding {padding if isinstance(padding, str) else pads[0][0]} "
+        f"(rows {pads[0][0]}+{pads[0][1]}, columns {pads[1][0]}+{pads[1][1]})",
+        "",
+        "kernel (the filter slides over the input without being flipped: cross-correlation):",
+        _grid(w), "",
+        f"padded input ({padded.shape[0]}x{padded.shape[1]}):", _grid(padded), "",
+        "output size = floor((N + pad before + pad after - K) / stride) + 1",
+        _axis_rule("rows", x.shape[0], kh, pads[0], sy),
+        _axis_rule("columns", x.shape[1], kw, pads[1], sx), "",
+        "each output = sum of (kernel x the window under it):",
+    ]
+    for oy in range(feature.shape[0]):
+        for ox in range(feature.shape[1]):
+            y0, x0 = oy * sy, ox * sx
+            window = padded[y0:y0 + kh, x0:x0 + kw]
+            terms = " + ".join(f"{_fmt(a)}*{_fmt(b)}" for a, b in zip(window.ravel(), w.ravel()))
+            lines.append(f"  out[{oy},{ox}]  rows {y0}-{y0 + kh - 1}, cols {x0}-{x0 + kw - 1}:  "
+                         f"{terms} = {_fmt(feature[oy, ox])}")
+    lines += ["", f"feature map ({feature.shape[0]}x{feature.shape[1]}):", _grid(feature)]
+    current = feature
+    if relu:
+        current = engine.relu(current)
+        lines += ["", "after ReLU (negative values become 0):", _grid(current)]
+    if pool:
+        ph, pw = engine.pair(pool_size, "pool size")
+        py, px = engine.pair(pool_stride or (ph, pw), "pool stride")
+        pooled = engine.pool(current, pool, (ph, pw), (py, px))
+        lines += ["", f"{pool} pooling, window {ph}x{pw}, stride {py},{px}, no padding:",
+                  f"  rows: floor(({current.shape[0]} - {ph}) / {py}) + 1 = {pooled.shape[0]}",
+                  f"  columns: floor(({current.shape[1]} - {pw}) / {px}) + 1 = {pooled.shape[1]}"]
+        for oy in range(pooled.shape[0]):
+            for ox in range(pooled.shape[1]):
+                win = current[oy * py:oy * py + ph, ox * px:ox * px + pw]
+                lines.append(f"  out[{oy},{ox}] = {pool}({', '.join(_fmt(v) for v in win.ravel())}) = {_fmt(pooled[oy, ox])}")
+        lines += ["", f"pooled map ({pooled.shape[0]}x{pooled.shape[1]}):", _grid(pooled)]
+    return "\n".join(lines)

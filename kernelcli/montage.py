@@ -1,0 +1,66 @@
+"""Draw a stack of feature maps as one labelled grid picture."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .images import Picture
+
+GAP = 6
+LABEL_HEIGHT = 14
+BACKGROUND = 40
+
+
+def montage(picture: Picture, columns: int | None = None, zoom: int | None = None) -> Picture:
+    """One gray tile per channel, each stretched from its own min to its own max."""
+    px = picture.pixels
+    maps = [px] if px.ndim == 2 else [px[..., i] for i in range(px.shape[2])]
+    labels = picture.labels or [f"channel {i}" for i in range(len(maps))]
+    if len(maps) == 1 and not picture.labels:
+        labels = ["map"]
+    h, w = maps[0].shape
+    if zoom is None:
+        zoom = max(1, min(16, 128 // max(h, w)))
+    cols = columns or math.ceil(math.sqrt(len(maps)))
+    rows = math.ceil(len(maps) / cols)
+    th, tw = h * zoom, w * zoom
+    cell_w = max(tw, 8 * max(len(label) for label in labels) // 1 if labels else tw)
+    sheet_h = rows * (th + LABEL_HEIGHT + GAP) + GAP
+    sheet_w = cols * (cell_w + GAP) + GAP
+    sheet = np.full((sheet_h, sheet_w), BACKGROUND, dtype=np.float32)
+    for i, m in enumerate(maps):
+        r, c = divmod(i, cols)
+        y = GAP + r * (th + LABEL_HEIGHT + GAP) + LABEL_HEIGHT
+        x = GAP + c * (cell_w + GAP)
+        tile = _stretch(m)
+        if zoom > 1:
+            tile = np.repeat(np.repeat(tile, zoom, axis=0), zoom, axis=1)
+        sheet[y:y + th, x:x + tw] = tile
+    sheet = _draw_labels(sheet, labels, cols, th, cell_w)
+    return Picture(sheet, "L", "NPY")
+
+
+def _stretch(m: np.ndarray) -> np.ndarray:
+    finite = m[np.isfinite(m)]
+    if finite.size == 0:
+        return np.zeros_like(m)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.full_like(m, 128.0)
+    return np.nan_to_num((m - lo) * (255.0 / (hi - lo)), nan=0.0)
+
+
+def _draw_labels(sheet: np.ndarray, labels, cols: int, th: int, cell_w: int) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray(sheet.astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    for i, label in enumerate(labels):
+        r, c = divmod(i, cols)
+        y = GAP + r * (th + LABEL_HEIGHT + GAP)
+        x = GAP + c * (cell_w + GAP)
+        draw.text((x, y), label, fill=230, font=font)
+    return np.asarray(img, dtype=np.float32)
