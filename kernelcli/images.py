@@ -198,8 +198,10 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
 def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
     from PIL import Image, UnidentifiedImageError
 
+    # Pillow's own bomb check is replaced by ours, which runs on the header's
+    # size before any pixel is decoded and names the size in its message.
     old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -207,7 +209,7 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
             _check_pixels(img, name, max_pixels)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(_bomb_message(name, img.size if "img" in dir() else None, max_pixels)) from None
+        raise ImageReadError(_bomb_message(name, None, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -342,6 +344,8 @@ def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.
             mode = "I;16"
     allowed = _FORMAT_MODES[fmt]
     target_mode = mode
+    if fmt == "WEBP" and mode in ("L", "I;16", "F"):
+        notes.append("WEBP has no gray mode; written as RGB with three equal channels")
     if mode not in allowed:
         if mode in ("LA", "RGBA"):
             target_mode = mode[:-1]
