@@ -282,7 +282,7 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, max_pixels):
     from . import pipeline
 
     _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
-         [lambda p: pipeline.relu_stage(p, leaky)])
+         [lambda p: pipeline.relu_stage(p, leaky, inplace=True)])
 
 
 @cli.command(context_settings=CONTEXT)

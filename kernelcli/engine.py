@@ -200,12 +200,17 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     return out
 
 
-def relu(x, slope: float = 0.0):
-    """``max(x, 0)`` elementwise (or ``x * slope`` for negatives when ``slope`` is set)."""
+def relu(x, slope: float = 0.0, inplace: bool = False):
+    """``max(x, 0)`` elementwise (or ``x * slope`` for negatives when ``slope`` is set).
+
+    ``inplace=True`` overwrites ``x`` when it is already a writable float32 array.
+    """
     arr = as_image_array(x)
+    out = arr if inplace and arr is x and arr.flags.writeable else None
     if slope:
-        return np.where(arr >= 0, arr, arr * np.float32(slope)).astype(np.float32, copy=False)
-    return np.maximum(arr, np.float32(0.0))
+        return np.multiply(arr, np.float32(slope), out=out, where=arr < 0) if out is not None else \
+            np.where(arr >= 0, arr, arr * np.float32(slope)).astype(np.float32, copy=False)
+    return np.maximum(arr, np.float32(0.0), out=out)
 
 
 def pool(x, kind: str = "max", size=2, stride=None):

@@ -114,57 +114,133 @@ class Picture:
 
 
 def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
-    """Read an image or ``.npy`` from a path, ``"-"`` (stdin), bytes or a binary file."""
-    name, data = _read_source(source)
-    if not data:
-        raise ImageReadError(f"{name}: empty input")
-    if data.startswith(NPY_MAGIC):
-        return _picture_from_npy(_read_npy(data, name), data, name)
-    return _read_pillow(data, name, max_pixels)
+    """Read an image or ``.npy`` from a path, ``"-"`` (stdin), bytes or a binary file.
+
+    ``max_pixels`` bounds ``H x W`` of images and arrays alike (None: no bound).
+    """
+    name, stream, closer = _open_source(source)
+    try:
+        head = _read_exactly(stream, len(NPY_MAGIC))
+        if not head:
+            raise ImageReadError(f"{name}: empty input")
+        if head == NPY_MAGIC:
+            arr = _read_npy(stream, name, max_pixels)
+            return _picture_from_npy(arr, stream.read(1 << 20), name)
+        return _read_pillow(head + stream.read(), name, max_pixels)
+    except OSError as e:
+        raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
+    finally:
+        if closer:
+            stream.close()
 
 
-def _read_source(source) -> tuple[str, bytes]:
+def _open_source(source):
+    """``(name, binary stream, whether we opened it)`` for any kind of source."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return "<bytes>", bytes(source)
+        return "<bytes>", io.BytesIO(source), True
     if hasattr(source, "read"):
-        return getattr(source, "name", "<stream>"), source.read()
+        return getattr(source, "name", "<stream>"), source, False
     if str(source) == "-":
         stdin = sys.stdin
         if stdin is None or stdin.isatty():
             raise UsageError("no input: stdin is a terminal; give an INPUT file or pipe data in")
-        return "<stdin>", stdin.buffer.read()
+        return "<stdin>", stdin.buffer, False
     path = Path(source)
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, not an image")
     try:
-        return str(path), path.read_bytes()
+        return str(path), open(path, "rb"), True
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def _read_npy(data: bytes, name: str) -> np.ndarray:
+def _read_exactly(stream, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = stream.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+class _Prefixed:
+    """A read-only stream that first gives back bytes already consumed."""
+
+    def __init__(self, prefix: bytes, stream):
+        self.prefix, self.stream = prefix, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            data, self.prefix = self.prefix + self.stream.read(), b""
+            return data
+        head, self.prefix = self.prefix[:n], self.prefix[n:]
+        return head + (_read_exactly(self.stream, n - len(head)) if n > len(head) else b"")
+
+
+def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
+    """Read a ``.npy`` array straight from the stream into its final buffer.
+
+    The header is parsed by NumPy's format module (a literal, never pickled);
+    object dtypes are refused before any data is read.
+    """
+    from numpy.lib import format as npformat
+
+    f = _Prefixed(NPY_MAGIC, stream)
     try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        version = npformat.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npformat.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
     except ValueError as e:
-        if "pickle" in str(e).lower():
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
         raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
-    except Exception as e:  # truncated or corrupt header
-        raise ImageReadError(f"{name}: corrupt .npy data: {e}") from None
-    if arr.dtype.kind not in "biuf":
-        raise ImageReadError(f"{name}: .npy holds {arr.dtype} values; need a numeric array")
-    if arr.ndim not in (2, 3):
-        raise ImageReadError(f"{name}: .npy array has shape {arr.shape}; need H x W or H x W x C")
-    if min(arr.shape) < 1:
-        raise ImageReadError(f"{name}: .npy array is empty (shape {arr.shape})")
+    except Exception as e:  # truncated or scrambled header
+        raise ImageReadError(f"{name}: corrupt .npy header: {e}") from None
+    if dtype.hasobject:
+        raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it")
+    if dtype.kind not in "biuf":
+        raise ImageReadError(f"{name}: .npy holds {dtype} values; need a numeric array")
+    if len(shape) not in (2, 3):
+        raise ImageReadError(f"{name}: .npy array has shape {shape}; need H x W or H x W x C")
+    if min(shape) < 1:
+        raise ImageReadError(f"{name}: .npy array is empty (shape {shape})")
+    if max_pixels is not None and shape[0] * shape[1] > max_pixels:
+        raise ImageReadError(
+            f"{name}: .npy array of {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} pixels is over "
+            f"the limit of {max_pixels:,}; raise it with --max-pixels"
+        )
+    if len(shape) == 3 and shape[2] > 4096:
+        raise ImageReadError(f"{name}: .npy array has {shape[2]} channels; at most 4096 are supported")
+    count = int(np.prod(shape))
+    raw = np.empty(count * dtype.itemsize, dtype=np.uint8)
+    view, got = memoryview(raw), 0
+    readinto = getattr(stream, "readinto", None)
+    while got < len(raw):
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            chunk = stream.read(len(raw) - got)
+            n = len(chunk)
+            view[got:got + n] = chunk
+        if not n:
+            raise ImageReadError(f"{name}: truncated .npy: {got:,} of {len(raw):,} data bytes")
+        got += n
+    arr = raw.view(dtype).reshape(shape, order="F" if fortran else "C")
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
-    """A bare array, or the picture a kernelcli command wrote (metadata after the data)."""
-    at = data.rfind(META_MAGIC)
+    """A bare array, or the picture a kernelcli command wrote (``data``: what
+    follows the array, where kernelcli puts its metadata)."""
+    at = data.find(META_MAGIC)
     if at < 0:
         return Picture(arr, None, "NPY")
     try:
@@ -311,15 +387,10 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     fmt = format_for(target, fmt)
     notes: list[str] = []
     if fmt == "NPY":
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(picture.pixels, dtype=np.float32), allow_pickle=False)
-        meta = picture.metadata()
-        if meta:
-            buf.write(META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii"))
-        payload = buf.getvalue()
+        payload = npy_chunks(picture)
     else:
         img = to_pil(picture, fmt, scaling, offset, notes)
-        payload = _encode(img, fmt, picture.info, quality)
+        payload = [_encode(img, fmt, picture.info, quality)]
     _deliver(target, payload, fmt)
     return notes
 
@@ -429,9 +500,25 @@ def _encode(img, fmt: str, info: dict, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _deliver(target, payload: bytes, fmt: str) -> None:
+def npy_chunks(picture: Picture) -> list:
+    """The ``.npy`` file as chunks: header, the float32 data itself (no copy
+    when already float32 and contiguous), then kernelcli's metadata if any."""
+    from numpy.lib import format as npformat
+
+    arr = np.ascontiguousarray(picture.pixels, dtype=np.float32)
+    head = io.BytesIO()
+    npformat.write_array_header_1_0(head, npformat.header_data_from_array_1_0(arr))
+    chunks = [head.getvalue(), memoryview(arr).cast("B")]
+    meta = picture.metadata()
+    if meta:
+        chunks.append(META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii"))
+    return chunks
+
+
+def _deliver(target, payload: list, fmt: str) -> None:
     if hasattr(target, "write"):
-        target.write(payload)
+        for chunk in payload:
+            target.write(chunk)
         return
     if str(target) == "-":
         out = sys.stdout
@@ -440,14 +527,18 @@ def _deliver(target, payload: bytes, fmt: str) -> None:
                 f"refusing to write binary {fmt} data to a terminal; "
                 "redirect it (> out.npy) or pipe it into another command"
             )
-        out.buffer.write(payload)
+        for chunk in payload:
+            out.buffer.write(chunk)
         out.buffer.flush()
         return
     write_atomic(Path(str(target)), payload)
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes to a temporary file beside ``path``, then rename it into place."""
+def write_atomic(path: Path, payload) -> None:
+    """Write bytes (or a list of byte chunks) to a temporary file beside ``path``,
+    then rename it into place."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        payload = [payload]
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ImageWriteError(f"{path}: the folder {folder} does not exist")
@@ -457,7 +548,8 @@ def write_atomic(path: Path, payload: bytes) -> None:
         raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            for chunk in payload:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         if path.exists():

@@ -172,11 +172,14 @@ def _channel_names(picture: Picture, px: np.ndarray) -> list[str]:
     return list(names) if len(names) == n else [str(i) for i in range(n)]
 
 
-def relu_stage(picture: Picture, slope: float = 0.0) -> Picture:
-    """ReLU on colour channels (alpha passes through)."""
+def relu_stage(picture: Picture, slope: float = 0.0, inplace: bool = False) -> Picture:
+    """ReLU on colour channels (alpha passes through).
+
+    ``inplace=True`` reuses the picture's own buffer (when nothing else needs it).
+    """
     px = picture.pixels
     if not picture.has_alpha:
-        return picture.with_pixels(engine.relu(px, slope))
+        return picture.with_pixels(engine.relu(px, slope, inplace=inplace))
     out = px.copy()
     out[..., :-1] = engine.relu(px[..., :-1], slope)
     return picture.with_pixels(out)
@@ -199,7 +202,7 @@ def apply(picture: Picture, conv: Conv, relu: bool = False, pool: Pool | None = 
     """All stages in one go: the same numbers as running them one by one."""
     picture = conv_stage(picture, conv, gray=gray, alpha=alpha)
     if relu:
-        picture = relu_stage(picture, relu_slope)
+        picture = relu_stage(picture, relu_slope, inplace=True)  # the conv output is ours
     if pool is not None:
         picture = pool_stage(picture, pool)
     return picture
