@@ -136,30 +136,39 @@ def pool_rows(src, channels, kind, ph, pw, sy, sx, out):
     """Pool windows of ``ph x pw`` every ``(sy, sx)``, no padding.
 
     src: (H, W*C) float32; out: (OH, OW*C) float32, fully overwritten.
-    kind: 0 = max, 1 = average, 2 = sum.
+    kind: 0 = max (NaN wins), 1 = average, 2 = sum. Each output row is built
+    from whole input rows, one window tap at a time.
     """
     c = channels
     out_h = out.shape[0]
     out_w = out.shape[1] // c
-    area = ph * pw
+    area = np.float32(ph * pw)
     for oy in numba.prange(out_h):
         orow = out[oy]
+        irow = src[oy * sy]
         for ox in range(out_w):
+            ib = ox * sx * c
             for ch in range(c):
+                orow[ox * c + ch] = irow[ib + ch]
+        for py in range(ph):
+            irow = src[oy * sy + py]
+            for px in range(pw):
+                if py == 0 and px == 0:
+                    continue
                 if kind == 0:
-                    acc = -np.inf
-                    for py in range(ph):
-                        irow = src[oy * sy + py]
-                        for px in range(pw):
-                            v = irow[(ox * sx + px) * c + ch]
-                            if v > acc or v != v:
-                                acc = v
+                    for ox in range(out_w):
+                        ib = (ox * sx + px) * c
+                        ob = ox * c
+                        for ch in range(c):
+                            v = irow[ib + ch]
+                            if v > orow[ob + ch] or v != v:
+                                orow[ob + ch] = v
                 else:
-                    acc = 0.0
-                    for py in range(ph):
-                        irow = src[oy * sy + py]
-                        for px in range(pw):
-                            acc += irow[(ox * sx + px) * c + ch]
-                    if kind == 1:
-                        acc = acc / area
-                orow[ox * c + ch] = acc
+                    for ox in range(out_w):
+                        ib = (ox * sx + px) * c
+                        ob = ox * c
+                        for ch in range(c):
+                            orow[ob + ch] += irow[ib + ch]
+        if kind == 1:
+            for j in range(out_w * c):
+                orow[j] /= area
