@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -156,6 +158,22 @@ def output_options(f):
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
+def batch_options(f):
+    """--recursive, --glob, --jobs, --skip-existing (for a folder INPUT)."""
+    options = [
+        click.option("--recursive", "-r", is_flag=True, help="Folders: descend into subfolders."),
+        click.option("--glob", "pattern", default=None, metavar="PATTERN",
+                     help="Folders: only files whose relative path or name matches (e.g. '*.jpg'; any case)."),
+        click.option("--jobs", "-j", type=click.IntRange(1), default=None,
+                     help="Folders: worker processes.  [default: all cores]"),
+        click.option("--skip-existing", is_flag=True,
+                     help="Folders: leave outputs that already exist alone (resume a run)."),
+        click.option("--quiet", "-q", "quiet", is_flag=True,
+                     help="No notes, no progress bar, no summary (errors are still shown)."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
 def input_options(f):
     return click.option("--max-pixels", type=click.IntRange(1), default=None,
                         help="Refuse images with more pixels than this (default 178956970).")(f)
@@ -211,9 +229,11 @@ def _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels, stages):
 @stage_options
 @output_options
 @input_options
+@batch_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, max_pixels):
+          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, max_pixels,
+          recursive, pattern, jobs, skip_existing, quiet):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -225,16 +245,53 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     INPUT is an image (png, jpg, tif, bmp, webp...) or .npy array, or - for
     stdin. OUTPUT's extension chooses the format (- is stdout: .npy unless
     --format). Pixels keep their mode and bit depth.
+
+    INPUT may be a folder: then OUTPUT is a folder too (created if missing),
+    every image in it is processed on all cores, mirrored by relative path,
+    in its own format unless --format says otherwise.
     """
     from . import pipeline
 
+    ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
     if pool is None and (pool_size or pool_stride):
         raise click.UsageError("--pool-size and --pool-stride need --pool max|avg|sum")
+    is_folder = input != "-" and os.path.isdir(input)
+    if not is_folder and (recursive or pattern or jobs or skip_existing):
+        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT")
     conv, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     stage_pool = pipeline.Pool(pool, pool_size or 2, pool_stride) if pool else None
+    if is_folder:
+        from . import batch
+
+        settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels)
+        _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing)
+        return
     _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
          [lambda p: pipeline.apply(p, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)])
+
+
+def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing):
+    quiet = ctx.obj["quiet"]
+    if settings.fmt:
+        from .images import format_for
+
+        format_for("-", settings.fmt)  # an unknown --format is a usage error before any work
+    outdir = batch.check_output_folder(output)
+
+    def report(path, reason):
+        message = reason if reason.startswith(path) else f"{path}: {reason}"
+        click.echo(f"kernelcli: failed: {message}", err=True)
+
+    summary = batch.run(Path(input), outdir, settings, recursive=recursive, pattern=pattern, jobs=jobs,
+                        skip_existing=skip_existing, progress=not quiet and sys.stderr.isatty(),
+                        report=report)
+    if not quiet:
+        click.echo(f"kernelcli: {summary.line()}", err=True)
+    if summary.interrupted:
+        raise click.exceptions.Exit(130)
+    if summary.failed:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -379,6 +436,12 @@ def kernels_show(kernel):
     click.echo(kernel.format())
 
 
+def _terminate(signum, frame):
+    # SIGTERM unwinds like an exception, so temporary files are removed.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=argv, prog_name="kernelcli")
