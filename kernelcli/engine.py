@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import KernelcliError, UsageError
 
 PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
 PADDING_WORDS = ("same", "valid", "full")
@@ -130,6 +130,28 @@ def as_image_array(x, what: str = "input") -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def available_memory() -> int | None:
+    """Bytes the system says it can still give us (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def ensure_memory(nbytes: int, what: str) -> None:
+    """Refuse up front, with the figure, work whose output cannot fit in memory."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise KernelcliError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
+            "use a smaller input, a larger stride or less padding"
+        )
+
+
 def _rows_view(arr: np.ndarray) -> tuple[np.ndarray, int]:
     if arr.ndim == 2:
         return arr, 1
@@ -179,6 +201,8 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
             "use more padding (e.g. same) or a smaller kernel"
         )
     rows, c = _rows_view(src)
+    out_channels = 1 if weights.ndim == 3 else c
+    ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
     from . import _jit

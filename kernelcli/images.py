@@ -125,7 +125,9 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
             raise ImageReadError(f"{name}: empty input")
         if head == NPY_MAGIC:
             arr = _read_npy(stream, name, max_pixels)
-            return _picture_from_npy(arr, stream.read(1 << 20), name)
+            picture = _picture_from_npy(arr, stream.read(1 << 20), name)
+            picture.notes.extend(nonfinite_note(arr, name))
+            return picture
         return _read_pillow(head + stream.read(), name, max_pixels)
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
@@ -220,6 +222,9 @@ def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
     if len(shape) == 3 and shape[2] > 4096:
         raise ImageReadError(f"{name}: .npy array has {shape[2]} channels; at most 4096 are supported")
     count = int(np.prod(shape))
+    from .engine import ensure_memory
+
+    ensure_memory(count * max(dtype.itemsize, 4), f"{name}: a {'x'.join(map(str, shape))} array")
     raw = np.empty(count * dtype.itemsize, dtype=np.uint8)
     view, got = memoryview(raw), 0
     readinto = getattr(stream, "readinto", None)
@@ -235,6 +240,16 @@ def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
         got += n
     arr = raw.view(dtype).reshape(shape, order="F" if fortran else "C")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def nonfinite_note(arr: np.ndarray, name: str) -> list[str]:
+    """A note when float data holds NaN or infinities (they propagate through filters)."""
+    if arr.dtype.kind == "f":
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            return [f"{name}: holds {bad:,} NaN or infinite values; they propagate through the "
+                    "filter (max pooling keeps NaN) and become 0 in pictures"]
+    return []
 
 
 def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
@@ -299,8 +314,8 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
     fmt = img.format
     img, mode = _normalise_mode(img, name, notes)
     pixels = np.asarray(img, dtype=np.float32)
-    if mode == "F" and not np.all(np.isfinite(pixels)):
-        notes.append(f"{name}: holds NaN or infinite values; they propagate through the filter")
+    if mode == "F":
+        notes.extend(nonfinite_note(pixels, name))
     return Picture(np.ascontiguousarray(pixels), mode, fmt or "UNKNOWN", info, notes)
 
 
