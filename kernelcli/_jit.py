@@ -69,16 +69,21 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
                     continue
                 off = kx * dx - pad_left
                 lo, hi = _interior(off, width, sx, out_w)
-                if sx == 1:
-                    shift = off * c
-                    for j in range(lo * c, hi * c):
-                        orow[j] += w * irow[j + shift]
-                else:
-                    for ox in range(lo, hi):
-                        ib = (ox * sx + off) * c
-                        ob = ox * c
+                # Interior through views, so that every index is a plain
+                # non-negative loop counter and the loop vectorises.
+                if hi > lo:
+                    if sx == 1:
+                        ov = orow[lo * c:hi * c]
+                        iv = irow[(lo + off) * c:(hi + off) * c]
+                        for j in range(ov.shape[0]):
+                            ov[j] += w * iv[j]
+                    else:
+                        n = hi - lo
                         for ch in range(c):
-                            orow[ob + ch] += w * irow[ib + ch]
+                            ov = orow[lo * c + ch:hi * c:c]
+                            iv = irow[(lo * sx + off) * c + ch::sx * c]
+                            for j in range(n):
+                                ov[j] += w * iv[j]
                 # Borders: go through the column map (zero, reflect, wrap...).
                 for ox in range(0, lo):
                     ix = colmap[ox * sx + kx * dx]
@@ -119,8 +124,11 @@ def correlate_depth(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy,
                     w = kernel[ky, kx, ch]
                     if w == 0.0:
                         continue
-                    for ox in range(lo, hi):
-                        orow[ox] += w * irow[(ox * sx + off) * c + ch]
+                    if hi > lo:
+                        ov = orow[lo:hi]
+                        iv = irow[(lo * sx + off) * c + ch::sx * c]
+                        for j in range(hi - lo):
+                            ov[j] += w * iv[j]
                     for ox in range(0, lo):
                         ix = colmap[ox * sx + kx * dx]
                         if ix >= 0:
@@ -137,7 +145,8 @@ def pool_rows(src, channels, kind, ph, pw, sy, sx, out):
 
     src: (H, W*C) float32; out: (OH, OW*C) float32, fully overwritten.
     kind: 0 = max (NaN wins), 1 = average, 2 = sum. Each output row is built
-    from whole input rows, one window tap at a time.
+    from whole input rows, one window tap and channel at a time, through
+    strided views (plain loop counters, so the loops vectorise).
     """
     c = channels
     out_h = out.shape[0]
@@ -145,30 +154,23 @@ def pool_rows(src, channels, kind, ph, pw, sy, sx, out):
     area = np.float32(ph * pw)
     for oy in numba.prange(out_h):
         orow = out[oy]
-        irow = src[oy * sy]
-        for ox in range(out_w):
-            ib = ox * sx * c
-            for ch in range(c):
-                orow[ox * c + ch] = irow[ib + ch]
-        for py in range(ph):
-            irow = src[oy * sy + py]
-            for px in range(pw):
-                if py == 0 and px == 0:
-                    continue
-                if kind == 0:
-                    for ox in range(out_w):
-                        ib = (ox * sx + px) * c
-                        ob = ox * c
-                        for ch in range(c):
-                            v = irow[ib + ch]
-                            if v > orow[ob + ch] or v != v:
-                                orow[ob + ch] = v
-                else:
-                    for ox in range(out_w):
-                        ib = (ox * sx + px) * c
-                        ob = ox * c
-                        for ch in range(c):
-                            orow[ob + ch] += irow[ib + ch]
-        if kind == 1:
-            for j in range(out_w * c):
-                orow[j] /= area
+        for ch in range(c):
+            ov = orow[ch::c]
+            for py in range(ph):
+                irow = src[oy * sy + py]
+                for px in range(pw):
+                    iv = irow[px * c + ch::sx * c]
+                    if py == 0 and px == 0:
+                        for j in range(out_w):
+                            ov[j] = iv[j]
+                    elif kind == 0:
+                        for j in range(out_w):
+                            a = ov[j]
+                            v = iv[j]
+                            ov[j] = v if (v > a or v != v) else a
+                    else:
+                        for j in range(out_w):
+                            ov[j] += iv[j]
+            if kind == 1:
+                for j in range(out_w):
+                    ov[j] /= area
