@@ -448,16 +448,16 @@ def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.
         return Image.fromarray(values.astype(np.float32))
     top = 65535.0 if target_mode == "I;16" else 255.0
     src_top = picture.max_value if mode != "F" else 255.0
-    if src_top != top:
-        colour = colour * np.float32(top / src_top)
-        if alpha is not None:
-            alpha = alpha * np.float32(top / src_top)
-    values = scale_values(colour, top, scaling, offset)
+    factor = top / src_top
     dtype = np.uint16 if target_mode == "I;16" else np.uint8
     if target_mode in ("LA", "RGBA"):
-        values = np.dstack([values, _round_clip(alpha, top)])
+        arr = np.empty(colour.shape[:2] + (colour.shape[2] + 1 if colour.ndim == 3 else 2,), dtype)
+        quantize(colour, top, scaling, offset, factor, out=arr[..., :-1] if colour.ndim == 3 else arr[..., 0])
+        quantize(alpha, top, "clip", 0.0, factor, out=arr[..., -1])
+    else:
+        arr = quantize(colour, top, scaling, offset, factor)
     # Pillow picks L, LA, RGB, RGBA or I;16 from the array's shape and dtype.
-    return Image.fromarray(np.ascontiguousarray(values.astype(dtype)))
+    return Image.fromarray(arr)
 
 
 def _bands(mode: str) -> tuple:
@@ -467,31 +467,69 @@ def _bands(mode: str) -> tuple:
 
 def scale_values(values: np.ndarray, top: float | None, scaling: str, offset: float) -> np.ndarray:
     """Map float values for an image: ``clip``/``abs``/``stretch``, then ``+ offset``,
-    rounded (half up) and clipped to ``0..top`` (no rounding when ``top`` is None)."""
+    rounded (half up) and clipped to ``0..top`` (as uint8/uint16); with ``top``
+    None, the mapped float32 values (no rounding)."""
+    if top is not None:
+        return quantize(values, top, scaling, offset)
     v = values.astype(np.float32, copy=True)
     if scaling == "abs":
         np.abs(v, out=v)
     elif scaling == "stretch":
-        finite = v[np.isfinite(v)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        span = hi - lo
-        target = top if top is not None else 1.0
-        if span > 0:
-            v -= np.float32(lo)
-            v *= np.float32(target / span)
-        else:
-            v[...] = 0
+        lo, hi = _finite_range(v)
+        v -= np.float32(lo)
+        v *= np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(0.0)
     if offset:
         v += np.float32(offset)
-    if top is None:
-        return v
-    return _round_clip(v, top)
+    return v
 
 
-def _round_clip(v: np.ndarray, top: float) -> np.ndarray:
-    v = np.floor(v + np.float32(0.5))
-    np.nan_to_num(v, copy=False, nan=0.0)
-    return np.clip(v, 0, top, out=v)
+def _finite_range(v: np.ndarray) -> tuple[float, float]:
+    lo, hi = float(np.min(v)), float(np.max(v))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = v[np.isfinite(v)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return lo, hi
+
+
+#: Rows of floats handled at once by :func:`quantize` (about 1 MB: stays in cache).
+_CHUNK_BYTES = 1 << 20
+
+
+def quantize(values: np.ndarray, top: float, scaling: str = "clip", offset: float = 0.0,
+             factor: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Float values to pixels: ``map(values * factor) + offset``, rounded half up,
+    clipped to ``0..top``, NaN as 0, into ``out`` (uint8 for top 255, uint16 else).
+
+    map is ``clip`` (nothing), ``abs``, or ``stretch`` (minimum..maximum onto
+    0..top, ``factor`` then irrelevant). Works through a small buffer a few
+    rows at a time, so no full-size float temporary is ever allocated.
+    """
+    if out is None:
+        out = np.empty(values.shape, np.uint16 if top > 255 else np.uint8)
+    if values.size == 0:
+        return out
+    mul, add = np.float32(factor), np.float32(offset + 0.5)
+    if scaling == "stretch":
+        lo, hi = _finite_range(values)
+        mul = np.float32(top / (hi - lo)) if hi > lo else np.float32(0.0)
+        add = np.float32(offset + 0.5 - lo * float(mul))
+    per_row = max(1, values[0].size) * 4
+    rows = max(1, _CHUNK_BYTES // per_row)
+    buf = np.empty((min(rows, values.shape[0]),) + values.shape[1:], np.float32)
+    for r0 in range(0, values.shape[0], rows):
+        chunk = values[r0:r0 + rows]
+        b = buf[:chunk.shape[0]]
+        if scaling == "abs":
+            np.abs(chunk, out=b)
+            b *= mul
+        else:
+            np.multiply(chunk, mul, out=b)
+        b += add
+        np.floor(b, out=b)
+        np.clip(b, 0, top, out=b)
+        np.nan_to_num(b, copy=False, nan=0.0)
+        out[r0:r0 + chunk.shape[0]] = b
+    return out
 
 
 def _encode(img, fmt: str, info: dict, quality: int) -> bytes:
