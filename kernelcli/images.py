@@ -305,15 +305,29 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
         raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageReadError(f"{name}: cannot decode image: {e}") from None
+    except ImageReadError:
+        raise
+    except Exception as e:  # Pillow's decoders raise many kinds on scrambled data
+        raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
     notes = []
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append(f"{name}: has {img.n_frames} frames; using the first")
+    try:
+        frames = getattr(img, "n_frames", 1)
+    except Exception as e:  # counting frames reads the rest of the file
+        raise ImageReadError(f"{name}: damaged after its first frame ({type(e).__name__}: {e})") from None
+    if frames > 1:
+        notes.append(f"{name}: has {frames} frames; using the first")
     info = {k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}
     fmt = img.format
-    img, mode = _normalise_mode(img, name, notes)
-    pixels = np.asarray(img, dtype=np.float32)
+    try:
+        img.seek(0)
+        img, mode = _normalise_mode(img, name, notes)
+        pixels = np.asarray(img, dtype=np.float32)
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
     if mode == "F":
         notes.extend(nonfinite_note(pixels, name))
     return Picture(np.ascontiguousarray(pixels), mode, fmt or "UNKNOWN", info, notes)
