@@ -590,3 +590,45 @@ def test_error_bad_input_array(bad):
         engine.pool(bad, "max", 1)
     with pytest.raises(UsageError):
         engine.relu(bad)
+
+
+# --------------------------------------------------------------------------
+# the low-rank (separable) fast path against the plain reference
+
+
+def _low_rank_cases():
+    rng = np.random.default_rng(7)
+    g = np.exp(-((np.arange(15) - 7.0) ** 2) / 8.0)
+    rank2 = np.outer(rng.standard_normal(11), rng.standard_normal(11)) + np.outer(rng.standard_normal(11), rng.standard_normal(11))
+    return {
+        "gaussian15": np.outer(g, g) / np.outer(g, g).sum(),
+        "box6x5": np.ones((6, 5)) / 30,
+        "rank2-11x11": rank2,
+        "box5": np.ones((5, 5)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_low_rank_cases()))
+@pytest.mark.parametrize("stride,dilation,padding,pad_mode", [
+    (1, 1, "same", "zero"), (2, 1, "same", "reflect"), ((1, 3), 1, "valid", "edge"),
+    (1, 2, "full", "wrap"), (3, (2, 1), "same", "reflect101"), (2, 1, 3, "zero"),
+])
+@pytest.mark.parametrize("shape", [(23, 31), (17, 20, 3)])
+def test_low_rank_path_matches_reference(name, stride, dilation, padding, pad_mode, shape):
+    k = _low_rank_cases()[name].astype(np.float32)
+    assert engine.low_rank_factors(k) is not None  # the fast path is really taken
+    x = np.random.default_rng(3).uniform(-50, 200, shape).astype(np.float32)
+    got = engine.convolve(x, k, stride=stride, padding=padding, pad_mode=pad_mode, dilation=dilation)
+    sy, sx = engine.pair(stride, "s")
+    dy, dx = engine.pair(dilation, "d")
+    reach = (dy * (k.shape[0] - 1) + 1, dx * (k.shape[1] - 1) + 1)
+    pads = engine.resolve_padding(padding, reach)
+    want = correlate_ref(x.astype(np.float64), k.astype(np.float64), (sy, sx), pads, pad_mode, (dy, dx))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(x).max() * np.abs(k).sum())
+
+
+def test_full_rank_kernels_stay_direct():
+    k = np.random.default_rng(1).standard_normal((9, 9)).astype(np.float32)
+    assert engine.low_rank_factors(k) is None
+    assert engine.low_rank_factors(np.ones((3, 3), np.float32)) is None  # too small to pay off
