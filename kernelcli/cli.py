@@ -444,4 +444,8 @@ def _terminate(signum, frame):
 def main(argv=None):
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
+    if not os.environ.get("KERNELCLI_DEBUG") and "--debug" not in (argv or sys.argv[1:]):
+        import warnings
+
+        warnings.simplefilter("ignore")  # library warnings are not messages for users
     cli.main(args=argv, prog_name="kernelcli")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -221,11 +222,14 @@ def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
         )
     if len(shape) == 3 and shape[2] > 4096:
         raise ImageReadError(f"{name}: .npy array has {shape[2]} channels; at most 4096 are supported")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python integers: a hostile header cannot overflow this
     from .engine import ensure_memory
 
     ensure_memory(count * max(dtype.itemsize, 4), f"{name}: a {'x'.join(map(str, shape))} array")
-    raw = np.empty(count * dtype.itemsize, dtype=np.uint8)
+    try:
+        raw = np.empty(count * dtype.itemsize, dtype=np.uint8)
+    except (ValueError, MemoryError):
+        raise ImageReadError(f"{name}: .npy claims a {shape} array, too large to hold") from None
     view, got = memoryview(raw), 0
     readinto = getattr(stream, "readinto", None)
     while got < len(raw):
@@ -262,11 +266,11 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
         meta = json.loads(data[at + len(META_MAGIC):].decode("utf-8"))
         if not isinstance(meta, dict):
             raise ValueError("not an object")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return Picture(arr, None, "NPY", notes=[f"{name}: ignored unreadable kernelcli metadata"])
     bands = 1 if arr.ndim == 2 else arr.shape[2]
     mode = meta.get("mode")
-    if mode not in _MODE_BANDS or _MODE_BANDS[mode] != bands:
+    if not isinstance(mode, str) or mode not in _MODE_BANDS or _MODE_BANDS[mode] != bands:
         mode = None
     info = {}
     try:
@@ -295,6 +299,7 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
     Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             _check_pixels(img, name, max_pixels)
@@ -608,7 +613,8 @@ def write_atomic(path: Path, payload) -> None:
         payload = [payload]
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ImageWriteError(f"{path}: the folder {folder} does not exist")
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ImageWriteError(f"{path}: the folder {folder} {what}")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
     except OSError as e:

@@ -36,12 +36,13 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from .errors import KernelError
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 #: The largest kernel side accepted (a guard against sizes that cannot be meant).
 MAX_SIDE = 1025
@@ -63,6 +64,16 @@ class Kernel:
     offset: float = 0.0
     description: str = ""
     source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        with np.errstate(all="ignore"):
+            weights = self.values * self.scale
+            finite = bool(np.all(np.isfinite(weights.astype(np.float32))))
+        if not finite or not math.isfinite(self.offset):
+            raise KernelError(
+                f"{self.source or self.name}: the weights (values x scale) must be finite float32 "
+                "numbers (|w| < 3.4e38); this kernel overflows or holds NaN"
+            )
 
     @property
     def array(self) -> np.ndarray:
@@ -131,13 +142,15 @@ def _number(token: str, where: str) -> float:
     try:
         if "/" in token:
             num, den = token.split("/", 1)
-            value = float(Fraction(num.strip())) / float(Fraction(den.strip()))
+            value = float(num.strip()) / float(den.strip())
         else:
             value = float(token)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise KernelError(f"{where}: {token!r} is not a number") from None
     if not math.isfinite(value):
         raise KernelError(f"{where}: {token!r} is not a finite number")
+    if abs(value) > _FLOAT32_MAX:
+        raise KernelError(f"{where}: {token!r} is too large for float32 weights (at most 3.4e38)")
     return value
 
 
@@ -277,8 +290,8 @@ def parse_sized(spec: str) -> Kernel:
     if len(args) not in (1, 2):
         raise KernelError(f"{where}: write gaussian:SIGMA or gaussian:SIGMA,SIZE")
     sigma = _number(args[0], where)
-    if sigma <= 0:
-        raise KernelError(f"{where}: sigma must be positive, got {args[0]}")
+    if sigma < 0.01:
+        raise KernelError(f"{where}: sigma must be at least 0.01, got {args[0]}")
     if len(args) == 2:
         size = _int(args[1], where)
     else:
@@ -338,9 +351,24 @@ def _looks_like_vips(text: str) -> bool:
 def _load_npy(path: Path, data: bytes) -> Kernel:
     import io
 
+    from numpy.lib import format as npformat
+
+    try:  # check the shape the header claims before anything is allocated
+        f = io.BytesIO(data)
+        version = npformat.read_magic(f)
+        read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    except Exception as e:
+        raise KernelError(f"{path}: unreadable .npy kernel: {e}") from None
+    if len(shape) not in (2, 3):
+        raise KernelError(f"{path}: a kernel must be 2-D (K x K) or 3-D (K x K x C), this .npy has shape {shape}")
+    if len(shape) in (2, 3):
+        _check_size(*shape[:2], str(path))
+        if len(shape) == 3 and shape[2] > 4096:
+            raise KernelError(f"{path}: a kernel depth of {shape[2]} is too large (at most 4096)")
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, EOFError, OSError) as e:
         raise KernelError(f"{path}: unreadable .npy kernel: {e}") from None
     if arr.dtype.kind not in "biuf":
         raise KernelError(f"{path}: a kernel must be numeric, this .npy holds {arr.dtype}")
