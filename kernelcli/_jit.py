@@ -40,6 +40,20 @@ def _interior(off, width, sx, out_w):
     return lo, hi
 
 
+@numba.njit(inline="always", cache=config.CACHE)
+def _add_border(orow, out_c, irow, in_c, ch0, nch, colmap, w, tap, sx, lo, hi, out_w):
+    """Add ``w`` times the input to the output columns outside ``lo..hi``, reading
+    through the column map (zero, reflect, wrap...): ``nch`` channels from input
+    channel ``ch0`` on, into output pixels of ``out_c`` channels."""
+    for side in range(2):
+        start, stop = (0, lo) if side == 0 else (hi, out_w)
+        for ox in range(start, stop):
+            ix = colmap[ox * sx + tap]
+            if ix >= 0:
+                for k in range(nch):
+                    orow[ox * out_c + k] += w * irow[ix * in_c + ch0 + k]
+
+
 @_jit
 def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
     """Cross-correlate every channel of ``src`` with the 2-D ``kernel``.
@@ -85,16 +99,7 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
                             for j in range(n):
                                 ov[j] += w * iv[j]
                 # Borders: go through the column map (zero, reflect, wrap...).
-                for ox in range(0, lo):
-                    ix = colmap[ox * sx + kx * dx]
-                    if ix >= 0:
-                        for ch in range(c):
-                            orow[ox * c + ch] += w * irow[ix * c + ch]
-                for ox in range(hi, out_w):
-                    ix = colmap[ox * sx + kx * dx]
-                    if ix >= 0:
-                        for ch in range(c):
-                            orow[ox * c + ch] += w * irow[ix * c + ch]
+                _add_border(orow, c, irow, c, 0, c, colmap, w, kx * dx, sx, lo, hi, out_w)
 
 
 @_jit
@@ -129,14 +134,7 @@ def correlate_depth(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy,
                         iv = irow[(lo * sx + off) * c + ch::sx * c]
                         for j in range(hi - lo):
                             ov[j] += w * iv[j]
-                    for ox in range(0, lo):
-                        ix = colmap[ox * sx + kx * dx]
-                        if ix >= 0:
-                            orow[ox] += w * irow[ix * c + ch]
-                    for ox in range(hi, out_w):
-                        ix = colmap[ox * sx + kx * dx]
-                        if ix >= 0:
-                            orow[ox] += w * irow[ix * c + ch]
+                    _add_border(orow, 1, irow, c, ch, 1, colmap, w, kx * dx, sx, lo, hi, out_w)
 
 
 @_jit

@@ -288,8 +288,8 @@ def relu(x, slope: float = 0.0, inplace: bool = False):
     arr = as_image_array(x)
     out = arr if inplace and arr is x and arr.flags.writeable else None
     if slope:
-        return np.multiply(arr, np.float32(slope), out=out, where=arr < 0) if out is not None else \
-            np.where(arr >= 0, arr, arr * np.float32(slope)).astype(np.float32, copy=False)
+        out = arr.copy() if out is None else out
+        return np.multiply(out, np.float32(slope), out=out, where=out < 0)
     return np.maximum(arr, np.float32(0.0), out=out)
 
 

@@ -184,23 +184,27 @@ class _Prefixed:
         return head + (_read_exactly(self.stream, n - len(head)) if n > len(head) else b"")
 
 
+def read_npy_header(f) -> tuple:
+    """``(shape, fortran_order, dtype)`` from a ``.npy`` stream positioned at its
+    start, leaving it at the first data byte; nothing is allocated or unpickled."""
+    from numpy.lib import format as npformat
+
+    version = npformat.read_magic(f)
+    if version == (1, 0):
+        return npformat.read_array_header_1_0(f)
+    if version in ((2, 0), (3, 0)):
+        return npformat.read_array_header_2_0(f)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
 def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
     """Read a ``.npy`` array straight from the stream into its final buffer.
 
     The header is parsed by NumPy's format module (a literal, never pickled);
     object dtypes are refused before any data is read.
     """
-    from numpy.lib import format as npformat
-
-    f = _Prefixed(NPY_MAGIC, stream)
     try:
-        version = npformat.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = npformat.read_array_header_1_0(f)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = npformat.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = read_npy_header(_Prefixed(NPY_MAGIC, stream))
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
@@ -437,7 +441,7 @@ def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.
     px = picture.pixels
     bands = 1 if px.ndim == 2 else px.shape[2]
     mode = picture.mode
-    if mode is None or len(_bands(mode)) != bands:
+    if mode is None or _MODE_BANDS[mode] != bands:
         # A bare array: pick the mode from the channel count. A stack of
         # feature maps (labels set) has no alpha: only 1 or 3 maps make a picture.
         usable = (1, 3) if picture.labels else tuple(_MODE_FOR_BANDS)
@@ -458,7 +462,7 @@ def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.
         elif mode in ("I;16", "F"):
             target_mode = "L"
             notes.append(f"{fmt} cannot store {'16-bit' if mode == 'I;16' else 'float'} pixels; written as 8-bit")
-    colour = px if px.ndim == 2 else px[..., : len(_bands(mode)) - (1 if mode in ("LA", "RGBA") else 0)]
+    colour = px if px.ndim == 2 else px[..., : _MODE_BANDS[mode] - (1 if mode in ("LA", "RGBA") else 0)]
     if px.ndim == 3 and colour.shape[2] == 1:
         colour = colour[..., 0]
     alpha = px[..., -1] if mode in ("LA", "RGBA") else None
@@ -477,11 +481,6 @@ def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.
         arr = quantize(colour, top, scaling, offset, factor)
     # Pillow picks L, LA, RGB, RGBA or I;16 from the array's shape and dtype.
     return Image.fromarray(arr)
-
-
-def _bands(mode: str) -> tuple:
-    return {"L": ("L",), "LA": ("L", "A"), "RGB": ("R", "G", "B"), "RGBA": ("R", "G", "B", "A"),
-            "I;16": ("I",), "F": ("F",)}[mode]
 
 
 def scale_values(values: np.ndarray, top: float | None, scaling: str, offset: float) -> np.ndarray:

@@ -351,21 +351,17 @@ def _looks_like_vips(text: str) -> bool:
 def _load_npy(path: Path, data: bytes) -> Kernel:
     import io
 
-    from numpy.lib import format as npformat
+    from .images import read_npy_header
 
     try:  # check the shape the header claims before anything is allocated
-        f = io.BytesIO(data)
-        version = npformat.read_magic(f)
-        read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-        shape, _, dtype = read_header(f)
+        shape, _, _ = read_npy_header(io.BytesIO(data))
     except Exception as e:
         raise KernelError(f"{path}: unreadable .npy kernel: {e}") from None
     if len(shape) not in (2, 3):
         raise KernelError(f"{path}: a kernel must be 2-D (K x K) or 3-D (K x K x C), this .npy has shape {shape}")
-    if len(shape) in (2, 3):
-        _check_size(*shape[:2], str(path))
-        if len(shape) == 3 and shape[2] > 4096:
-            raise KernelError(f"{path}: a kernel depth of {shape[2]} is too large (at most 4096)")
+    _check_size(*shape[:2], str(path))
+    if len(shape) == 3 and shape[2] > 4096:
+        raise KernelError(f"{path}: a kernel depth of {shape[2]} is too large (at most 4096)")
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:

@@ -147,9 +147,9 @@ def conv_stage(picture: Picture, conv: Conv, gray: bool = False, alpha: str = "k
 
 def _bank(picture: Picture, conv: Conv) -> Picture:
     px = picture.pixels
-    if picture.has_alpha:
+    dropped = picture.has_alpha
+    if dropped:
         px = px[..., :-1]
-        picture.notes.append("alpha is not part of a stack of feature maps; dropped")
     channel_names = _channel_names(picture, px)
     maps, labels = [], []
     for kernel in conv.kernels:
@@ -161,7 +161,10 @@ def _bank(picture: Picture, conv: Conv) -> Picture:
             maps.extend(y[..., i] for i in range(y.shape[2]))
             labels.extend(f"{kernel.name}:{c}" for c in channel_names)
     stack = maps[0] if len(maps) == 1 else np.ascontiguousarray(np.stack(maps, axis=-1))
-    return picture.with_pixels(stack, mode=None, range_max=picture.max_value, labels=labels)
+    result = picture.with_pixels(stack, mode=None, range_max=picture.max_value, labels=labels)
+    if dropped:
+        result.notes.append("alpha is not part of a stack of feature maps; dropped")
+    return result
 
 
 def _channel_names(picture: Picture, px: np.ndarray) -> list[str]:
