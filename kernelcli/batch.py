@@ -181,8 +181,8 @@ def _raise_exit(signum, frame):
 class Progress:
     """A one-line progress display on stderr (only when it is a terminal)."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.start = total, enabled, time.monotonic()
+    def __init__(self, total: int, enabled: bool, unit: str = "files"):
+        self.total, self.enabled, self.unit, self.start = total, enabled, unit, time.monotonic()
 
     def update(self, done: int) -> None:
         if not self.enabled:
@@ -190,7 +190,7 @@ class Progress:
         elapsed = time.monotonic() - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
         left = (self.total - done) / rate if rate > 0 else 0.0
-        sys.stderr.write(f"\r{done}/{self.total} files  {rate:.1f} images/s  {left:.0f} s left ")
+        sys.stderr.write(f"\r{done}/{self.total} {self.unit}  {rate:.1f}/s  {left:.0f} s left ")
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -200,8 +200,12 @@ class Progress:
 
 
 def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=None, jobs=None,
-        skip_existing=False, progress=False, report=None) -> Summary:
-    """Process a folder. ``report(path, reason)`` is called for each failure."""
+        skip_existing=False, progress=False, report=None, client=None) -> Summary:
+    """Process a folder. ``report(path, reason)`` is called for each failure.
+
+    With a Dask ``client`` the files are processed on its cluster (whose
+    workers must see the same paths) instead of local processes.
+    """
     report = report or (lambda path, reason: None)
     started = time.monotonic()
     summary = Summary()
@@ -228,7 +232,9 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
         bar.update(summary.done + summary.failed)
 
     try:
-        if jobs == 1:
+        if client is not None:
+            _run_cluster(client, tasks, record)
+        elif jobs == 1:
             for task in tasks:
                 record(_work(task))
         else:
@@ -284,3 +290,26 @@ def _stop_workers(pool, grace: float = 2.0) -> None:
         p.join(2.0)
         if p.is_alive():
             p.kill()
+
+
+def _run_cluster(client, tasks, record):
+    """The same per-file work as local processes, as tasks on a Dask cluster."""
+    from distributed import as_completed
+
+    from .cluster import serial
+
+    futures = {}
+    for src, dst, settings in tasks:  # workers have their own working folder
+        future = client.submit(serial, _work, (src.absolute(), dst.absolute(), settings), pure=False)
+        futures[future] = (str(src), str(src.absolute()))
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            try:
+                _, ok, mp, reason = future.result()
+                shown, absolute = futures[future]
+                record((shown, ok, mp, reason.replace(absolute, shown)))
+            except Exception as e:  # the worker died or the task was lost
+                record((futures[future][0], False, 0.0, f"the cluster could not run it: {e}"))
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        raise

@@ -8,6 +8,7 @@ become ``kernelcli: error: ...`` on stderr with exit status 1 (processing) or 2
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 import click
 
 from .errors import KernelcliError
-from .params import KernelSpec, PaddingType, PairType
+from .params import KernelSpec, PaddingType, PairType, TileRowsType
 
 __all__ = ["cli", "main"]
 
@@ -174,6 +175,22 @@ def batch_options(f):
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
+def scale_options(f):
+    """--tile-rows, --scheduler, --scheduler-timeout (large .npy files, clusters)."""
+    options = [
+        click.option("--tile-rows", type=TileRowsType(), default=None,
+                     help="A .npy INPUT: process it in bands of N output rows (auto: about 32 MB "
+                          "each), reading and writing the files band by band so memory holds a "
+                          "band, not the image. Automatic when the array would not fit in memory."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
+                          "file by file, a .npy INPUT band by band; workers must see the same paths."),
+        click.option("--scheduler-timeout", type=click.FloatRange(min=0.1), default=10.0,
+                     show_default=True, help="Seconds to wait for the scheduler before giving up."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
 def input_options(f):
     return click.option("--max-pixels", type=click.IntRange(1), default=None,
                         help="Refuse images with more pixels than this (default 178956970).")(f)
@@ -230,10 +247,11 @@ def _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels, stages):
 @output_options
 @input_options
 @batch_options
+@scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
           alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, max_pixels,
-          recursive, pattern, jobs, skip_existing, quiet):
+          recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -249,6 +267,10 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     INPUT may be a folder: then OUTPUT is a folder too (created if missing),
     every image in it is processed on all cores, mirrored by relative path,
     in its own format unless --format says otherwise.
+
+    A .npy INPUT too large for memory is processed in bands of rows into a
+    .npy OUTPUT (see --tile-rows); --scheduler runs folders and such bands on
+    a Dask cluster.
     """
     from . import pipeline
 
@@ -264,14 +286,58 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     if is_folder:
         from . import batch
 
+        if tile_rows:
+            raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
         settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels)
-        _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing)
+        with _cluster(ctx, scheduler, scheduler_timeout) as client:
+            _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
+        return
+    if _tiled_run_wanted(input, tile_rows, scheduler):
+        from . import images, tiled
+
+        if output == "-" or images.format_for(output, fmt) != "NPY":
+            raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
+                                   f"one, not {output!r}")
+        with _cluster(ctx, scheduler, scheduler_timeout) as client:
+            report = tiled.run(input, output, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha,
+                               tile_rows=None if tile_rows == "auto" else tile_rows, client=client,
+                               progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+        note(ctx.obj["quiet"], report.notes)
+        if not ctx.obj["quiet"]:
+            where = "on the cluster" if client is not None else "on local threads"
+            click.echo(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
+                       f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s", err=True)
         return
     _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
          [lambda p: pipeline.apply(p, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)])
 
 
-def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing):
+def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:
+    """Bands of rows for a .npy file when asked, or when it would not fit in memory."""
+    from . import tiled
+
+    npy = input != "-" and tiled.is_npy(input)
+    if (tile_rows or scheduler) and not npy:
+        raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
+    return npy and bool(tile_rows or scheduler or tiled.too_big_for_memory(tiled.open_source(input)))
+
+
+@contextlib.contextmanager
+def _cluster(ctx, scheduler, timeout):
+    """A Dask client for ``--scheduler`` (None without it), closed afterwards."""
+    if not scheduler:
+        yield None
+        return
+    from . import cluster
+
+    client = cluster.connect(scheduler, timeout, debug=bool(ctx.find_root().params.get("debug")))
+    try:
+        yield client
+    finally:
+        cluster.close(client)
+
+
+def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client=None):
     quiet = ctx.obj["quiet"]
     if settings.fmt:
         from .images import format_for
@@ -285,7 +351,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 
     summary = batch.run(Path(input), outdir, settings, recursive=recursive, pattern=pattern, jobs=jobs,
                         skip_existing=skip_existing, progress=not quiet and sys.stderr.isatty(),
-                        report=report)
+                        report=report, client=client)
     if not quiet:
         click.echo(f"kernelcli: {summary.line()}", err=True)
     if summary.interrupted:

@@ -78,6 +78,10 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
         )
     if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
         py = px = int(padding)
+    elif _is_explicit(padding):  # ((top, bottom), (left, right)), as this function returns
+        if min(min(side) for side in padding) < 0:
+            raise UsageError(f"padding must not be negative, got {padding!r}")
+        return tuple((int(a), int(b)) for a, b in padding)
     else:
         try:
             py, px = padding
@@ -89,6 +93,36 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
     if py < 0 or px < 0:
         raise UsageError(f"padding must not be negative, got {_show((py, px))}")
     return ((py, py), (px, px))
+
+
+def _is_explicit(padding) -> bool:
+    try:
+        return len(padding) == 2 and all(
+            len(side) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in side)
+            for side in padding)
+    except TypeError:
+        return False
+
+
+def geometry(shape, kernel_shape, stride, padding, dilation):
+    """Padding and output size of a convolution: ``(pads, (oh, ow))``, where
+    ``pads`` is ``((top, bottom), (left, right))``; a usage error when the
+    kernel does not fit."""
+    h, w = shape[:2]
+    kh, kw = kernel_shape[:2]
+    sy, sx = pair(stride, "stride")
+    dy, dx = pair(dilation, "dilation")
+    reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
+    pads = resolve_padding(padding, reach)
+    oh = output_size(h, kh, pads[0], sy, dy)
+    ow = output_size(w, kw, pads[1], sx, dx)
+    if oh < 1 or ow < 1:
+        raise UsageError(
+            f"kernel {kh}x{kw} (reach {reach[0]}x{reach[1]}) does not fit in the padded input: "
+            f"{h}x{w} plus padding {pads[0][0]}+{pads[0][1]} rows, {pads[1][0]}+{pads[1][1]} columns; "
+            "use more padding (e.g. same) or a smaller kernel"
+        )
+    return pads, (oh, ow)
 
 
 def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int = 1) -> int:
@@ -174,7 +208,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     kernel: a name (``"sharpen"``), a spec string (``"1,0,1;0,1,0;1,0,1"``,
     ``"box:5"``, a file path), a :class:`kernelcli.kernels.Kernel` or a 2-D array.
     stride, dilation: ``S`` or ``(SY, SX)``. padding: ``"same"``, ``"valid"``,
-    ``"full"``, ``P`` or ``(PY, PX)``. flip: convolve instead of correlate.
+    ``"full"``, ``P``, ``(PY, PX)`` or ``((TOP, BOTTOM), (LEFT, RIGHT))``. flip: convolve instead of correlate.
 
     Returns a float32 array with the same number of dimensions as ``x``.
     """
@@ -188,18 +222,8 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     dy, dx = pair(dilation, "dilation")
     if pad_mode not in PAD_MODES:
         raise UsageError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
-    kh, kw = weights.shape[:2]
-    reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
-    pads = resolve_padding(padding, reach)
+    pads, (oh, ow) = geometry(src.shape, weights.shape, (sy, sx), padding, (dy, dx))
     h, w = src.shape[:2]
-    oh = output_size(h, kh, pads[0], sy, dy)
-    ow = output_size(w, kw, pads[1], sx, dx)
-    if oh < 1 or ow < 1:
-        raise UsageError(
-            f"kernel {kh}x{kw} (reach {reach[0]}x{reach[1]}) does not fit in the padded input: "
-            f"{h}x{w} plus padding {pads[0][0]}+{pads[0][1]} rows, {pads[1][0]}+{pads[1][1]} columns; "
-            "use more padding (e.g. same) or a smaller kernel"
-        )
     rows, c = _rows_view(src)
     out_channels = 1 if weights.ndim == 3 else c
     ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")

@@ -14,6 +14,7 @@ place, so an existing file is only ever replaced by a complete new one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -574,16 +575,25 @@ def _encode(img, fmt: str, info: dict, quality: int) -> bytes:
 def npy_chunks(picture: Picture) -> list:
     """The ``.npy`` file as chunks: header, the float32 data itself (no copy
     when already float32 and contiguous), then kernelcli's metadata if any."""
+    arr = np.ascontiguousarray(picture.pixels, dtype=np.float32)
+    return [npy_header(arr.shape), memoryview(arr).cast("B"), npy_trailer(picture.metadata())]
+
+
+def npy_header(shape: tuple) -> bytes:
+    """The header of a C-ordered float32 ``.npy`` of this shape."""
     from numpy.lib import format as npformat
 
-    arr = np.ascontiguousarray(picture.pixels, dtype=np.float32)
     head = io.BytesIO()
-    npformat.write_array_header_1_0(head, npformat.header_data_from_array_1_0(arr))
-    chunks = [head.getvalue(), memoryview(arr).cast("B")]
-    meta = picture.metadata()
-    if meta:
-        chunks.append(META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii"))
-    return chunks
+    npformat.write_array_header_1_0(head, {"shape": tuple(shape), "fortran_order": False,
+                                           "descr": npformat.dtype_to_descr(np.dtype(np.float32))})
+    return head.getvalue()
+
+
+def npy_trailer(meta: dict) -> bytes:
+    """kernelcli's metadata, written after the array data (empty when none)."""
+    if not meta:
+        return b""
+    return META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii")
 
 
 def _deliver(target, payload: list, fmt: str) -> None:
@@ -610,20 +620,34 @@ def write_atomic(path: Path, payload) -> None:
     then rename it into place."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         payload = [payload]
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            for chunk in payload:
+                f.write(chunk)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield the name of a new temporary file beside ``path``; when the block
+    ends normally the file is synced and renamed to ``path``, otherwise it is
+    removed. OS errors become one-line :class:`ImageWriteError` messages."""
+    path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise ImageWriteError(f"{path}: the folder {folder} {what}")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
+        os.close(fd)
     except OSError as e:
         raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in payload:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if path.exists():
             try:
                 os.chmod(tmp, path.stat().st_mode & 0o7777)

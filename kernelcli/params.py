@@ -66,3 +66,23 @@ class KernelSpec(click.ParamType):
             return tuple(get_kernels(value)) if self.bank else get_kernel(value)
         except KernelcliError as e:
             self.fail(str(e), param, ctx)
+
+
+class TileRowsType(click.ParamType):
+    """``auto`` or a positive number of output rows per band."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value is None:
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            rows = int(text)
+        except ValueError:
+            self.fail(f"{value!r}: give a number of rows or auto", param, ctx)
+        if rows < 1:
+            self.fail(f"{value!r}: must be at least 1", param, ctx)
+        return rows

@@ -1,0 +1,312 @@
+"""Arrays larger than memory: a ``.npy`` processed in bands of rows.
+
+The input file is memory-mapped and read one band at a time; each band of
+output rows is computed by the ordinary pipeline (:func:`kernelcli.pipeline.apply`)
+and written into its place in a memory-mapped ``.npy`` output, so memory holds
+a band or two, never the image.
+
+A band of output rows needs a band of input rows that overlaps its neighbours
+by the kernel's reach (and the pooling window's). Those rows are gathered
+through the engine's own padding map (:func:`kernelcli.engine.source_index`),
+so zero, reflect, edge and wrap padding at the top and bottom read exactly the
+rows the in-memory engine reads; the band is then convolved with no row
+padding and the original column padding. Every output value is therefore
+computed from the same inputs, by the same code, in the same order as in
+memory: tiled and in-memory results are identical, seams included.
+
+Bands run on local threads (reading and writing overlap the computation), or
+as tasks on a Dask cluster whose workers see the same files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import engine, images
+from .batch import Progress
+from .errors import ImageReadError, ImageWriteError, UsageError
+
+#: Aim for input bands of about this many bytes (as float32) when the band
+#: height is automatic: large enough to keep the engine busy, small enough
+#: that two bands in flight stay far below a gigabyte.
+BAND_BYTES = 32 * 2**20
+#: At most this much kernelcli metadata is read after the array data.
+_MAX_TRAILER = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Source:
+    """A ``.npy`` file as its header describes it."""
+
+    path: str
+    shape: tuple
+    dtype: str
+    offset: int  # of the first data byte
+    meta: images.Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a band needs (picklable, small: paths and settings, no pixels)."""
+
+    source: Source
+    target: str  # the output file being written (a temporary beside the real one)
+    out_offset: int
+    out_shape: tuple
+    conv: object  # pipeline.Conv with no row padding: rows are gathered instead
+    row_pads: tuple
+    pad_mode: str
+    stride_y: int
+    reach_y: int
+    pool: object
+    pool_rows: tuple  # (window, stride) along rows, or (1, 1)
+    relu: bool
+    gray: bool
+    alpha: str
+
+
+def open_source(path) -> Source:
+    """Read and check a ``.npy`` header; nothing of the data is read."""
+    name = str(path)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
+    with f:
+        try:
+            shape, fortran, dtype = images.read_npy_header(f)
+        except Exception as e:
+            raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
+        offset = f.tell()
+        if dtype.hasobject or dtype.kind not in "biuf":
+            raise ImageReadError(f"{name}: .npy holds {dtype} values; need a numeric array")
+        if len(shape) not in (2, 3) or min(shape) < 1:
+            raise ImageReadError(f"{name}: .npy array has shape {shape}; need a non-empty H x W or H x W x C")
+        if fortran:
+            raise ImageReadError(f"{name}: the .npy is Fortran-ordered; bands of rows need C order "
+                                 "(save it with np.ascontiguousarray)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        size = os.fstat(f.fileno()).st_size
+        if size < offset + nbytes:
+            raise ImageReadError(f"{name}: truncated .npy: {size - offset:,} of {nbytes:,} data bytes")
+        f.seek(offset + nbytes)
+        trailer = f.read(_MAX_TRAILER)
+    placeholder = np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32)
+    meta = images._picture_from_npy(placeholder, trailer, name)
+    return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
+
+
+def is_npy(path) -> bool:
+    """True for a file that starts like a ``.npy`` (judged by content)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(images.NPY_MAGIC)) == images.NPY_MAGIC
+    except OSError:
+        return False
+
+
+def too_big_for_memory(source: Source) -> bool:
+    """Would the in-memory engine need more than half the available memory?
+    (Input and result as float32, plus one intermediate.)"""
+    free = engine.available_memory()
+    need = 3 * math.prod(source.shape) * 4
+    return free is not None and need > free // 2
+
+
+# --------------------------------------------------------------------------
+# planning
+
+
+def plan(source: Source, target, conv, relu=False, pool=None, gray=False, alpha="keep"):
+    """Work out the geometry; returns the job (with ``target`` still to be
+    decided) and the number of final output rows."""
+    sy = engine.pair(conv.stride, "stride")[0]
+    dy = engine.pair(conv.dilation, "dilation")[0]
+    kh = conv.kernel.shape[0]
+    reach_y = dy * (kh - 1) + 1
+    pads, (oh, ow) = engine.geometry(source.shape, conv.kernel.shape, conv.stride, conv.padding, conv.dilation)
+    if conv.pad_mode not in engine.PAD_MODES:
+        raise UsageError(f"pad mode must be one of {', '.join(engine.PAD_MODES)}, got {conv.pad_mode!r}")
+    band_conv = replace(conv, padding=((0, 0), pads[1]))
+    if pool is not None:
+        ph, pw = engine.pair(pool.size, "pool size")
+        psy = engine.pair(pool.size if pool.stride is None else pool.stride, "pool stride")[0]
+        if ph > oh or pw > ow:
+            raise UsageError(f"pool window {ph}x{pw} is larger than its input {oh}x{ow}")
+        final_h = (oh - ph) // psy + 1
+    else:
+        ph, psy, final_h = 1, 1, oh
+    job = Job(source, str(target), 0, (), band_conv, pads[0], conv.pad_mode, sy, reach_y,
+              pool, (ph, psy), bool(relu), bool(gray), alpha)
+    return job, final_h
+
+
+def _input_rows(job: Job, f0: int, f1: int) -> tuple[int, int]:
+    """Padded input rows ``[p0, p1)`` that final output rows ``[f0, f1)`` read."""
+    ph, psy = job.pool_rows
+    c0, c1 = f0 * psy, (f1 - 1) * psy + ph  # conv output rows
+    return c0 * job.stride_y, (c1 - 1) * job.stride_y + job.reach_y
+
+
+def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None) -> int:
+    """Final output rows per band: ``tile_rows``, or about :data:`BAND_BYTES` of input."""
+    if tile_rows:
+        return max(1, min(tile_rows, final_h))
+    in_row_bytes = math.prod(job.source.shape[1:]) * 4
+    ph, psy = job.pool_rows
+    per_row = job.stride_y * psy * in_row_bytes + psy * out_row_bytes
+    halo = (job.reach_y + ph * job.stride_y) * in_row_bytes
+    return max(1, min(final_h, (BAND_BYTES - halo) // max(per_row, 1)))
+
+
+# --------------------------------------------------------------------------
+# one band (runs on a local thread or a Dask worker)
+
+
+def read_rows(source: Source, rows: np.ndarray) -> np.ndarray:
+    """These source rows as float32 (``-1``: a row of zeros), read through a
+    memory map that is dropped again before returning."""
+    out = np.zeros((len(rows),) + source.shape[1:], dtype=np.float32)
+    mm = np.memmap(source.path, dtype=np.dtype(source.dtype), mode="r", offset=source.offset,
+                   shape=source.shape)
+    try:
+        # Runs of consecutive rows are copied in one go.
+        breaks = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
+        for run in np.split(np.arange(len(rows)), breaks):
+            first = rows[run[0]]
+            if first < 0:
+                continue
+            out[run[0]:run[-1] + 1] = mm[first:first + len(run)]
+    finally:
+        del mm
+    return out
+
+
+def compute_band(job: Job, f0: int, f1: int, lock=None) -> images.Picture:
+    """Final output rows ``[f0, f1)`` as a Picture (reads the input, writes
+    nothing). ``lock``, if given, is held while computing (not while reading)."""
+    from . import pipeline
+
+    p0, p1 = _input_rows(job, f0, f1)
+    rowmap = engine.source_index(job.source.shape[0], job.row_pads, job.pad_mode)
+    picture = job.source.meta.with_pixels(read_rows(job.source, rowmap[p0:p1]))
+    with lock or contextlib.nullcontext():
+        result = pipeline.apply(picture, job.conv, relu=job.relu, pool=job.pool, gray=job.gray,
+                                alpha=job.alpha)
+    if result.pixels.shape[0] != f1 - f0:  # a planning bug, never the user's input
+        raise RuntimeError(f"band {f0}:{f1} came out with {result.pixels.shape[0]} rows")
+    return result
+
+
+def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
+    """Compute final rows ``[f0, f1)`` and write them into their place in the output file."""
+    result = compute_band(job, f0, f1, lock)
+    mm = np.memmap(job.target, dtype=np.float32, mode="r+", offset=job.out_offset, shape=job.out_shape)
+    try:
+        mm[f0:f1] = result.pixels
+        mm.flush()
+    finally:
+        del mm
+
+
+# --------------------------------------------------------------------------
+# the whole file
+
+
+@dataclass
+class Report:
+    bands: int
+    rows_per_band: int
+    shape: tuple
+    seconds: float
+    notes: list
+
+
+def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha="keep",
+        tile_rows: int | None = None, client=None, threads: int = 2, progress: bool = False) -> Report:
+    """Process the ``.npy`` at ``input_path`` band by band into ``output_path``.
+
+    ``client``: a Dask client to run the bands on its cluster (workers must
+    see both paths); otherwise ``threads`` local threads, one computing at a
+    time while the others read and write.
+    """
+    import threading
+
+    started = time.monotonic()
+    source = open_source(input_path)
+    output_path = Path(output_path)
+    job, final_h = plan(source, output_path, conv, relu, pool, gray, alpha)
+    # One output row tells the output's width, channels and metadata.
+    probe = compute_band(job, 0, 1)
+    out_shape = (final_h,) + probe.pixels.shape[1:]
+    out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
+    rows = band_rows(job, final_h, out_row_bytes, tile_rows)
+    bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
+    header = images.npy_header(out_shape)
+    trailer = images.npy_trailer(probe.metadata())
+    nbytes = final_h * out_row_bytes
+    _check_space(output_path, len(header) + nbytes + len(trailer))
+    with images.atomic_file(output_path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            f.truncate(len(header) + nbytes)
+        job = replace(job, target=os.path.abspath(tmp), out_offset=len(header), out_shape=out_shape)
+        bar = Progress(len(bands), progress, unit="bands")
+        if client is not None:
+            _run_cluster(client, job, bands, bar)
+        else:
+            lock = threading.Lock()
+            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool_:
+                futures = [pool_.submit(run_band, job, f0, f1, lock) for f0, f1 in bands]
+                try:
+                    for i, future in enumerate(futures, 1):
+                        future.result()
+                        bar.update(i)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        bar.close()
+        with open(tmp, "ab") as f:
+            f.write(trailer)
+    return Report(len(bands), rows, out_shape, time.monotonic() - started, probe.notes)
+
+
+def _run_cluster(client, job: Job, bands, bar) -> None:
+    from distributed import as_completed
+
+    from .cluster import serial
+
+    futures = [client.submit(serial, run_band, job, f0, f1, pure=False) for f0, f1 in bands]
+    try:
+        for i, future in enumerate(as_completed(futures, loop=client.loop), 1):
+            try:
+                future.result()
+            except Exception as e:
+                f0, f1 = bands[futures.index(future)]
+                raise ImageWriteError(f"rows {f0}-{f1 - 1} failed on the cluster: {e}") from None
+            bar.update(i)
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+def _check_space(path: Path, nbytes: int) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself will say what is wrong
+    if nbytes > free:
+        raise ImageWriteError(
+            f"{path}: the output needs {nbytes / 2**30:.2f} GiB but {folder} has {free / 2**30:.2f} GiB free"
+        )
