@@ -11,6 +11,7 @@ kernelcli the address (``tcp://10.0.0.5:8786``) or the scheduler file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -42,19 +43,37 @@ def connect(address: str, timeout: float = DEFAULT_TIMEOUT, debug: bool = False)
         for name in ("distributed", "tornado", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     if os.path.isfile(address):
-        where, kwargs = f"the scheduler in {address}", {"scheduler_file": address}
+        where = f"the Dask scheduler in {address}"
+        address = _address_from_file(address)
     elif _ADDRESS.match(address):
-        where, kwargs = f"the Dask scheduler at {address}", {"address": address}
+        where = f"the Dask scheduler at {address}"
     else:
         raise UsageError(
             f"--scheduler {address!r} is neither a scheduler file nor an address like tcp://HOST:PORT"
         )
     try:
-        return Client(timeout=timeout, set_as_default=False, **kwargs)
+        return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as e:
-        raise KernelcliError(f"cannot reach {where} within {timeout:g} s: {e}") from None
-    except Exception as e:  # a malformed scheduler file, an unknown protocol...
-        raise KernelcliError(f"cannot connect to {where}: {type(e).__name__}: {e}") from None
+        raise KernelcliError(f"cannot reach {where} within {timeout:g} s: {_first_line(e)}") from None
+    except Exception as e:  # an unknown protocol, a version mismatch...
+        raise KernelcliError(f"cannot connect to {where}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _address_from_file(path: str) -> str:
+    """The address in a scheduler file (JSON written by ``dask scheduler --scheduler-file``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            address = json.load(f).get("address")
+    except (OSError, ValueError, AttributeError) as e:
+        raise KernelcliError(f"{path}: not a Dask scheduler file: {_first_line(e)}") from None
+    if not isinstance(address, str) or not address:
+        raise KernelcliError(f"{path}: not a Dask scheduler file: it holds no address")
+    return address
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def serial(fn, *args):

@@ -1,0 +1,268 @@
+"""A .npy processed in bands of rows gives exactly the in-memory result.
+
+Small arrays and tiny bands (down to one row) put many seams everywhere; the
+numbers are compared bit for bit with the in-memory pipeline, which is itself
+tested against the plain-loop reference in ``reference.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kernelcli import engine, images, pipeline, tiled
+from kernelcli.errors import ImageReadError, ImageWriteError, UsageError
+from kernelcli.kernels import Kernel
+from kernelcli.pipeline import Pool, make_conv
+
+from .reference import correlate_ref
+
+RNG = np.random.default_rng(7)
+
+
+def in_memory(src, conv, relu=False, pool=None, gray=False, alpha="keep"):
+    return pipeline.apply(images.read_image(src), conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+
+
+def banded(tmp_path, src, conv, tile_rows, **kw):
+    out = tmp_path / "out.npy"
+    report = tiled.run(src, out, conv, tile_rows=tile_rows, **kw)
+    return images.read_image(out), report
+
+
+def save(tmp_path, arr, name="in.npy"):
+    path = tmp_path / name
+    np.save(path, arr)
+    return path
+
+
+CASES = [
+    # kernel, stride, padding, pad_mode, dilation, pool
+    ("sharpen", 1, "same", "zero", 1, None),
+    ("box:4", 2, "same", "reflect", 1, None),
+    ("box:2,5", 1, "same", "edge", 1, None),
+    ("gaussian:1.5", 1, "full", "wrap", 1, Pool("max", 3, 2)),
+    ("edge", 3, "valid", "edge", 2, Pool("avg", 2, None)),
+    ("box:5", 2, 3, "reflect101", 1, Pool("sum", 2, 1)),
+    ("1,2;3,4", (2, 1), (0, 2), "zero", (1, 2), Pool("max", (3, 1), (1, 2))),
+    ("sobel-x,sobel-y", 1, "same", "wrap", 1, None),
+    ("emboss", 1, "valid", "zero", 3, Pool("max", 2, 2)),
+]
+
+
+@pytest.mark.parametrize("shape", [(37, 23), (41, 19, 3), (16, 9, 4), (1, 30), (30, 1)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-s{c[1]}-{c[2]}-{c[3]}")
+def test_bands_equal_in_memory_bit_for_bit(tmp_path, shape, case):
+    name, stride, padding, mode, dilation, pool = case
+    src = save(tmp_path, RNG.standard_normal(shape).astype(np.float32))
+    conv, _ = make_conv(name, stride, padding, mode, dilation)
+    try:
+        want = in_memory(src, conv, relu=True, pool=pool)
+    except UsageError as e:  # a kernel that does not fit: the banded run says the same
+        with pytest.raises(UsageError) as got:
+            banded(tmp_path, src, conv, 2, relu=True, pool=pool)
+        assert str(got.value) == str(e)
+        return
+    for rows in (1, 2, 5, None):
+        got, report = banded(tmp_path, src, conv, rows, relu=True, pool=pool)
+        assert got.pixels.shape == want.pixels.shape
+        assert np.array_equal(got.pixels, want.pixels), (rows, case)
+        assert got.labels == want.labels
+        if rows:
+            assert report.bands == -(-want.pixels.shape[0] // rows)
+
+
+def test_matches_the_plain_reference_at_seams(tmp_path):
+    """Independent of the in-memory engine: the reference loop itself."""
+    x = RNG.uniform(0, 255, (29, 17)).astype(np.float32)
+    k = RNG.standard_normal((4, 3)).astype(np.float32)
+    src = save(tmp_path, x)
+    conv, _ = make_conv([Kernel("k", k)], (2, 1), "same", "zero", 1)
+    got, _ = banded(tmp_path, src, conv, 3)
+    pads, _ = engine.geometry(x.shape, k.shape, (2, 1), "same", 1)
+    want = correlate_ref(x, k, stride=(2, 1), pads=pads)
+    np.testing.assert_allclose(got.pixels, want, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "<u2", ">u2", "int16", "float64", ">f4"])
+def test_any_numeric_dtype_is_read_as_float32(tmp_path, dtype):
+    x = RNG.integers(0, 200, (20, 11, 3)).astype(dtype)
+    src = save(tmp_path, x)
+    conv, _ = make_conv("box:3")
+    got, _ = banded(tmp_path, src, conv, 4)
+    assert np.array_equal(got.pixels, in_memory(src, conv).pixels)
+
+
+@pytest.mark.parametrize("alpha", ["keep", "premultiply", "filter"])
+def test_picture_metadata_alpha_and_gray_travel_through_bands(tmp_path, alpha):
+    """A kernelcli stream (RGBA 16-bit, with its trailer) keeps mode and range."""
+    rgba = images.Picture(RNG.uniform(0, 65535, (23, 14, 4)).astype(np.float32), "RGBA",
+                          range_max=65535.0, info={"dpi": (300.0, 300.0)})
+    src = tmp_path / "in.npy"
+    images.write_image(src, rgba)
+    conv, _ = make_conv("gaussian:1", padding="same", pad_mode="reflect")
+    want = in_memory(src, conv, relu=True, pool=Pool("max", 2, None), alpha=alpha)
+    got, _ = banded(tmp_path, src, conv, 3, relu=True, pool=Pool("max", 2, None), alpha=alpha)
+    assert np.array_equal(got.pixels, want.pixels)
+    assert got.mode == want.mode == "RGBA" and got.info.get("dpi") == (300.0, 300.0)
+    gray_want = in_memory(src, conv, gray=True)
+    gray_got, _ = banded(tmp_path, src, conv, 2, gray=True)
+    assert gray_got.mode == gray_want.mode == "LA"
+    assert np.array_equal(gray_got.pixels, gray_want.pixels)
+
+
+def test_depth_kernel_sums_channels_in_bands(tmp_path):
+    x = RNG.standard_normal((21, 13, 3)).astype(np.float32)
+    src = save(tmp_path, x)
+    conv, _ = make_conv([Kernel("k3", RNG.standard_normal((3, 3, 3)))], 1, "same", "edge")
+    got, _ = banded(tmp_path, src, conv, 4)
+    assert got.pixels.shape == (21, 13)
+    assert np.array_equal(got.pixels, in_memory(src, conv).pixels)
+
+
+def test_automatic_band_height_bounds_the_band(tmp_path, monkeypatch):
+    monkeypatch.setattr(tiled, "BAND_BYTES", 64 * 1024)
+    x = RNG.standard_normal((300, 100)).astype(np.float32)  # 400 bytes a row
+    src = save(tmp_path, x)
+    conv, _ = make_conv("box:3")
+    got, report = banded(tmp_path, src, conv, None)
+    assert 1 < report.bands < 300 and report.rows_per_band * 400 <= 64 * 1024
+    assert np.array_equal(got.pixels, in_memory(src, conv).pixels)
+
+
+def test_too_big_for_memory_uses_the_header_only(tmp_path, monkeypatch):
+    src = save(tmp_path, np.zeros((64, 64), np.float32))
+    source = tiled.open_source(src)
+    monkeypatch.setattr(engine, "available_memory", lambda: 10 * 2**20)
+    assert not tiled.too_big_for_memory(source)  # 3 x 16 KiB of 10 MiB
+    monkeypatch.setattr(engine, "available_memory", lambda: 60 * 1024)
+    assert tiled.too_big_for_memory(source)
+
+
+# --------------------------------------------------------------------------
+# refusals
+
+
+def test_truncated_npy_is_refused_before_any_output(tmp_path):
+    src = save(tmp_path, np.zeros((50, 40), np.float32))
+    data = src.read_bytes()
+    src.write_bytes(data[:-100])
+    conv, _ = make_conv("box:3")
+    with pytest.raises(ImageReadError, match="truncated"):
+        tiled.run(src, tmp_path / "out.npy", conv, tile_rows=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_fortran_order_is_refused_with_the_fix(tmp_path):
+    src = save(tmp_path, np.asfortranarray(np.zeros((10, 8), np.float32)))
+    with pytest.raises(ImageReadError, match="Fortran"):
+        tiled.open_source(src)
+
+
+@pytest.mark.parametrize("arr", [np.zeros((4,), np.float32), np.zeros((2, 3, 4, 5), np.float32),
+                                 np.array([["a"]]), np.zeros((0, 5), np.float32)])
+def test_unusable_arrays_are_refused(tmp_path, arr):
+    src = save(tmp_path, arr)
+    with pytest.raises(ImageReadError):
+        tiled.open_source(src)
+
+
+def test_full_disk_is_refused_up_front(tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    src = save(tmp_path, np.zeros((50, 40), np.float32))
+    real = _shutil.disk_usage
+    monkeypatch.setattr(tiled.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=1000))
+    conv, _ = make_conv("box:3")
+    with pytest.raises(ImageWriteError, match="needs .* GiB"):
+        tiled.run(src, tmp_path / "out.npy", conv, tile_rows=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
+    src = save(tmp_path, RNG.standard_normal((40, 10)).astype(np.float32))
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"old")
+    real = tiled.compute_band
+
+    def failing(job, f0, f1, lock=None):
+        if f0 >= 20:
+            raise OSError(5, "Input/output error")
+        return real(job, f0, f1, lock)
+
+    monkeypatch.setattr(tiled, "compute_band", failing)
+    conv, _ = make_conv("box:3")
+    with pytest.raises(ImageWriteError):
+        tiled.run(src, out, conv, tile_rows=4)
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.npy"]
+
+
+# --------------------------------------------------------------------------
+# the command
+
+
+def kcli(*args):
+    return subprocess.run([sys.executable, "-m", "kernelcli", *map(str, args)], capture_output=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_command_tile_rows_equals_in_memory_run(tmp_path):
+    src = save(tmp_path, RNG.uniform(0, 255, (90, 70, 3)).astype(np.float32))
+    args = ["apply", "edge", src, None, "--stride", "2", "--pad-mode", "reflect", "--relu", "--pool", "max"]
+    whole = kcli(*[tmp_path / "whole.npy" if a is None else a for a in args])
+    bands = kcli(*[tmp_path / "bands.npy" if a is None else a for a in args], "--tile-rows", "4")
+    auto = kcli(*[tmp_path / "auto.npy" if a is None else a for a in args], "--tile-rows", "auto")
+    for proc in (whole, bands, auto):
+        assert proc.returncode == 0, proc.stderr
+    assert b"6 bands of 4 rows on local threads, 22x17x3" in bands.stderr  # 90 -> 45 -> 22 rows
+    assert (tmp_path / "whole.npy").read_bytes() == (tmp_path / "bands.npy").read_bytes()
+    assert (tmp_path / "whole.npy").read_bytes() == (tmp_path / "auto.npy").read_bytes()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["{npy}", "{out}.png", "--tile-rows", "4"], "OUTPUT must be"),
+    (["{npy}", "-", "--tile-rows", "4"], "OUTPUT must be"),
+    (["{png}", "{out}.npy", "--tile-rows", "4"], "need a folder or a .npy file INPUT"),
+    (["{folder}", "{out}", "--tile-rows", "4"], "needs a .npy file INPUT"),
+    (["{npy}", "{out}.npy", "--tile-rows", "0"], "at least 1"),
+    (["{npy}", "{out}.npy", "--tile-rows", "many"], "number of rows or auto"),
+])
+def test_command_usage_errors(tmp_path, samples, args, words):
+    npy = save(tmp_path, np.zeros((10, 10), np.float32))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    names = {"npy": npy, "png": samples / "gray.png", "folder": folder, "out": tmp_path / "o"}
+    proc = kcli("apply", "box:3", *[a.format(**names) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr.decode() and b"Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("o*"))
+
+
+def test_command_without_tile_rows_stays_in_memory_for_small_files(tmp_path):
+    src = save(tmp_path, np.ones((10, 10), np.float32))
+    proc = kcli("apply", "box:3", src, tmp_path / "o.npy")
+    assert proc.returncode == 0 and b"bands" not in proc.stderr
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_every_geometry_combination_on_one_small_array(tmp_path, rows):
+    """A dense sweep (2-D, tiny bands): stride x padding x pad mode x pool."""
+    x = RNG.standard_normal((13, 8)).astype(np.float32)
+    src = save(tmp_path, x)
+    k = RNG.standard_normal((3, 2)).astype(np.float32)
+    for stride, padding, mode, pool in itertools.product(
+            [1, 2, 3], ["same", "valid", "full", (2, 0)], engine.PAD_MODES,
+            [None, Pool("max", 2, 1), Pool("avg", 3, 2)]):
+        conv, _ = make_conv([Kernel("k", k)], stride, padding, mode)
+        try:
+            want = in_memory(src, conv, pool=pool)
+        except UsageError:
+            continue
+        got, _ = banded(tmp_path, src, conv, rows, pool=pool)
+        assert np.array_equal(got.pixels, want.pixels), (stride, padding, mode, pool)
