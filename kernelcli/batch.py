@@ -39,6 +39,7 @@ class Settings:
     offset: float = 0.0
     quality: int = 92
     max_pixels: int | None = None
+    png_level: int = 1
 
 
 @dataclass
@@ -141,7 +142,7 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
                             gray=settings.gray, alpha=settings.alpha)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fmt = settings.fmt or images.format_for(dst)
-    images.write_image(dst, result, fmt, settings.scaling, settings.offset, settings.quality)
+    images.write_image(dst, result, fmt, settings.scaling, settings.offset, settings.quality, settings.png_level)
     return megapixels
 
 

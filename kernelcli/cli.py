@@ -142,7 +142,7 @@ def stage_options(f):
 
 
 def output_options(f):
-    """--format, --scaling, --offset, --quality."""
+    """--format, --scaling, --offset, --quality, --png-level."""
     options = [
         click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
                      help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
@@ -155,6 +155,8 @@ def output_options(f):
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
         click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
                      help="JPEG/WebP quality."),
+        click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,
+                     help="PNG zlib level: 1 is fast; 6-9 write files about 10-15% smaller, slowly."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
@@ -223,7 +225,7 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels, stages):
+def _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels, stages):
     """Read INPUT, run the stages (functions Picture -> Picture), write OUTPUT."""
     from . import images
 
@@ -235,7 +237,7 @@ def _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels, stages):
     for stage in stages:
         picture = stage(picture)
     note(quiet, picture.notes)
-    note(quiet, images.write_image(output, picture, out_format, scaling, offset, quality))
+    note(quiet, images.write_image(output, picture, out_format, scaling, offset, quality, png_level))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -250,7 +252,7 @@ def _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels, stages):
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, max_pixels,
+          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
           recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
@@ -288,7 +290,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
 
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
-        settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels)
+        settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels,
+                                  png_level)
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
@@ -308,7 +311,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             click.echo(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                        f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s", err=True)
         return
-    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
          [lambda p: pipeline.apply(p, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)])
 
 
@@ -369,7 +372,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @input_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, max_pixels):
+         alpha, fmt, scaling, offset, quality, png_level, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -385,7 +388,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 
     stage, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
-    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
          [lambda p: pipeline.conv_stage(p, stage, gray=gray, alpha=alpha)])
 
 
@@ -397,14 +400,14 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 @output_options
 @input_options
 @click.pass_context
-def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, max_pixels):
+def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, max_pixels):
     """Set the negative values of INPUT to 0 (alpha passes through).
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
     from . import pipeline
 
-    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
          [lambda p: pipeline.relu_stage(p, leaky, inplace=True)])
 
 
@@ -418,7 +421,7 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, max_pixels):
 @output_options
 @input_options
 @click.pass_context
-def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, max_pixels):
+def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, png_level, max_pixels):
     """Pool INPUT with KIND (max, avg or sum) over windows, without padding.
 
     Rows and columns left over at the bottom and right are dropped. Alpha is
@@ -427,7 +430,7 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     """
     from . import pipeline
 
-    _run(ctx, input, output, fmt, scaling, offset, quality, max_pixels,
+    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
          [lambda p: pipeline.pool_stage(p, pipeline.Pool(kind, size, stride))])
 
 

@@ -410,8 +410,13 @@ def format_for(target, fmt: str | None = None) -> str:
     return EXTENSIONS[ext]
 
 
+#: zlib level for PNG: 1 writes a 1-megapixel photo about 4x faster than
+#: Pillow's default 6, for files about 10-15% larger (--png-level).
+PNG_LEVEL = 1
+
+
 def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
-                offset: float = 0.0, quality: int = 92) -> list[str]:
+                offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL) -> list[str]:
     """Write a Picture (or a bare array) to a path, ``"-"`` (stdout) or a binary file.
 
     Image formats get ``map(values) + offset``, rounded and clipped to the
@@ -429,7 +434,7 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
         payload = npy_chunks(picture)
     else:
         img = to_pil(picture, fmt, scaling, offset, notes)
-        payload = [_encode(img, fmt, picture.info, quality)]
+        payload = [_encode(img, fmt, picture.info, quality, png_level)]
     _deliver(target, payload, fmt)
     return notes
 
@@ -551,11 +556,13 @@ def quantize(values: np.ndarray, top: float, scaling: str = "clip", offset: floa
     return out
 
 
-def _encode(img, fmt: str, info: dict, quality: int) -> bytes:
+def _encode(img, fmt: str, info: dict, quality: int, png_level: int = PNG_LEVEL) -> bytes:
     buf = io.BytesIO()
     kwargs = {}
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
+    if fmt == "PNG":
+        kwargs["compress_level"] = png_level
     if fmt in ("PNG", "JPEG", "TIFF", "WEBP") and info.get("icc_profile"):
         kwargs["icc_profile"] = info["icc_profile"]
     if info.get("dpi") and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
