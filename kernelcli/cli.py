@@ -94,6 +94,15 @@ def _quiet_stdout() -> None:
         pass
 
 
+def skip_numba_blas() -> None:
+    """Keep Numba from importing SciPy's BLAS (about 0.2 s per command when SciPy
+    is installed): ``import numba`` probes ``scipy.linalg.cython_blas`` to
+    support ``np.dot`` and ``np.linalg`` in jitted code, which kernelcli never
+    uses. Only for kernelcli's own processes, never when used as a library."""
+    if "scipy.linalg.cython_blas" not in sys.modules and "numba" not in sys.modules:
+        sys.modules["scipy.linalg.cython_blas"] = None  # makes that import fail at once
+
+
 def note(ctx_quiet: bool, messages) -> None:
     if not ctx_quiet:
         for m in messages:
@@ -513,6 +522,7 @@ def _terminate(signum, frame):
 def main(argv=None):
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
+    skip_numba_blas()
     if not os.environ.get("KERNELCLI_DEBUG") and "--debug" not in (argv or sys.argv[1:]):
         import warnings
 
