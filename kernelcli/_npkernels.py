@@ -1,0 +1,119 @@
+"""The kernels of :mod:`kernelcli._jit` in plain NumPy, for small images.
+
+Loading Numba costs about a third of a second per process, more than a small
+image takes to filter in NumPy. These functions have the same signatures and
+give the same numbers bit for bit: every output value starts at 0.0 and gets
+``w * x`` (a float32 product, then a float32 sum) for each tap in the same
+order (kernel row, then column, then channel), skipping zero weights and
+zero padding, exactly as the jitted loops do. The engine picks them when
+Numba is not loaded yet and the work is small (:func:`kernelcli.engine.backend`).
+
+Each tap is applied to whole regions at once: the interior (plain strided
+slices) and the border rows and columns (gathered through the padding maps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray, size: int):
+    """For one tap along one axis: the interior as ``(out_slice, in_slice)``
+    (source ``o*step + tap - pad`` inside the image, read directly) and the
+    border as ``(out_positions, source_positions)`` through the map."""
+    src = index_map[np.arange(n_out) * step + tap]
+    inside = src >= 0
+    direct = np.flatnonzero(inside)
+    # The interior: the longest run where the map is the identity shifted.
+    lo = hi = 0
+    if direct.size:
+        shift = src[direct] - direct * step
+        run = direct[shift == shift[len(shift) // 2]]
+        if run.size:
+            lo, hi = int(run[0]), int(run[-1]) + 1
+            base = int(src[lo])
+            # keep only a gap-free run (maps are monotone inside the image)
+            if not np.array_equal(src[lo:hi], base + np.arange(hi - lo) * step):
+                lo = hi = 0
+    outer = np.concatenate([np.arange(0, lo), np.arange(hi, n_out)])
+    outer = outer[inside[outer]]
+    interior = None
+    if hi > lo:
+        base = int(src[lo])
+        interior = (slice(lo, hi), slice(base, base + (hi - lo - 1) * step + 1, step))
+    return interior, (outer, src[outer])
+
+
+def _add(out3, src3, w, rows, cols, scratch):
+    """``out3[rows, cols] += w * src3[rows', cols']`` over the interior and borders
+    (the interior's products go through ``scratch``, reused from tap to tap)."""
+    r_int, (r_out, r_src) = rows
+    c_int, (c_out, c_src) = cols
+    if r_int is not None and c_int is not None:
+        target = out3[r_int[0], c_int[0]]
+        product = scratch[:target.shape[0], :target.shape[1], :target.shape[2]]
+        np.multiply(src3[r_int[1], c_int[1]], w, out=product)
+        target += product
+    if r_int is not None and c_out.size:
+        out3[r_int[0], c_out] += w * src3[r_int[1]][:, c_src]
+    if r_out.size:
+        if c_int is not None:
+            out3[r_out, c_int[0]] += w * src3[r_src, c_int[1]]
+        if c_out.size:
+            out3[np.ix_(r_out, c_out)] += w * src3[np.ix_(r_src, c_src)]
+
+
+def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
+    kh, kw = kernel.shape
+    c = channels
+    h, width = src.shape[0], src.shape[1] // c
+    out_h, out_w = out.shape[0], out.shape[1] // c
+    src3 = src.reshape(h, width, c)
+    out3 = out.reshape(out_h, out_w, c)
+    out3[...] = 0.0
+    scratch = np.empty_like(out3)
+    cols = [_axis_plan(out_w, sx, kx * dx, colmap, width) for kx in range(kw)]
+    for ky in range(kh):
+        rows = _axis_plan(out_h, sy, ky * dy, rowmap, h)
+        for kx in range(kw):
+            w = kernel[ky, kx]
+            if w != 0.0:
+                _add(out3, src3, w, rows, cols[kx], scratch)
+
+
+def correlate_depth(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
+    kh, kw, _ = kernel.shape
+    c = channels
+    h, width = src.shape[0], src.shape[1] // c
+    out_h, out_w = out.shape
+    src3 = src.reshape(h, width, c)
+    out3 = out.reshape(out_h, out_w, 1)
+    out3[...] = 0.0
+    scratch = np.empty_like(out3)
+    cols = [_axis_plan(out_w, sx, kx * dx, colmap, width) for kx in range(kw)]
+    for ky in range(kh):
+        rows = _axis_plan(out_h, sy, ky * dy, rowmap, h)
+        for kx in range(kw):
+            for ch in range(c):
+                w = kernel[ky, kx, ch]
+                if w != 0.0:
+                    _add(out3, src3[:, :, ch:ch + 1], w, rows, cols[kx], scratch)
+
+
+def pool_rows(src, channels, kind, ph, pw, sy, sx, out):
+    c = channels
+    h, width = src.shape[0], src.shape[1] // c
+    out_h, out_w = out.shape[0], out.shape[1] // c
+    src3 = src.reshape(h, width, c)
+    out3 = out.reshape(out_h, out_w, c)
+    for py in range(ph):
+        for px in range(pw):
+            v = src3[py:py + (out_h - 1) * sy + 1:sy, px:px + (out_w - 1) * sx + 1:sx]
+            if py == 0 and px == 0:
+                out3[...] = v
+            elif kind == 0:  # max; NaN wins, as in the jitted loop
+                np.copyto(out3, v, where=(v > out3) | (v != v))
+            else:
+                out3 += v
+    if kind == 1:
+        out3 /= np.float32(ph * pw)

@@ -1,0 +1,79 @@
+"""The NumPy kernels (used for small images before Numba is loaded) give the
+jitted kernels' numbers bit for bit, over every geometry and pad mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernelcli import _jit, _npkernels, engine
+
+RNG = np.random.default_rng(11)
+SHAPES = [(1, 9, 1), (9, 1, 3), (7, 8, 1), (13, 11, 3), (5, 6, 4), (20, 17, 2)]
+KERNELS = [(1, 1), (3, 3), (2, 4), (5, 3), (7, 7)]
+STEPS = [(1, 1, 1, 1), (2, 1, 1, 2), (3, 2, 2, 1)]  # sy, sx, dy, dx
+
+
+def _image(h, w, c):
+    x = RNG.standard_normal((h, w * c)).astype(np.float32)
+    x[RNG.random(x.shape) < 0.05] = 0.0
+    return x
+
+
+def _both(name, *args, shape):
+    a = np.empty(shape, np.float32)
+    b = np.full(shape, 7.0, np.float32)  # every value must be overwritten
+    getattr(_jit, name)(*args, a)
+    getattr(_npkernels, name)(*args, b)
+    return a, b
+
+
+@pytest.mark.parametrize("h, w, c", SHAPES)
+@pytest.mark.parametrize("kh, kw", KERNELS)
+def test_correlation_is_bit_identical(h, w, c, kh, kw):
+    x = _image(h, w, c)
+    k = RNG.standard_normal((kh, kw)).astype(np.float32)
+    k[RNG.random(k.shape) < 0.2] = 0.0
+    kd = RNG.standard_normal((kh, kw, c)).astype(np.float32)
+    checked = 0
+    for sy, sx, dy, dx in STEPS:
+        for padding in ["same", "valid", "full", (0, 3)]:
+            for mode in engine.PAD_MODES:
+                try:
+                    pads, (oh, ow) = engine.geometry((h, w), (kh, kw), (sy, sx), padding, (dy, dx))
+                except engine.UsageError:
+                    continue
+                rm = engine.source_index(h, pads[0], mode)
+                cm = engine.source_index(w, pads[1], mode)
+                args = (x, c, k, rm, cm, pads[1][0], sy, sx, dy, dx)
+                a, b = _both("correlate_rows", *args, shape=(oh, ow * c))
+                assert np.array_equal(a, b), (sy, sx, dy, dx, padding, mode)
+                args = (x, c, kd, rm, cm, pads[1][0], sy, sx, dy, dx)
+                a, b = _both("correlate_depth", *args, shape=(oh, ow))
+                assert np.array_equal(a, b), ("depth", sy, sx, dy, dx, padding, mode)
+                checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("h, w, c", SHAPES)
+@pytest.mark.parametrize("kind", [0, 1, 2])
+def test_pooling_is_bit_identical_nan_included(h, w, c, kind):
+    x = _image(h, w, c)
+    x[0, 0] = np.nan
+    for ph, pw, sy, sx in [(1, 1, 1, 1), (2, 2, 2, 2), (3, 2, 1, 2), (1, 3, 2, 1)]:
+        if ph > h or pw > w:
+            continue
+        oh, ow = (h - ph) // sy + 1, (w - pw) // sx + 1
+        a, b = _both("pool_rows", x, c, kind, ph, pw, sy, sx, shape=(oh, ow * c))
+        assert np.array_equal(a, b, equal_nan=True), (ph, pw, sy, sx)
+
+
+def test_infinities_spread_the_same_way():
+    x = _image(9, 10, 1)
+    x[4, 5] = np.inf
+    x[2, 2] = -np.inf
+    k = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
+    rm = engine.source_index(9, (1, 1), "reflect")
+    cm = engine.source_index(10, (1, 1), "reflect")
+    a, b = _both("correlate_rows", x, 1, k, rm, cm, 1, 1, 1, 1, 1, shape=(9, 10))
+    assert np.array_equal(a, b, equal_nan=True)
