@@ -11,6 +11,10 @@ taken in the same run.
 
     python benchmarks/bench_engine.py            # 4096x4096 (RGB 2048x2048x3)
     python benchmarks/bench_engine.py --quick    # 1024x1024 (RGB 512x512x3)
+    python benchmarks/bench_engine.py --case 31x31   # only the cases whose name contains this
+
+For each convolution the path the engine's cost model picks (direct,
+separable or fft: ``kernelcli.engine._method``) is printed with its timing.
 
 Peers that are not installed (cv2, scipy, torch) are skipped with a message.
 The benchmark extras are not runtime dependencies of kernelcli:
@@ -118,15 +122,25 @@ class Peer:
 
 
 class Case:
-    def __init__(self, name, ours, peers):
+    def __init__(self, name, ours, peers, path=None):
         self.name = name
         self.ours = ours
         self.peers = [p for p in peers if p is not None]
+        self.path = path  # the engine's method for a convolution ("direct", "separable", "fft")
 
 
 def tolerance(weights: np.ndarray, x: np.ndarray) -> float:
     """An absolute float32 tolerance for a weighted sum of |w| * max|x| magnitude."""
     return max(1e-6, 4e-6 * float(np.abs(weights).sum()) * float(np.abs(x).max()))
+
+
+def path_of(kernel, x, **kw) -> str:
+    """The way kernelcli.convolve computes this kernel on x (its cost model's choice)."""
+    from kernelcli import engine
+
+    if isinstance(kernel, str):
+        kernel = kernelcli.get_kernel(kernel)
+    return engine._method(getattr(kernel, "array", kernel), x.shape, **kw)
 
 
 def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
@@ -163,7 +177,8 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
         peers.append(Peer("scipy.ndimage.correlate",
                           lambda: ndimage.correlate(img, k3, mode="constant", cval=0.0),
                           atol=tolerance(k3, img), margin=1))
-    cases.append(Case(f"3x3 sharpen {size}x{size}", lambda: kernelcli.convolve(img, sharpen), peers))
+    cases.append(Case(f"3x3 sharpen {size}x{size}", lambda: kernelcli.convolve(img, sharpen), peers,
+                      path=path_of(sharpen, img)))
 
     # 15x15 Gaussian as a plain 2-D array
     cases.append(Case(
@@ -175,14 +190,17 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
             cvpeer("cv2.filter2D", lambda: cv2.filter2D(img, -1, g15, borderType=BC),
                    atol=tolerance(g15, img), margin=7),
         ],
+        path=path_of(g15, img),
     ))
 
-    # 31x31 random
+    # 31x31 random: not separable, so the engine's FFT path (OpenCV's filter2D
+    # switches to a DFT for kernels this size too); target: no slower than filter2D
     cases.append(Case(
         f"31x31 random {size}x{size}",
         lambda: kernelcli.convolve(img, k31),
         [cvpeer("cv2.filter2D", lambda: cv2.filter2D(img, -1, k31, borderType=BC),
                 target=1.0, atol=tolerance(k31, img), margin=15)],
+        path=path_of(k31, img),
     ))
 
     # RGB 3x3
@@ -191,6 +209,7 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
         lambda: kernelcli.convolve(rgb, sharpen),
         [cvpeer("cv2.filter2D", lambda: cv2.filter2D(rgb, -1, k3, borderType=BC),
                 target=0.67, atol=tolerance(k3, rgb), margin=1)],
+        path=path_of(sharpen, rgb),
     ))
 
     # stride 2
@@ -200,6 +219,7 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
         [cvpeer("cv2.filter2D + [::2, ::2]",
                 lambda: cv2.filter2D(img, -1, k3, borderType=BC)[::2, ::2],
                 target=0.4, atol=tolerance(k3, img), margin=1)],
+        path=path_of(sharpen, img, stride=2),
     ))
 
     # max pooling 2x2
@@ -252,6 +272,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="1024x1024 (RGB 512x512x3) instead of 4096x4096 (RGB 2048x2048x3)")
     ap.add_argument("--repeat", type=int, default=7, help="timed calls per function, best taken (min 5; default 7)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--case", metavar="TEXT", help="run only the cases whose name contains TEXT")
     args = ap.parse_args(argv)
     repeat = max(5, args.repeat)
     size, rgb_size = (1024, 512) if args.quick else (4096, 2048)
@@ -282,6 +303,11 @@ def main(argv=None) -> int:
     print()
 
     cases = build_cases(size, rgb_size, cv2, ndimage, torch)
+    if args.case:
+        cases = [c for c in cases if args.case in c.name]
+        if not cases:
+            print(f"no case name contains {args.case!r}")
+            return 2
     rows, warnings, firsts = [], [], []
     for case in cases:
         t0 = _now()
@@ -306,10 +332,11 @@ def main(argv=None) -> int:
             ratio = best["ours"] / best[p.name]
             rows.append({
                 "case": case.name, "peer": p.name, "ours_s": best["ours"], "peer_s": best[p.name],
-                "ratio": ratio, "target": p.target,
+                "ratio": ratio, "target": p.target, "path": case.path,
                 "met": (ratio <= p.target) if p.target is not None else None,
             })
-        print(f"timed {case.name}: ours {fmt_ms(best['ours'])} ms", flush=True)
+        path = f" (path: {case.path})" if case.path else ""
+        print(f"timed {case.name}: ours {fmt_ms(best['ours'])} ms{path}", flush=True)
 
     print()
     print_table(rows)

@@ -331,7 +331,14 @@ def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:
     npy = input != "-" and tiled.is_npy(input)
     if (tile_rows or scheduler) and not npy:
         raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
-    return npy and bool(tile_rows or scheduler or tiled.too_big_for_memory(tiled.open_source(input)))
+    if not npy:
+        return False
+    if tile_rows or scheduler:
+        return True
+    try:
+        return tiled.too_big_for_memory(tiled.open_source(input))
+    except KernelcliError:  # the ordinary reader says what is wrong with it
+        return False
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 This is the numeric core's public face. It validates arguments (with messages
 saying what is allowed), works out padding and output sizes, allocates the
-output and hands plain arrays to the jitted kernels in :mod:`kernelcli._jit`.
+output and hands plain arrays to the jitted kernels in :mod:`kernelcli._jit` (or,
+for small work before Numba is loaded, to their NumPy twins in :mod:`kernelcli._npkernels`).
 
 Geometry, per axis, for an input of N samples and a kernel of K taps::
 
@@ -25,6 +26,9 @@ the image without being flipped. ``flip=True`` gives true convolution.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import numpy as np
 
@@ -211,6 +215,11 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     ``"full"``, ``P``, ``(PY, PX)`` or ``((TOP, BOTTOM), (LEFT, RIGHT))``. flip: convolve instead of correlate.
 
     Returns a float32 array with the same number of dimensions as ``x``.
+
+    The way it is computed follows a cost model (``_method`` tells which):
+    a direct loop over the taps, 1-D passes for a low-rank kernel, or FFTs in
+    tiles for a large kernel (:mod:`kernelcli._fft`). The last two agree with
+    the direct loop to float32 rounding, not bit for bit.
     """
     from .kernels import as_kernel
 
@@ -229,7 +238,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
-    from . import _jit
+    kernels = backend(oh * ow * out_channels * int(np.count_nonzero(weights)))
 
     if weights.ndim == 3:
         if weights.shape[2] != c:
@@ -237,15 +246,24 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                 f"kernel {k.name} has depth {weights.shape[2]} but the input has {c} channel(s); "
                 "a K x K x C kernel needs C input channels"
             )
-        out = np.empty((oh, ow), dtype=np.float32)
-        _jit.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+        method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), None)
+        if method == "fft":
+            out = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
+                                 (oh, ow), size)
+        else:
+            out = np.empty((oh, ow), dtype=np.float32)
+            kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
     else:
         factors = low_rank_factors(weights)
-        if factors is None:
+        method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
+        if method == "fft":
+            out = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
+                                 (oh, ow), size)
+        elif method == "direct":
             out = np.empty((oh, ow * c), dtype=np.float32)
-            _jit.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+            kernels.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
         else:
-            out = _separable(rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), (oh, ow))
+            out = _separable(kernels, rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), (oh, ow))
         out = out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
     if k.offset:
         out += np.float32(k.offset)
@@ -282,11 +300,10 @@ def low_rank_factors(weights: np.ndarray):
              np.ascontiguousarray(row.reshape(1, kw), dtype=np.float32)) for col, row in factors]
 
 
-def _separable(rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out_size):
+def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out_size):
     """Low-rank kernel as 1-D passes: down the columns (rows' padding and
-    stride), then along the rows (columns' padding and stride), summed."""
-    from . import _jit
-
+    stride), then along the rows (columns' padding and stride), summed.
+    ``kernels``: the module whose loops run them (see :func:`backend`)."""
     sy, sx = stride
     dy, dx = dilation
     oh, ow = out_size
@@ -297,11 +314,199 @@ def _separable(rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out
     out = np.empty((oh, ow * c), dtype=np.float32)
     part = np.empty_like(out) if len(factors) > 1 else out
     for i, (col, row) in enumerate(factors):
-        _jit.correlate_rows(rows, c, col, rowmap, every_col, 0, sy, 1, dy, 1, tmp)
-        _jit.correlate_rows(tmp, c, row, every_row, colmap, pad_left, 1, sx, 1, dx, part if i else out)
+        kernels.correlate_rows(rows, c, col, rowmap, every_col, 0, sy, 1, dy, 1, tmp)
+        kernels.correlate_rows(tmp, c, row, every_row, colmap, pad_left, 1, sx, 1, dx, part if i else out)
         if i:
             out += part
     return out
+
+
+# --------------------------------------------------------------------------
+# choosing how to compute a correlation
+#
+# Cost model, in modelled seconds of one thread; every method is spread over
+# the engine's threads (numba.get_num_threads(); the FFT tiles go to as many
+# Python threads), so the direct and separable costs are divided by the
+# thread count and the FFT counts rounds of tiles:
+#
+#   direct     values * DIRECT_VALUE
+#              + (values - border) * taps * tap       tap: DIRECT_TAP when the
+#              + border * taps * DIRECT_TAP_BORDER     column stride is 1,
+#                                                      DIRECT_TAP_STRIDED when not,
+#                                                      DIRECT_TAP_DEPTH for K x K x C
+#   separable  per rank-1 factor, the direct cost of its two 1-D passes
+#              (KH x 1 down the columns, then 1 x KW along the rows)
+#   fft        FFT_CALL + ceil(tiles / threads) * (FFT_TILE + transforms * P * log2(P)
+#                                                  * (1 + P / FFT_CACHE_POINTS) * FFT_POINT)
+#              P = NY * NX points per tile, transforms = 2C for a 2-D kernel on
+#              C channels, C + 1 for a K x K x C kernel; _fft.plan picks the
+#              tile size NY x NX that minimises this.
+#
+# values: output values (times channels for a 2-D kernel); taps: nonzero
+# weights (a dilated kernel has the same taps, the FFT sees its whole reach);
+# border: values in output columns where some tap reads outside the image
+# (done value by value through the column map). Stride shrinks the direct
+# cost (fewer values) but not the FFT's (each tile is computed whole, then
+# subsampled; only the last inverse pass skips the rows not needed, which
+# the model ignores).
+#
+# Constants fitted to wall-clock times on the 2-core development machine
+# (2026-11, numpy 2.4, numba 0.68, best of 5-7 interleaved runs; the machine
+# is shared and timings moved by +-25% between runs), doubled to one thread:
+#   direct, 4096x4096: 3x3 10 ms, 15x15 109 ms, 31x31 529 ms; column stride
+#   2 to 4: 0.1-0.55 ns per value and tap; 31x31x3 depth on 1024x1024x3
+#   402 ms; 31x31 on 128x128 (23% border columns) 4.3 ms.
+#   fft, 31x31 on 4096x4096: 125-200 ms for tiles of 384..1024 (2 threads);
+#   one 512x512 tile (forward, product, inverse) 2.1 ms on one thread; a
+#   call on a 64x64 image 0.4 ms on one thread, mostly fixed costs.
+# The direct loops (kernelcli/_jit.py) were being rewritten when these were
+# measured: refit DIRECT_* when they change.
+
+DIRECT_VALUE = 0.7e-9
+DIRECT_TAP = 0.06e-9
+DIRECT_TAP_STRIDED = 0.5e-9
+DIRECT_TAP_DEPTH = 0.26e-9
+DIRECT_TAP_BORDER = 2e-9
+FFT_POINT = 0.32e-9
+FFT_TILE = 0.4e-3
+FFT_CACHE_POINTS = 6e6
+FFT_CALL = 0.3e-3
+
+
+def _threads() -> int:
+    if "numba" not in sys.modules:  # do not load Numba just to ask
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    import numba
+
+    return max(1, int(numba.get_num_threads()))
+
+
+#: While Numba is not loaded in this process, work up to this many
+#: multiply-adds runs on the NumPy twins of the kernels (kernelcli._npkernels):
+#: the same numbers bit for bit, without Numba's start-up (about 0.35 s here,
+#: what NumPy needs for about 250 million multiply-adds; a 12-megapixel RGB
+#: image with a 3x3 kernel is 324 million at most).
+NUMPY_MAX_WORK = 250_000_000
+
+
+def backend(work: int):
+    """The module whose loops run ``work`` multiply-adds: :mod:`kernelcli._npkernels`
+    for small work while Numba is not loaded, else :mod:`kernelcli._jit`."""
+    if work <= NUMPY_MAX_WORK and "numba" not in sys.modules:
+        from . import _npkernels
+
+        return _npkernels
+    from . import _jit
+
+    return _jit
+
+
+def _direct_cost(out_rows, out_cols, per_col, taps, in_width, pad_left, sx, dx, kw, tap):
+    """Modelled one-thread seconds of a direct loop (see the cost model above)."""
+    lo = -(-pad_left // sx)  # first output column whose taps all read inside the image
+    hi = (in_width - 1 - (kw - 1) * dx + pad_left) // sx + 1
+    inner = max(0, min(hi, out_cols) - max(lo, 0))
+    values = out_rows * out_cols * per_col
+    border = out_rows * (out_cols - inner) * per_col
+    return values * DIRECT_VALUE + (values - border) * taps * tap + border * taps * DIRECT_TAP_BORDER
+
+
+def _choose(weights, channels, in_width, pad_left, out_size, stride, dilation, factors, threads=None):
+    """``(method, fft_size)``: "direct", "separable" or "fft", the cheapest by
+    the cost model above (``fft_size``: the FFT's tile size, else None)."""
+    from . import _fft
+
+    threads = _threads() if threads is None else threads
+    oh, ow = out_size
+    sy, sx = stride
+    dy, dx = dilation
+    kh, kw = weights.shape[:2]
+    depth = weights.ndim == 3
+    taps = int(np.count_nonzero(weights))
+    tap = DIRECT_TAP_DEPTH if depth else DIRECT_TAP if sx == 1 else DIRECT_TAP_STRIDED
+    per_col = 1 if depth else channels
+    costs = {"direct": _direct_cost(oh, ow, per_col, taps, in_width, pad_left, sx, dx, kw, tap) / threads}
+    if factors is not None:
+        down = _direct_cost(oh, in_width, channels, kh, in_width, 0, 1, 1, 1, DIRECT_TAP)
+        along = _direct_cost(oh, ow, channels, kw, in_width, pad_left, sx, dx, kw,
+                             DIRECT_TAP if sx == 1 else DIRECT_TAP_STRIDED)
+        costs["separable"] = len(factors) * (down + along) / threads
+    size = None
+    # (no FFT plan when the direct loop costs less than the FFT's fixed costs)
+    if _fft.AVAILABLE and taps and costs["direct"] > FFT_CALL and np.isfinite(weights).all():
+        reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
+        transforms = channels + 1 if depth else 2 * channels
+        size, tiles_cost = _fft.plan(out_size, stride, reach, transforms, threads, FFT_TILE, FFT_POINT,
+                                     FFT_CACHE_POINTS)
+        costs["fft"] = FFT_CALL + tiles_cost
+    method = min(costs, key=costs.get)
+    return method, (size if method == "fft" else None)
+
+
+def _method(weights, image_shape, stride=1, padding="same", dilation=1) -> str:
+    """How :func:`convolve` would compute these (already flipped) weights on
+    an image of this shape: "direct", "separable" or "fft". Nothing is
+    computed; for tests and reports."""
+    weights = np.asarray(weights, dtype=np.float32)
+    sy, sx = pair(stride, "stride")
+    dy, dx = pair(dilation, "dilation")
+    pads, out_size = geometry(image_shape, weights.shape, (sy, sx), padding, (dy, dx))
+    channels = image_shape[2] if len(image_shape) == 3 else 1
+    factors = low_rank_factors(weights) if weights.ndim == 2 else None
+    return _choose(weights, channels, image_shape[1], pads[1][0], out_size, (sy, sx), (dy, dx), factors)[0]
+
+
+def _fft_correlate(rows, c, weights, rowmap, colmap, pad_left, stride, dilation, out_size, size):
+    """Correlate through :mod:`kernelcli._fft`; tiles whose FFT result is not
+    finite (NaN or infinity in their input, or overflow) are recomputed by the
+    direct kernel, so non-finite values spread exactly as in the direct loop."""
+    from . import _fft, _jit
+
+    out, redo = _fft.correlate(rows, c, weights, rowmap, colmap, stride, dilation, out_size, size,
+                               threads=_threads())
+    sy, sx = stride
+    dy, dx = dilation
+    depth = weights.ndim == 3
+    for oy0, oy1, ox0, ox1 in redo:
+        # The same loop over the block's own stretch of the padding maps.
+        cols = 1 if depth else c
+        block = np.empty((oy1 - oy0, (ox1 - ox0) * cols), dtype=np.float32)
+        rmap = np.ascontiguousarray(rowmap[oy0 * sy:])
+        cmap = np.ascontiguousarray(colmap[ox0 * sx:])
+        shift = pad_left - ox0 * sx
+        if depth:
+            _jit.correlate_depth(rows, c, weights, rmap, cmap, shift, sy, sx, dy, dx, block)
+        else:
+            _jit.correlate_rows(rows, c, weights, rmap, cmap, shift, sy, sx, dy, dx, block)
+        out[oy0:oy1, ox0 * cols:ox1 * cols] = block
+    # Outputs whose every tap reads zero padding are exactly 0 in the direct
+    # loop; the transform leaves rounding noise there (of the size of the
+    # tile's other values), so they are cleared.
+    kh, kw = weights.shape[:2]
+    dead_rows = _all_padding(rowmap, out_size[0], sy, kh, dy)
+    dead_cols = _all_padding(colmap, out_size[1], sx, kw, dx)
+    if dead_rows.any():
+        out[dead_rows] = 0
+    if dead_cols.any():
+        out.reshape(out_size[0], out_size[1], -1)[:, dead_cols] = 0
+    return out
+
+
+def _all_padding(index_map, n_out, stride, taps, dilation):
+    """For each output along one axis: do all its taps read zero padding?"""
+    inside = np.flatnonzero(index_map >= 0)
+    first = np.arange(n_out, dtype=np.int64) * stride  # first tap of each output
+    if inside.size == len(index_map):
+        return np.zeros(n_out, dtype=bool)
+    if inside.size == 0:
+        return np.ones(n_out, dtype=bool)
+    lo, hi = int(inside[0]), int(inside[-1]) + 1  # zero padding: the image is one stretch
+    if hi - lo != inside.size:  # not a map source_index makes; check every tap
+        at = first[:, None] + np.arange(taps, dtype=np.int64)[None, :] * dilation
+        return np.all(index_map[at] < 0, axis=1)
+    # the first tap at or after lo, and whether it is still a tap inside the stretch
+    k = np.maximum(0, -(-(lo - first) // dilation))
+    return (k > taps - 1) | (first + k * dilation >= hi)
 
 
 def relu(x, slope: float = 0.0, inplace: bool = False):
@@ -334,7 +539,5 @@ def pool(x, kind: str = "max", size=2, stride=None):
     ow = (w - pw) // sx + 1
     rows, c = _rows_view(src)
     out = np.empty((oh, ow * c), dtype=np.float32)
-    from . import _jit
-
-    _jit.pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)
+    backend(out.size * ph * pw).pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)
     return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))

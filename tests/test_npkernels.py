@@ -77,3 +77,39 @@ def test_infinities_spread_the_same_way():
     cm = engine.source_index(10, (1, 1), "reflect")
     a, b = _both("correlate_rows", x, 1, k, rm, cm, 1, 1, 1, 1, 1, shape=(9, 10))
     assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("kernel", ["sharpen", "box:7", "gaussian:2", "2,0,1;0,0,3", "edge"])
+@pytest.mark.parametrize("pad_mode", ["zero", "reflect", "wrap"])
+def test_engine_gives_the_same_bits_on_either_backend(monkeypatch, kernel, pad_mode):
+    """Through the public engine, direct and separable paths and pooling alike."""
+    x = RNG.uniform(0, 255, (23, 19, 3)).astype(np.float32)
+    results = []
+    for module in (_jit, _npkernels):
+        monkeypatch.setattr(engine, "backend", lambda work, m=module: m)
+        y = engine.convolve(x, kernel, stride=(1, 2), pad_mode=pad_mode)
+        results.append((y, engine.pool(y, "avg", 2), engine.pool(y, "max", (2, 3), 1)))
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+def test_numpy_backend_only_while_numba_is_not_loaded(monkeypatch):
+    import sys
+
+    assert engine.backend(10) is _jit  # Numba is loaded in this test process
+    monkeypatch.delitem(sys.modules, "numba")
+    assert engine.backend(10) is _npkernels
+    assert engine.backend(engine.NUMPY_MAX_WORK + 1) is _jit
+
+
+def test_a_small_image_command_never_loads_numba(samples, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from kernelcli.cli import cli; "
+            f"rc = cli.main(['apply', 'sharpen', {str(samples / 'photo.png')!r}, {str(tmp_path / 'o.png')!r}, "
+            "'--relu', '--pool', 'max'], standalone_mode=False); "
+            "print(rc, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() in (["0", "False"], ["None", "False"]), out.stderr
+    assert (tmp_path / "o.png").exists()

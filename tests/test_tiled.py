@@ -266,3 +266,17 @@ def test_every_geometry_combination_on_one_small_array(tmp_path, rows):
             continue
         got, _ = banded(tmp_path, src, conv, rows, pool=pool)
         assert np.array_equal(got.pixels, want.pixels), (stride, padding, mode, pool)
+
+
+def test_large_kernels_computed_by_fft_agree_within_float32_rounding(tmp_path):
+    """The engine runs a large non-separable kernel by FFT in tiles that fall
+    differently in a band than in the whole image: equal within rounding."""
+    x = RNG.uniform(0, 255, (200, 150)).astype(np.float32)
+    k = RNG.standard_normal((31, 31)).astype(np.float32)
+    assert engine._method(k, x.shape) == "fft"
+    src = save(tmp_path, x)
+    conv, _ = make_conv([Kernel("k", k)], 1, "same", "reflect")
+    got, _ = banded(tmp_path, src, conv, 16)
+    want = in_memory(src, conv)
+    scale = float(np.abs(k).sum() * 255)
+    np.testing.assert_allclose(got.pixels, want.pixels, rtol=0, atol=1e-5 * scale)
