@@ -250,7 +250,20 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
     return summary
 
 
+#: True while this process is the parent of a pool of worker processes.
+POOL_RUNNING = False
+
+
 def _run_pool(tasks, jobs, record):
+    global POOL_RUNNING
+    POOL_RUNNING = True
+    try:
+        _run_pool_inner(tasks, jobs, record)
+    finally:
+        POOL_RUNNING = False
+
+
+def _run_pool_inner(tasks, jobs, record):
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")

@@ -522,8 +522,17 @@ def kernels_show(kernel):
 
 
 def _terminate(signum, frame):
-    # SIGTERM unwinds like an exception, so temporary files are removed.
-    raise SystemExit(128 + signum)
+    """SIGTERM: remove the temporary output being written, if any, and exit at
+    once. (Raising an exception here instead could land in a callback of the
+    Numba compiler, which would print it and carry on.)"""
+    batch = sys.modules.get("kernelcli.batch")
+    if batch is not None and batch.POOL_RUNNING:
+        raise SystemExit(128 + signum)  # the folder run's parent: unwind, as before
+    images = sys.modules.get("kernelcli.images")
+    if images is not None:
+        images.remove_temporaries()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def main(argv=None):

@@ -633,6 +633,18 @@ def write_atomic(path: Path, payload) -> None:
                 f.write(chunk)
 
 
+#: Temporary files being written now (removed by the SIGTERM handler).
+_TEMPORARIES: set = set()
+
+
+def remove_temporaries() -> None:
+    for tmp in list(_TEMPORARIES):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path):
     """Yield the name of a new temporary file beside ``path``; when the block
@@ -648,6 +660,7 @@ def atomic_file(path: Path):
         os.close(fd)
     except OSError as e:
         raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
+    _TEMPORARIES.add(tmp)
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -663,7 +676,9 @@ def atomic_file(path: Path):
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _TEMPORARIES.discard(tmp)
     except BaseException as e:
+        _TEMPORARIES.discard(tmp)
         try:
             os.unlink(tmp)
         except OSError:
