@@ -5,7 +5,9 @@ image takes to filter in NumPy. These functions have the same signatures and
 give the same numbers bit for bit: every output value starts at 0.0 and gets
 ``w * x`` (a float32 product, then a float32 sum) for each tap in the same
 order (kernel row, then column, then channel), skipping zero weights and
-zero padding, exactly as the jitted loops do. The engine picks them when
+zero padding, exactly as the jitted loops do. (Where a result is NaN it is
+NaN in both, but the NaN's sign and payload bits may differ: which operand's
+NaN survives an addition is up to the hardware.) The engine picks them when
 Numba is not loaded yet and the work is small (:func:`kernelcli.engine.backend`).
 
 Each tap is applied to whole regions at once: the interior (plain strided
