@@ -27,7 +27,7 @@ NP_PAD_MODE = {
 }
 
 
-def _pair(v):
+def pair(v):
     if isinstance(v, (int, np.integer)):
         return (int(v), int(v))
     a, b = v
@@ -36,14 +36,37 @@ def _pair(v):
 
 def same_pads(reach):
     """``((R-1)//2, R//2)`` per axis, for reach ``(RY, RX)`` (or one int for both)."""
-    ry, rx = _pair(reach)
+    ry, rx = pair(reach)
     return (((ry - 1) // 2, ry // 2), ((rx - 1) // 2, rx // 2))
 
 
 def reach_of(kshape, dilation=(1, 1)):
-    dy, dx = _pair(dilation)
+    dy, dx = pair(dilation)
     kh, kw = kshape
     return (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
+
+
+def pads_for(padding, kshape, dilation=1):
+    """Our padding words/numbers -> ``((top, bottom), (left, right))``, worked out by hand."""
+    ry, rx = reach_of(kshape, dilation)
+    if padding == "same":
+        return same_pads((ry, rx))
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding == "full":
+        return ((ry - 1, ry - 1), (rx - 1, rx - 1))
+    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
+        return padding
+    py, px = pair(padding)
+    return ((py, py), (px, px))
+
+
+def rand_image(shape, seed):
+    return np.random.default_rng(seed).uniform(-2.0, 3.0, size=shape).astype(np.float32)
+
+
+def rand_kernel(kshape, seed):
+    return np.random.default_rng(seed + 10_000).uniform(-1.5, 1.5, size=kshape).astype(np.float32)
 
 
 def pad_ref(x, pads, pad_mode="zero"):
@@ -66,8 +89,8 @@ def correlate_ref(x, k, stride=(1, 1), pads=((0, 0), (0, 0)), pad_mode="zero", d
     x = np.asarray(x, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
     assert x.ndim in (2, 3) and k.ndim == 2
-    sy, sx = _pair(stride)
-    dy, dx = _pair(dilation)
+    sy, sx = pair(stride)
+    dy, dx = pair(dilation)
     p = pad_ref(x, pads, pad_mode)
     kh, kw = k.shape
     ry, rx = reach_of(k.shape, (dy, dx))
@@ -89,8 +112,8 @@ def correlate_ref(x, k, stride=(1, 1), pads=((0, 0), (0, 0)), pad_mode="zero", d
 def pool_ref(x, kind, size, stride=None):
     """Max / avg / sum pooling with plain loops; no padding, leftovers dropped."""
     x = np.asarray(x, dtype=np.float64)
-    ph, pw = _pair(size)
-    sy, sx = _pair(size if stride is None else stride)
+    ph, pw = pair(size)
+    sy, sx = pair(size if stride is None else stride)
     h, w = x.shape[:2]
     oh = (h - ph) // sy + 1
     ow = (w - pw) // sx + 1

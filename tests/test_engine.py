@@ -16,7 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference import correlate_ref, pool_ref, reach_of, relu_ref, same_pads  # noqa: E402
+from reference import (  # noqa: E402
+    pair, correlate_ref, pads_for, pool_ref, rand_image, rand_kernel, reach_of, relu_ref, same_pads,
+)
 
 from kernelcli import engine  # noqa: E402
 from kernelcli.errors import KernelcliError, UsageError  # noqa: E402
@@ -41,33 +43,6 @@ EXAMPLE_RESULT = [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
 # helpers
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def ref_pads(padding, kshape, dilation=1):
-    """Our padding words/numbers -> ((top, bottom), (left, right)), worked out by hand."""
-    ry, rx = reach_of(kshape, _pair(dilation))
-    if padding == "same":
-        return same_pads((ry, rx))
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding == "full":
-        return ((ry - 1, ry - 1), (rx - 1, rx - 1))
-    py, px = _pair(padding)
-    return ((py, py), (px, px))
-
-
-def rand_image(shape, seed):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-2.0, 3.0, size=shape).astype(np.float32)
-
-
-def rand_kernel(kshape, seed):
-    rng = np.random.default_rng(seed + 10_000)
-    return rng.uniform(-1.5, 1.5, size=kshape).astype(np.float32)
-
-
 def assert_close(got, want, x, k):
     """float32 accumulation vs float64 reference: tolerance scaled to the data."""
     want = np.asarray(want)
@@ -78,9 +53,9 @@ def assert_close(got, want, x, k):
 
 
 def fits(shape, kshape, padding, stride, dilation):
-    pads = ref_pads(padding, kshape, dilation)
-    ry, rx = reach_of(kshape, _pair(dilation))
-    sy, sx = _pair(stride)
+    pads = pads_for(padding, kshape, dilation)
+    ry, rx = reach_of(kshape, pair(dilation))
+    sy, sx = pair(stride)
     oh = math.floor((shape[0] + sum(pads[0]) - ry) / sy) + 1
     ow = math.floor((shape[1] + sum(pads[1]) - rx) / sx) + 1
     return oh >= 1 and ow >= 1
@@ -92,8 +67,8 @@ def run_case(shape, kshape, stride, padding, pad_mode, dilation, seed, flip=Fals
     got = engine.convolve(x, k, stride=stride, padding=padding, pad_mode=pad_mode,
                           dilation=dilation, flip=flip)
     kref = k[::-1, ::-1] if flip else k
-    want = correlate_ref(x, kref, stride=_pair(stride), pads=ref_pads(padding, kshape, dilation),
-                         pad_mode=pad_mode, dilation=_pair(dilation))
+    want = correlate_ref(x, kref, stride=pair(stride), pads=pads_for(padding, kshape, dilation),
+                         pad_mode=pad_mode, dilation=pair(dilation))
     assert got.ndim == x.ndim
     assert_close(got, want, x, k)
 
@@ -177,9 +152,9 @@ def test_output_size_rule():
     ],
 )
 def test_output_shape_follows_rule(shape, kshape, stride, padding, dilation):
-    pads = ref_pads(padding, kshape, dilation)
-    sy, sx = _pair(stride)
-    dy, dx = _pair(dilation)
+    pads = pads_for(padding, kshape, dilation)
+    sy, sx = pair(stride)
+    dy, dx = pair(dilation)
     oh = (shape[0] + sum(pads[0]) - (dy * (kshape[0] - 1) + 1)) // sy + 1
     ow = (shape[1] + sum(pads[1]) - (dx * (kshape[1] - 1) + 1)) // sx + 1
     got = engine.convolve(np.zeros(shape, np.float32), np.ones(kshape), stride=stride,
@@ -195,7 +170,7 @@ def test_output_shape_follows_rule(shape, kshape, stride, padding, dilation):
 def test_same_keeps_size_full_grows(kshape, dilation):
     x = np.ones((9, 8), np.float32)
     assert engine.convolve(x, np.ones(kshape), padding="same", dilation=dilation).shape == (9, 8)
-    ry, rx = reach_of(kshape, _pair(dilation))
+    ry, rx = reach_of(kshape, pair(dilation))
     assert engine.convolve(x, np.ones(kshape), padding="full", dilation=dilation).shape == (9 + ry - 1, 8 + rx - 1)
     assert engine.resolve_padding("same", (ry, rx)) == same_pads((ry, rx))
 
@@ -458,7 +433,7 @@ POOL_WINDOWS = [(1, None), (2, None), (2, 1), (3, 2), (3, 3), ((2, 3), None), ((
 POOL_CASES = [
     (shape, size, stride)
     for shape, (size, stride) in itertools.product(POOL_SHAPES, POOL_WINDOWS)
-    if _pair(size)[0] <= shape[0] and _pair(size)[1] <= shape[1]
+    if pair(size)[0] <= shape[0] and pair(size)[1] <= shape[1]
 ]
 
 
@@ -472,7 +447,7 @@ def test_pool_matches_reference(shape, size, stride):
         if kind == "max":
             assert np.array_equal(got, want.astype(np.float32))
         else:
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1, np.prod(_pair(size))),
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1, np.prod(pair(size))),
                                        err_msg=kind)
 
 

@@ -27,7 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference import correlate_ref, reach_of, same_pads  # noqa: E402
+from reference import pair, correlate_ref, pads_for, rand_image, rand_kernel, reach_of  # noqa: E402
 
 from kernelcli import _fft, engine  # noqa: E402
 
@@ -38,45 +38,18 @@ PAD_MODES = ["zero", "reflect", "reflect101", "edge", "wrap"]
 # helpers
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def ref_pads(padding, kshape, dilation=1):
-    """Our padding words/numbers -> ((top, bottom), (left, right)), by hand."""
-    ry, rx = reach_of(kshape, _pair(dilation))
-    if padding == "same":
-        return same_pads((ry, rx))
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding == "full":
-        return ((ry - 1, ry - 1), (rx - 1, rx - 1))
-    if isinstance(padding, tuple) and isinstance(padding[0], tuple):
-        return padding
-    py, px = _pair(padding)
-    return ((py, py), (px, px))
-
-
 def fits(shape, kshape, padding, stride=1, dilation=1):
-    pads = ref_pads(padding, kshape, dilation)
-    ry, rx = reach_of(kshape, _pair(dilation))
+    pads = pads_for(padding, kshape, dilation)
+    ry, rx = reach_of(kshape, pair(dilation))
     return shape[0] + sum(pads[0]) >= ry and shape[1] + sum(pads[1]) >= rx
-
-
-def rand_image(shape, seed):
-    return np.random.default_rng(seed).uniform(-2.0, 3.0, size=shape).astype(np.float32)
-
-
-def rand_kernel(kshape, seed):
-    return np.random.default_rng(seed + 10_000).uniform(-1.5, 1.5, size=kshape).astype(np.float32)
 
 
 def reference(x, k, stride=1, padding="same", pad_mode="zero", dilation=1):
     """(result, window scale): the float64 reference and, per output,
     sum(|w| * |x|) over its window (the same padding: |pad(x)| == pad(|x|))."""
     kshape = k.shape[:2]
-    pads = ref_pads(padding, kshape, dilation)
-    args = dict(stride=_pair(stride), pads=pads, pad_mode=pad_mode, dilation=_pair(dilation))
+    pads = pads_for(padding, kshape, dilation)
+    args = dict(stride=pair(stride), pads=pads, pad_mode=pad_mode, dilation=pair(dilation))
     if k.ndim == 3:  # depth kernel: summed over channels
         want = sum(correlate_ref(x[..., i], k[..., i], **args) for i in range(k.shape[2]))
         scale = sum(correlate_ref(np.abs(x[..., i]), np.abs(k[..., i]), **args) for i in range(k.shape[2]))
