@@ -198,20 +198,8 @@ def read_npy_header(f) -> tuple:
     raise ValueError(f"unsupported .npy version {version}")
 
 
-def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
-    """Read a ``.npy`` array straight from the stream into its final buffer.
-
-    The header is parsed by NumPy's format module (a literal, never pickled);
-    object dtypes are refused before any data is read.
-    """
-    try:
-        shape, fortran, dtype = read_npy_header(_Prefixed(NPY_MAGIC, stream))
-    except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
-        raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
-    except Exception as e:  # truncated or scrambled header
-        raise ImageReadError(f"{name}: corrupt .npy header: {e}") from None
+def check_npy_header(shape: tuple, dtype: np.dtype, name: str, max_pixels: int | None = None) -> None:
+    """Refuse, naming the file, a ``.npy`` header that is not a usable image."""
     if dtype.hasobject:
         raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it")
     if dtype.kind not in "biuf":
@@ -227,6 +215,23 @@ def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
         )
     if len(shape) == 3 and shape[2] > 4096:
         raise ImageReadError(f"{name}: .npy array has {shape[2]} channels; at most 4096 are supported")
+
+
+def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
+    """Read a ``.npy`` array straight from the stream into its final buffer.
+
+    The header is parsed by NumPy's format module (a literal, never pickled);
+    object dtypes are refused before any data is read.
+    """
+    try:
+        shape, fortran, dtype = read_npy_header(_Prefixed(NPY_MAGIC, stream))
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
+        raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
+    except Exception as e:  # truncated or scrambled header
+        raise ImageReadError(f"{name}: corrupt .npy header: {e}") from None
+    check_npy_header(shape, dtype, name, max_pixels)
     count = math.prod(shape)  # Python integers: a hostile header cannot overflow this
     from .engine import ensure_memory
 

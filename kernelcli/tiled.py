@@ -90,10 +90,7 @@ def open_source(path) -> Source:
         except Exception as e:
             raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
         offset = f.tell()
-        if dtype.hasobject or dtype.kind not in "biuf":
-            raise ImageReadError(f"{name}: .npy holds {dtype} values; need a numeric array")
-        if len(shape) not in (2, 3) or min(shape) < 1:
-            raise ImageReadError(f"{name}: .npy array has shape {shape}; need a non-empty H x W or H x W x C")
+        images.check_npy_header(shape, dtype, name)  # no pixel limit: memory holds a band
         if fortran:
             raise ImageReadError(f"{name}: the .npy is Fortran-ordered; bands of rows need C order "
                                  "(save it with np.ascontiguousarray)")
