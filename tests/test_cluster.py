@@ -20,11 +20,10 @@ DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
 
 
-def kcli(*args, timeout=300):
-    env = dict(os.environ)
-    env.pop("KERNELCLI_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "kernelcli", *map(str, args)], capture_output=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, env=env)
+@pytest.fixture
+def kcli(run_installed):
+    """``kcli("apply", ...)``: the installed command (see conftest.run_installed)."""
+    return lambda *args, **kwargs: run_installed(list(args), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def files(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("by", ["file", "address"])
-def test_folder_on_the_cluster_equals_the_local_run(cluster, tree, tmp_path, by):
+def test_folder_on_the_cluster_equals_the_local_run(cluster, tree, tmp_path, by, kcli):
     where = str(cluster) if by == "file" else json.loads(cluster.read_text())["address"]
     args = ["apply", "sharpen", tree, None, "--recursive", "--relu"]
     local = kcli(*[tmp_path / "local" if a is None else a for a in args])
@@ -98,16 +97,15 @@ def test_folder_on_the_cluster_equals_the_local_run(cluster, tree, tmp_path, by)
     assert not list((tmp_path / "remote").rglob("*.part"))
 
 
-def test_relative_paths_are_resolved_for_the_workers(cluster, tree, tmp_path):
+def test_relative_paths_are_resolved_for_the_workers(cluster, tree, tmp_path, kcli):
     """Workers run in their own folder; kernelcli sends absolute paths."""
-    proc = subprocess.run([sys.executable, "-m", "kernelcli", "apply", "box:3", "in", "out", "--scheduler",
-                           str(cluster), "--glob", "*.png"], cwd=tmp_path, capture_output=True, timeout=300)
+    proc = kcli("apply", "box:3", "in", "out", "--scheduler", cluster, "--glob", "*.png", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # broken.png
     assert b"failed: in/broken.png: " in proc.stderr
     assert sorted(files(tmp_path / "out")) == ["gray.png", "rgba.png"]
 
 
-def test_skip_existing_on_the_cluster(cluster, tree, tmp_path):
+def test_skip_existing_on_the_cluster(cluster, tree, tmp_path, kcli):
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     (out / "gray.png").write_bytes(b"keep me")
@@ -116,7 +114,7 @@ def test_skip_existing_on_the_cluster(cluster, tree, tmp_path):
     assert (out / "gray.png").read_bytes() == b"keep me"
 
 
-def test_large_npy_bands_on_the_cluster_equal_the_local_run(cluster, tmp_path):
+def test_large_npy_bands_on_the_cluster_equal_the_local_run(cluster, tmp_path, kcli):
     x = np.random.default_rng(3).uniform(0, 255, (300, 120, 3)).astype(np.float32)
     np.save(tmp_path / "big.npy", x)
     args = ["apply", "gaussian:2", tmp_path / "big.npy", None, "--stride", "2", "--pad-mode", "wrap",
@@ -130,7 +128,7 @@ def test_large_npy_bands_on_the_cluster_equal_the_local_run(cluster, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy", "local.npy", "remote.npy"]
 
 
-def test_unreachable_scheduler_is_a_clear_error_in_bounded_time(tree, tmp_path):
+def test_unreachable_scheduler_is_a_clear_error_in_bounded_time(tree, tmp_path, kcli):
     started = time.monotonic()
     proc = kcli("apply", "box:3", tree, tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9",
                 "--scheduler-timeout", "3")
@@ -147,7 +145,7 @@ def test_unreachable_scheduler_is_a_clear_error_in_bounded_time(tree, tmp_path):
     ("not-an-address", 2, "neither a scheduler file nor an address"),
     ("{bad_file}", 1, "scheduler.json: not a Dask scheduler file"),
 ])
-def test_bad_scheduler_values(tree, tmp_path, where, code, words):
+def test_bad_scheduler_values(tree, tmp_path, where, code, words, kcli):
     bad_file = tmp_path / "scheduler.json"
     bad_file.write_text("{not json")
     proc = kcli("apply", "box:3", tree, tmp_path / "out", "--scheduler", where.format(bad_file=bad_file),

@@ -8,8 +8,6 @@ tested against the plain-loop reference in ``reference.py``.
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -207,12 +205,13 @@ def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
 # the command
 
 
-def kcli(*args):
-    return subprocess.run([sys.executable, "-m", "kernelcli", *map(str, args)], capture_output=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+@pytest.fixture
+def kcli(run_installed):
+    """``kcli("apply", ...)``: the installed command (see conftest.run_installed)."""
+    return lambda *args, **kwargs: run_installed(list(args), **kwargs)
 
 
-def test_command_tile_rows_equals_in_memory_run(tmp_path):
+def test_command_tile_rows_equals_in_memory_run(tmp_path, kcli):
     src = save(tmp_path, RNG.uniform(0, 255, (90, 70, 3)).astype(np.float32))
     args = ["apply", "edge", src, None, "--stride", "2", "--pad-mode", "reflect", "--relu", "--pool", "max"]
     whole = kcli(*[tmp_path / "whole.npy" if a is None else a for a in args])
@@ -233,7 +232,7 @@ def test_command_tile_rows_equals_in_memory_run(tmp_path):
     (["{npy}", "{out}.npy", "--tile-rows", "0"], "at least 1"),
     (["{npy}", "{out}.npy", "--tile-rows", "many"], "number of rows or auto"),
 ])
-def test_command_usage_errors(tmp_path, samples, args, words):
+def test_command_usage_errors(tmp_path, samples, args, words, kcli):
     npy = save(tmp_path, np.zeros((10, 10), np.float32))
     folder = tmp_path / "folder"
     folder.mkdir()
@@ -244,7 +243,7 @@ def test_command_usage_errors(tmp_path, samples, args, words):
     assert not list(tmp_path.glob("o*"))
 
 
-def test_command_without_tile_rows_stays_in_memory_for_small_files(tmp_path):
+def test_command_without_tile_rows_stays_in_memory_for_small_files(tmp_path, kcli):
     src = save(tmp_path, np.ones((10, 10), np.float32))
     proc = kcli("apply", "box:3", src, tmp_path / "o.npy")
     assert proc.returncode == 0 and b"bands" not in proc.stderr
