@@ -19,30 +19,29 @@ from __future__ import annotations
 import numpy as np
 
 
-def _axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray, size: int):
+def _axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray):
     """For one tap along one axis: the interior as ``(out_slice, in_slice)``
     (source ``o*step + tap - pad`` inside the image, read directly) and the
     border as ``(out_positions, source_positions)`` through the map."""
     src = index_map[np.arange(n_out) * step + tap]
     inside = src >= 0
     direct = np.flatnonzero(inside)
-    # The interior: the longest run where the map is the identity shifted.
+    interior = None
     lo = hi = 0
     if direct.size:
+        # The interior: the outputs whose source is the middle one's shifted
+        # by whole steps, if they form one gap-free run (else all go through
+        # the map, which is always right).
         shift = src[direct] - direct * step
         run = direct[shift == shift[len(shift) // 2]]
-        if run.size:
-            lo, hi = int(run[0]), int(run[-1]) + 1
-            base = int(src[lo])
-            # keep only a gap-free run (maps are monotone inside the image)
-            if not np.array_equal(src[lo:hi], base + np.arange(hi - lo) * step):
-                lo = hi = 0
+        lo, hi = int(run[0]), int(run[-1]) + 1
+        base = int(src[lo])
+        if np.array_equal(src[lo:hi], base + np.arange(hi - lo) * step):
+            interior = (slice(lo, hi), slice(base, base + (hi - lo - 1) * step + 1, step))
+        else:
+            lo = hi = 0
     outer = np.concatenate([np.arange(0, lo), np.arange(hi, n_out)])
     outer = outer[inside[outer]]
-    interior = None
-    if hi > lo:
-        base = int(src[lo])
-        interior = (slice(lo, hi), slice(base, base + (hi - lo - 1) * step + 1, step))
     return interior, (outer, src[outer])
 
 
@@ -74,9 +73,9 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
     out3 = out.reshape(out_h, out_w, c)
     out3[...] = 0.0
     scratch = np.empty_like(out3)
-    cols = [_axis_plan(out_w, sx, kx * dx, colmap, width) for kx in range(kw)]
+    cols = [_axis_plan(out_w, sx, kx * dx, colmap) for kx in range(kw)]
     for ky in range(kh):
-        rows = _axis_plan(out_h, sy, ky * dy, rowmap, h)
+        rows = _axis_plan(out_h, sy, ky * dy, rowmap)
         for kx in range(kw):
             w = kernel[ky, kx]
             if w != 0.0:
@@ -92,9 +91,9 @@ def correlate_depth(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy,
     out3 = out.reshape(out_h, out_w, 1)
     out3[...] = 0.0
     scratch = np.empty_like(out3)
-    cols = [_axis_plan(out_w, sx, kx * dx, colmap, width) for kx in range(kw)]
+    cols = [_axis_plan(out_w, sx, kx * dx, colmap) for kx in range(kw)]
     for ky in range(kh):
-        rows = _axis_plan(out_h, sy, ky * dy, rowmap, h)
+        rows = _axis_plan(out_h, sy, ky * dy, rowmap)
         for kx in range(kw):
             for ch in range(c):
                 w = kernel[ky, kx, ch]

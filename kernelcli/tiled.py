@@ -126,7 +126,7 @@ def too_big_for_memory(source: Source) -> bool:
 # planning
 
 
-def plan(source: Source, target, conv, relu=False, pool=None, gray=False, alpha="keep"):
+def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep"):
     """Work out the geometry; returns the job (with ``target`` still to be
     decided) and the number of final output rows."""
     sy = engine.pair(conv.stride, "stride")[0]
@@ -134,8 +134,6 @@ def plan(source: Source, target, conv, relu=False, pool=None, gray=False, alpha=
     kh = conv.kernel.shape[0]
     reach_y = dy * (kh - 1) + 1
     pads, (oh, ow) = engine.geometry(source.shape, conv.kernel.shape, conv.stride, conv.padding, conv.dilation)
-    if conv.pad_mode not in engine.PAD_MODES:
-        raise UsageError(f"pad mode must be one of {', '.join(engine.PAD_MODES)}, got {conv.pad_mode!r}")
     band_conv = replace(conv, padding=((0, 0), pads[1]))
     if pool is not None:
         ph, pw = engine.pair(pool.size, "pool size")
@@ -145,7 +143,7 @@ def plan(source: Source, target, conv, relu=False, pool=None, gray=False, alpha=
         final_h = (oh - ph) // psy + 1
     else:
         ph, psy, final_h = 1, 1, oh
-    job = Job(source, str(target), 0, (), band_conv, pads[0], conv.pad_mode, sy, reach_y,
+    job = Job(source, "", 0, (), band_conv, pads[0], conv.pad_mode, sy, reach_y,
               pool, (ph, psy), bool(relu), bool(gray), alpha)
     return job, final_h
 
@@ -244,7 +242,7 @@ def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha=
     started = time.monotonic()
     source = open_source(input_path)
     output_path = Path(output_path)
-    job, final_h = plan(source, output_path, conv, relu, pool, gray, alpha)
+    job, final_h = plan(source, conv, relu, pool, gray, alpha)
     # One output row tells the output's width, channels and metadata.
     probe = compute_band(job, 0, 1)
     out_shape = (final_h,) + probe.pixels.shape[1:]
