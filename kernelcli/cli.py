@@ -326,15 +326,17 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
 
 def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:
     """Bands of rows for a .npy file when asked, or when it would not fit in memory."""
-    from . import tiled
+    from . import images
 
-    npy = input != "-" and tiled.is_npy(input)
+    npy = input != "-" and images.is_npy(input)
     if (tile_rows or scheduler) and not npy:
         raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
     if not npy:
         return False
     if tile_rows or scheduler:
         return True
+    from . import tiled
+
     try:
         return tiled.too_big_for_memory(tiled.open_source(input))
     except KernelcliError:  # the ordinary reader says what is wrong with it

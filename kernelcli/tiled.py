@@ -105,15 +105,6 @@ def open_source(path) -> Source:
     return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
 
 
-def is_npy(path) -> bool:
-    """True for a file that starts like a ``.npy`` (judged by content)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(images.NPY_MAGIC)) == images.NPY_MAGIC
-    except OSError:
-        return False
-
-
 def too_big_for_memory(source: Source) -> bool:
     """Would the in-memory engine need more than half the available memory?
     (Input and result as float32, plus one intermediate.)"""

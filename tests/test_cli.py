@@ -370,13 +370,17 @@ def test_quality_changes_the_file_size(run_cli, samples, tmp_path):
         assert (tmp_path / f"low.{ext}").stat().st_size < (tmp_path / f"default.{ext}").stat().st_size
 
 
-def test_png_level_changes_size_not_pixels(run_cli, samples, tmp_path):
+@pytest.mark.parametrize("kernel", ["box:5", "sharpen"])
+def test_png_level_changes_size_not_pixels(run_cli, samples, tmp_path, kernel):
     src = samples / "photo.png"
     for level in ("0", "1", "9"):
-        ok(run_cli(["apply", "sharpen", src, tmp_path / f"l{level}.png", "--png-level", level]))
-    ok(run_cli(["apply", "sharpen", src, tmp_path / "default.png"]))
+        ok(run_cli(["apply", kernel, src, tmp_path / f"l{level}.png", "--png-level", level]))
+    ok(run_cli(["apply", kernel, src, tmp_path / "default.png"]))
     sizes = {lv: (tmp_path / f"l{lv}.png").stat().st_size for lv in "019"}
-    assert sizes["9"] < sizes["1"] < sizes["0"]
+    if kernel == "box:5":  # a smooth result: every level compresses it further
+        assert sizes["9"] < sizes["1"] < sizes["0"]
+    else:  # a noisy one: Huffman coding alone is best, at any level but 0
+        assert sizes["9"] <= sizes["1"] < sizes["0"]
     assert (tmp_path / "default.png").read_bytes() == (tmp_path / "l1.png").read_bytes()
     pixels = [np.asarray(Image.open(tmp_path / f"l{lv}.png")) for lv in "019"]
     assert all(np.array_equal(p, pixels[0]) for p in pixels)
