@@ -286,6 +286,16 @@ def main(argv=None) -> int:
     if not os.path.exists("/usr/bin/time"):
         print("note: /usr/bin/time not found (apt-get install time); peak memory is skipped")
 
+    # A pip install compiles kernelcli's modules to bytecode; an editable
+    # checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile them in
+    # every timed run instead. Compile them once, as an install does.
+    import compileall
+
+    import kernelcli as _pkg
+
+    compileall.compile_dir(os.path.dirname(_pkg.__file__), quiet=1)
+    print(f"bytecode: compiled {os.path.dirname(_pkg.__file__)} (as pip install does)")
+
     workdir = args.workdir or tempfile.mkdtemp(prefix="kernelcli-bench-")
     os.makedirs(workdir, exist_ok=True)
     print(f"workdir: {workdir}")

@@ -62,7 +62,9 @@ _RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
 class Picture:
     """Pixels plus what is needed to write the same kind of picture back.
 
-    pixels: float32, ``H x W`` (one band) or ``H x W x C``.
+    pixels: float32, ``H x W`` (one band) or ``H x W x C``; uint8 or uint16
+    only when read with ``read_image(..., integers=True)``, for the banded
+    path (:func:`kernelcli.tiled.apply_in_bands`), which makes float32 bands.
     mode: the Pillow mode to write (``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``,
     ``F``), or ``None`` for a bare array (read from ``.npy``).
     """
@@ -115,10 +117,12 @@ class Picture:
 # reading
 
 
-def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
+def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False) -> Picture:
     """Read an image or ``.npy`` from a path, ``"-"`` (stdin), bytes or a binary file.
 
     ``max_pixels`` bounds ``H x W`` of images and arrays alike (None: no bound).
+    ``integers``: 8- and 16-bit images keep their uint8/uint16 pixels instead
+    of a float32 copy (``.npy`` and float images are float32 either way).
     """
     name, stream, closer = _open_source(source)
     try:
@@ -130,7 +134,7 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
             picture = _picture_from_npy(arr, stream.read(1 << 20), name)
             picture.notes.extend(nonfinite_note(arr, name))
             return picture
-        return _read_pillow(head + stream.read(), name, max_pixels)
+        return _read_pillow(head + stream.read(), name, max_pixels, integers)
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
     finally:
@@ -300,7 +304,7 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
     return Picture(arr, mode, "NPY", info, [], top, labels)
 
 
-def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
+def _read_pillow(data: bytes, name: str, max_pixels: int | None, integers: bool = False) -> Picture:
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's
@@ -338,7 +342,7 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None) -> Picture:
     try:
         img.seek(0)
         img, mode = _normalise_mode(img, name, notes)
-        pixels = np.asarray(img, dtype=np.float32)
+        pixels = np.asarray(img) if integers and mode != "F" else np.asarray(img, dtype=np.float32)
     except ImageReadError:
         raise
     except Exception as e:
@@ -445,22 +449,23 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     fmt = format_for(target, fmt)
     notes: list[str] = []
     if fmt == "NPY":
-        payload = npy_chunks(picture)
-    elif fmt == "PNG":
-        payload = [_encode_png(to_array(picture, fmt, scaling, offset, notes), picture.info, png_level)]
+        _deliver(target, npy_chunks(picture), fmt)
     else:
-        img = to_pil(picture, fmt, scaling, offset, notes)
-        payload = [_encode(img, fmt, picture.info, quality)]
-    _deliver(target, payload, fmt)
+        write_pixels(target, to_array(picture, fmt, scaling, offset, notes), fmt, picture.info, quality, png_level)
     return notes
 
 
-def to_pil(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None):
-    """Turn float pixels into a Pillow image the format can store."""
-    from PIL import Image
+def write_pixels(target, pixels: np.ndarray, fmt: str, info: dict, quality: int = 92,
+                 png_level: int = PNG_LEVEL) -> None:
+    """Write pixels already in the format's terms (:func:`to_array`) as an image."""
+    if fmt == "PNG":
+        payload = _encode_png(pixels, info, png_level)
+    else:
+        from PIL import Image
 
-    # Pillow picks L, LA, RGB, RGBA, I;16 or F from the array's shape and dtype.
-    return Image.fromarray(to_array(picture, fmt, scaling, offset, notes))
+        # Pillow picks L, LA, RGB, RGBA, I;16 or F from the array's shape and dtype.
+        payload = _encode(Image.fromarray(pixels), fmt, info, quality)
+    _deliver(target, [payload], fmt)
 
 
 def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None) -> np.ndarray:

@@ -1,4 +1,9 @@
-"""Arrays larger than memory: a ``.npy`` processed in bands of rows.
+"""Bands of rows: arrays larger than memory, and images without float copies.
+
+A ``.npy`` larger than memory is processed band by band from and into files
+(:func:`run`); an 8- or 16-bit image in memory is processed band by band into
+its output pixels (:func:`apply_in_bands`), so that no full-size float32 copy
+of the input or of the result is ever made (fresh memory is expensive).
 
 The input file is memory-mapped and read one band at a time; each band of
 output rows is computed by the ordinary pipeline (:func:`kernelcli.pipeline.apply`)
@@ -27,34 +32,38 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import engine, images
-from .batch import Progress
 from .errors import ImageReadError, ImageWriteError, UsageError
 
 #: Aim for input bands of about this many bytes (as float32) when the band
 #: height is automatic: large enough to keep the engine busy, small enough
 #: that two bands in flight stay far below a gigabyte.
 BAND_BYTES = 32 * 2**20
+#: The same for an image in memory: bands small enough that the float32
+#: band, its result and the engine's scratch stay in recently used memory.
+MEMORY_BAND_BYTES = 6 * 2**20
 #: At most this much kernelcli metadata is read after the array data.
 _MAX_TRAILER = 64 * 2**20
 
 
 @dataclass(frozen=True)
 class Source:
-    """A ``.npy`` file as its header describes it."""
+    """A ``.npy`` file as its header describes it, or an array in memory."""
 
     path: str
     shape: tuple
     dtype: str
     offset: int  # of the first data byte
     meta: images.Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory: the array
 
 
 @dataclass(frozen=True)
@@ -146,15 +155,18 @@ def _input_rows(job: Job, f0: int, f1: int) -> tuple[int, int]:
     return c0 * job.stride_y, (c1 - 1) * job.stride_y + job.reach_y
 
 
-def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None) -> int:
-    """Final output rows per band: ``tile_rows``, or about :data:`BAND_BYTES` of input."""
+def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None,
+              band_bytes: int | None = None) -> int:
+    """Final output rows per band: ``tile_rows``, or about ``band_bytes``
+    (default :data:`BAND_BYTES`) of float32 input."""
+    band_bytes = band_bytes or BAND_BYTES
     if tile_rows:
         return max(1, min(tile_rows, final_h))
     in_row_bytes = math.prod(job.source.shape[1:]) * 4
     ph, psy = job.pool_rows
     per_row = job.stride_y * psy * in_row_bytes + psy * out_row_bytes
     halo = (job.reach_y + ph * job.stride_y) * in_row_bytes
-    return max(1, min(final_h, (BAND_BYTES - halo) // max(per_row, 1)))
+    return max(1, min(final_h, (band_bytes - halo) // max(per_row, 1)))
 
 
 # --------------------------------------------------------------------------
@@ -162,11 +174,14 @@ def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None)
 
 
 def read_rows(source: Source, rows: np.ndarray) -> np.ndarray:
-    """These source rows as float32 (``-1``: a row of zeros), read through a
-    memory map that is dropped again before returning."""
+    """These source rows as float32 (``-1``: a row of zeros), read from the
+    array in memory or through a memory map that is dropped again before returning."""
     out = np.zeros((len(rows),) + source.shape[1:], dtype=np.float32)
-    mm = np.memmap(source.path, dtype=np.dtype(source.dtype), mode="r", offset=source.offset,
-                   shape=source.shape)
+    if source.pixels is not None:
+        mm = source.pixels
+    else:
+        mm = np.memmap(source.path, dtype=np.dtype(source.dtype), mode="r", offset=source.offset,
+                       shape=source.shape)
     try:
         # Runs of consecutive rows are copied in one go.
         breaks = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
@@ -205,6 +220,75 @@ def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
         mm.flush()
     finally:
         del mm
+
+
+# --------------------------------------------------------------------------
+# an image in memory
+
+
+def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=False, alpha="keep",
+                   convert=None, tile_rows: int | None = None, threads: int = 2) -> np.ndarray | None:
+    """The pipeline over an 8- or 16-bit picture in memory, band by band:
+    ``convert(band)`` turns each band of results (a Picture of float32 rows)
+    into output rows (e.g. :func:`kernelcli.images.to_array`), and the output
+    rows are returned as one array. Only the bands are ever float32.
+
+    Returns None, computing nothing, when bands would not give exactly the
+    numbers of :func:`kernelcli.pipeline.apply` on the whole picture: the
+    engine would pick FFTs (transformed in tiles that fall differently in a
+    band), or would compute a band differently from the whole image.
+    Bands run on ``threads`` threads; one at a time while Numba is involved
+    (its parallel loops are not to be entered from two threads at once).
+    """
+    import threading
+
+    px = picture.pixels
+    source = Source("<memory>", px.shape, px.dtype.str, 0,
+                    picture.with_pixels(np.zeros((1, 1) + px.shape[2:], dtype=np.float32)), pixels=px)
+    job, final_h = plan(source, conv, relu, pool, gray, alpha)
+    probe = compute_band(job, 0, 1)
+    first = convert(probe)
+    out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
+    rows = band_rows(job, final_h, out_row_bytes, tile_rows, MEMORY_BAND_BYTES)
+    if not _bands_compute_as_whole(job, conv, rows):
+        return None
+    out = np.empty((final_h,) + first.shape[1:], dtype=first.dtype)
+    out[:1] = first
+    bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
+    taps = sum(int(np.count_nonzero(k.array)) for k in conv.kernels)
+    band_work = (rows + job.reach_y) * math.prod(px.shape[1:]) * taps
+    shared = "numba" in sys.modules or band_work > engine.NUMPY_MAX_WORK
+    lock = threading.Lock() if shared else None
+
+    def one(band):
+        f0, f1 = band
+        out[f0:f1] = convert(compute_band(job, f0, f1, lock))
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool_:
+        for _ in pool_.map(one, bands):
+            pass
+    return out
+
+
+def _bands_compute_as_whole(job: Job, conv, rows: int) -> bool:
+    """Does the engine pick the same method (never FFT) for the whole image
+    and for bands of ``rows`` final rows, for every kernel and for every
+    channel count a stage may hand it?"""
+    shape = job.source.shape
+    channels = shape[2] if len(shape) == 3 else 1
+    heights = {p1 - p0 for p0, p1 in (_input_rows(job, 0, rows), _input_rows(job, 0, 1))}
+    for kernel in conv.kernels:
+        weights = kernel.array[::-1, ::-1] if conv.flip else kernel.array
+        for c in {1, max(1, channels - 1), channels}:
+            tail = (c,) if len(shape) == 3 else ()
+            whole = engine._method(weights, shape[:2] + tail, conv.stride, conv.padding, conv.dilation)
+            if whole == "fft":
+                return False
+            for h in heights:  # a whole band, and the smallest band
+                band = engine._method(weights, (h, shape[1]) + tail, conv.stride, job.conv.padding, conv.dilation)
+                if band != whole:
+                    return False
+    return True
 
 
 # --------------------------------------------------------------------------
@@ -249,6 +333,8 @@ def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha=
             f.write(header)
             f.truncate(len(header) + nbytes)
         job = replace(job, target=os.path.abspath(tmp), out_offset=len(header), out_shape=out_shape)
+        from .batch import Progress
+
         bar = Progress(len(bands), progress, unit="bands")
         if client is not None:
             _run_cluster(client, job, bands, bar)

@@ -279,3 +279,123 @@ def test_large_kernels_computed_by_fft_agree_within_float32_rounding(tmp_path):
     want = in_memory(src, conv)
     scale = float(np.abs(k).sum() * 255)
     np.testing.assert_allclose(got.pixels, want.pixels, rtol=0, atol=1e-5 * scale)
+
+
+# --------------------------------------------------------------------------
+# an 8- or 16-bit image in memory, in bands (tiled.apply_in_bands)
+
+MODES = {"L": ((29, 31), np.uint8), "LA": ((23, 17, 2), np.uint8), "RGB": ((31, 26, 3), np.uint8),
+         "RGBA": ((19, 24, 4), np.uint8), "I;16": ((27, 22), np.uint16)}
+
+
+def picture_of(mode, seed=0):
+    shape, dtype = MODES[mode]
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    return images.Picture(pixels, mode, "PNG")
+
+
+def whole_then_converted(picture, conv, fmt, scaling="clip", offset=0.0, **stages):
+    floats = picture.with_pixels(picture.pixels.astype(np.float32))
+    return images.to_array(pipeline.apply(floats, conv, **stages), fmt, scaling, offset)
+
+
+def in_bands(picture, conv, fmt, scaling="clip", offset=0.0, tile_rows=None, relu=False, pool=None,
+             gray=False, alpha="keep"):
+    return tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, tile_rows=tile_rows,
+                                convert=lambda band: images.to_array(band, fmt, scaling, offset))
+
+
+MEMORY_CASES = [c for c in CASES if "," not in c[0]] + [
+    ("4,1,0,2;1,3,2,1;0,2,5,1;2,1,1,3", 1, "same", "reflect", 1, None),  # even-sized, not separable
+    ("gaussian:2", 1, "same", "reflect101", 1, None),  # separable
+]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("case", MEMORY_CASES, ids=lambda c: f"{c[0]}-s{c[1]}-{c[2]}-{c[3]}")
+def test_image_in_bands_equals_whole_image_exactly(mode, case):
+    name, stride, padding, pad_mode, dilation, pool = case
+    picture = picture_of(mode, seed=len(name))
+    conv, _ = make_conv(name, stride, padding, pad_mode, dilation)
+    expected = whole_then_converted(picture, conv, "PNG", pool=pool)
+    for rows in (1, 4, None):
+        got = in_bands(picture, conv, "PNG", tile_rows=rows, pool=pool)
+        assert got is not None and got.dtype == expected.dtype
+        assert np.array_equal(got, expected), rows
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+@pytest.mark.parametrize("alpha", ["keep", "premultiply", "filter"])
+@pytest.mark.parametrize("gray", [False, True])
+def test_image_in_bands_alpha_gray_relu_scaling(mode, alpha, gray):
+    picture = picture_of(mode, seed=3)
+    conv, _ = make_conv("edge", 1, "same", "edge", 1)
+    for scaling, offset, fmt in (("clip", 0.0, "PNG"), ("abs", 0.0, "PNG"), ("clip", 128.0, "TIFF"),
+                                 ("abs", 10.0, "JPEG")):
+        stages = dict(relu=scaling == "clip", pool=Pool("avg", 2, None), gray=gray, alpha=alpha)
+        expected = whole_then_converted(picture, conv, fmt, scaling, offset, **stages)
+        got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=3, **stages)
+        assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_filter_bank_of_three_on_gray_in_bands(mode):
+    picture = picture_of(mode, seed=9)
+    conv, _ = make_conv("sobel-x,sobel-y,sharpen", 2, "same", "reflect", 1)
+    for fmt in ("PNG", "TIFF"):
+        expected = whole_then_converted(picture, conv, fmt, "abs", gray=True)
+        assert expected.shape[2] == 3
+        assert np.array_equal(in_bands(picture, conv, fmt, "abs", tile_rows=2, gray=True), expected)
+
+
+def test_depth_kernel_on_an_rgb_image_in_bands(samples):
+    picture = picture_of("RGB", seed=5)
+    conv, _ = make_conv(str(samples / "layer2-3x3x3.npy"), 1, "same", "zero", 1)
+    for fmt in ("PNG", "TIFF"):
+        assert np.array_equal(in_bands(picture, conv, fmt, tile_rows=2), whole_then_converted(picture, conv, fmt))
+
+
+def test_kernels_the_engine_would_run_by_fft_are_not_banded():
+    rng = np.random.default_rng(1)
+    picture = images.Picture(rng.integers(0, 256, (300, 280), dtype=np.uint8), "L", "PNG")
+    big = Kernel("random31", rng.standard_normal((31, 31)))
+    assert engine._method(big.array, (300, 280)) == "fft"  # the premise
+    conv, _ = make_conv([big])
+    assert in_bands(picture, conv, "PNG") is None
+    small, _ = make_conv("sharpen")
+    assert in_bands(picture, small, "PNG") is not None
+
+
+def test_no_full_size_float_copy_is_made():
+    import tracemalloc  # NumPy reports its allocations to it
+
+    picture = picture_of("RGB")
+    picture = picture.with_pixels(np.random.default_rng(0).integers(0, 256, (3000, 2000, 3), dtype=np.uint8))
+    float_copy = picture.pixels.size * 4  # 72 MB
+    conv, _ = make_conv("sharpen")
+    tracemalloc.start()
+    try:
+        out = in_bands(picture, conv, "PNG")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == picture.pixels.shape and out.dtype == np.uint8
+    # the uint8 output (18 MB) and two bands in flight (float32 rows in and
+    # out, the engine's scratch): far from even one float32 copy of the image
+    assert peak < out.nbytes + 8 * tiled.MEMORY_BAND_BYTES < float_copy, peak
+
+
+def test_command_output_equals_the_whole_image_pipeline(tmp_path, samples, kcli):
+    for name, kernel, ext in (("photo.png", "sharpen", "png"), ("rgba.png", "gaussian:1.5", "png"),
+                              ("gray16.png", "edge", "png"), ("photo.jpg", "emboss", "jpg"),
+                              ("gray.png", "box:3", "tif")):
+        out = tmp_path / f"out-{name}.{ext}"
+        proc = kcli("apply", kernel, samples / name, out, "--relu")
+        assert proc.returncode == 0, proc.stderr
+        picture = images.read_image(samples / name)
+        conv, _ = make_conv(kernel)
+        fmt = images.format_for(out)
+        expected = tmp_path / f"expected-{name}.{ext}"
+        images.write_image(expected, pipeline.apply(picture, conv, relu=True), fmt)
+        assert out.read_bytes() == expected.read_bytes(), name
