@@ -523,13 +523,12 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
 def kernels(ctx):
     """List the named kernels (kernelcli kernels show NAME prints one)."""
     if ctx.invoked_subcommand is None:
-        from .kernels import library
+        from .kernels import catalogue
 
-        lib = library()
-        width = max(len(n) for n in lib)
-        for name, k in lib.items():
-            size = f"{k.shape[0]}x{k.shape[1]}"
-            click.echo(f"{name.ljust(width)}  {size:>5}  {k.description}")
+        found = catalogue()
+        width = max(len(name) for name, *_ in found)
+        for name, rows, cols, description in found:
+            click.echo(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}")
         click.echo("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE")
 
 

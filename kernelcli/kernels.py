@@ -38,11 +38,12 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from .errors import KernelError
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# NumPy is imported where arrays are made, not here: ``kernelcli kernels``
+# lists the library without it (it costs about 0.1 s of start-up).
+
+_FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max
 
 #: The largest kernel side accepted (a guard against sizes that cannot be meant).
 MAX_SIDE = 1025
@@ -66,6 +67,8 @@ class Kernel:
     source: str = field(default="", compare=False)
 
     def __post_init__(self):
+        import numpy as np
+
         with np.errstate(all="ignore"):
             weights = self.values * self.scale
             finite = bool(np.all(np.isfinite(weights.astype(np.float32))))
@@ -78,6 +81,8 @@ class Kernel:
     @property
     def array(self) -> np.ndarray:
         """The effective weights as a float32 array."""
+        import numpy as np
+
         return (self.values * self.scale).astype(np.float32)
 
     @property
@@ -95,7 +100,7 @@ class Kernel:
 
         Returns ``(kernel, changed)``.
         """
-        total = float(np.sum(self.values) * self.scale)
+        total = float(self.values.sum() * self.scale)
         if abs(total) < 1e-12:
             return self, False
         scale = self.scale / total
@@ -165,6 +170,8 @@ def _matrix(rows: list[list[float]], where: str, row_wheres: list[str] | None = 
                 f"{at}: ragged rows: this row has {len(row)} values, the first has {width}"
             )
     _check_size(len(rows), width, where)
+    import numpy as np
+
     return np.array(rows, dtype=np.float64)
 
 
@@ -181,6 +188,14 @@ def _check_size(h: int, w: int, where: str) -> None:
 
 def parse_text(text: str, source: str, name: str | None = None) -> Kernel:
     """Parse the plain text kernel format (see the module docstring)."""
+    rows, wheres, scale, scale_text, offset, description = _text_fields(text, source)
+    values = _matrix(rows, source, wheres)
+    return Kernel(name or source, values, scale, scale_text, offset, description, source)
+
+
+def _text_fields(text: str, source: str) -> tuple:
+    """The text format's rows (lists of floats, each with its line for
+    messages), scale, scale text, offset and description; no arrays yet."""
     rows, wheres = [], []
     scale, scale_text, offset, description = 1.0, "1", 0.0, ""
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -202,8 +217,7 @@ def parse_text(text: str, source: str, name: str | None = None) -> Kernel:
             continue
         rows.append([_number(t, where) for t in _SPLIT.split(line) if t])
         wheres.append(where)
-    values = _matrix(rows, source, wheres)
-    return Kernel(name or source, values, scale, scale_text, offset, description, source)
+    return rows, wheres, scale, scale_text, offset, description
 
 
 def parse_vips_mat(text: str, source: str) -> Kernel:
@@ -271,11 +285,13 @@ def parse_magick(spec: str) -> Kernel:
             raise KernelError(
                 f"{where}: only the default origin +{(w - 1) // 2}+{(h - 1) // 2} is supported, got {m.group(3)}{m.group(4)}"
             )
-    return Kernel(spec.strip(), np.array(values, dtype=np.float64).reshape(h, w), source="imagemagick")
+    return Kernel(spec.strip(), _matrix([values[i * w:(i + 1) * w] for i in range(h)], where), source="imagemagick")
 
 
 def parse_sized(spec: str) -> Kernel:
     """``box:N``, ``box:ROWS,COLS``, ``gaussian:SIGMA``, ``gaussian:SIGMA,SIZE``."""
+    import numpy as np
+
     m = _SIZED.match(spec.strip())
     kind, args = m.group(1).lower(), [a for a in _SPLIT.split(m.group(2).strip()) if a]
     where = f"kernel {spec!r}"
@@ -351,6 +367,8 @@ def _looks_like_vips(text: str) -> bool:
 def _load_npy(path: Path, data: bytes) -> Kernel:
     import io
 
+    import numpy as np
+
     from .images import read_npy_header
 
     try:  # check the shape the header claims before anything is allocated
@@ -406,6 +424,16 @@ def library() -> dict[str, Kernel]:
     return _LIBRARY
 
 
+def catalogue() -> list[tuple[str, int, int, str]]:
+    """``(name, rows, columns, description)`` of every named kernel, in name
+    order, read without NumPy (for ``kernelcli kernels``)."""
+    found = []
+    for path in sorted(kernels_dir().glob("*.txt"), key=lambda p: p.stem):
+        rows, _, _, _, _, description = _text_fields(path.read_text(encoding="utf-8"), str(path))
+        found.append((path.stem, len(rows), len(rows[0]) if rows else 0, description))
+    return found
+
+
 def names() -> list[str]:
     return list(library())
 
@@ -417,6 +445,8 @@ def get_kernel(spec) -> Kernel:
     if isinstance(spec, os.PathLike):
         return load_file(spec)
     if not isinstance(spec, str):
+        import numpy as np
+
         arr = np.asarray(spec)
         if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3) or min(arr.shape) < 1:
             raise KernelError(f"a kernel array must be 2-D or 3-D and numeric, got shape {arr.shape} dtype {arr.dtype}")

@@ -696,3 +696,15 @@ def test_16_bit_stretch_uses_the_16_bit_range(run_cli, samples, tmp_path):
     px = read_image(tmp_path / "s.png")
     assert px.mode == "I;16"
     assert px.pixels.min() == 0 and px.pixels.max() == 65535
+
+
+@pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["kernels"]])
+def test_commands_that_compute_nothing_import_neither_numpy_nor_numba(args, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from kernelcli.cli import cli; "
+            f"rc = cli.main({args!r}, standalone_mode=False); "
+            "print(rc, 'numpy' in sys.modules, 'numba' in sys.modules, 'PIL' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.stdout.split()[-3:] == ["False", "False", "False"], out.stdout + out.stderr
