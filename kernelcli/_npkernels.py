@@ -52,9 +52,14 @@ def _add(out3, src3, w, rows, cols, scratch):
     c_int, (c_out, c_src) = cols
     if r_int is not None and c_int is not None:
         target = out3[r_int[0], c_int[0]]
-        product = scratch[:target.shape[0], :target.shape[1], :target.shape[2]]
-        np.multiply(src3[r_int[1], c_int[1]], w, out=product)
-        target += product
+        if w == 1.0:  # 1 * x is x and a + -x is a - x, exactly: one pass instead of two
+            target += src3[r_int[1], c_int[1]]
+        elif w == -1.0:
+            target -= src3[r_int[1], c_int[1]]
+        else:
+            product = scratch[:target.shape[0], :target.shape[1], :target.shape[2]]
+            np.multiply(src3[r_int[1], c_int[1]], w, out=product)
+            target += product
     if r_int is not None and c_out.size:
         out3[r_int[0], c_out] += w * src3[r_int[1]][:, c_src]
     if r_out.size:

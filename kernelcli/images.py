@@ -587,14 +587,22 @@ def quantize(values: np.ndarray, top: float, scaling: str = "clip", offset: floa
         b = buf[:chunk.shape[0]]
         if scaling == "abs":
             np.abs(chunk, out=b)
-            b *= mul
-        else:
+            if mul != 1:
+                b *= mul
+            b += add
+        elif mul != 1:
             np.multiply(chunk, mul, out=b)
-        b += add
+            b += add
+        else:
+            np.add(chunk, add, out=b)
         np.floor(b, out=b)
-        np.clip(b, 0, top, out=b)
-        np.nan_to_num(b, copy=False, nan=0.0)
-        out[r0:r0 + chunk.shape[0]] = b
+        np.clip(b, 0, top, out=b)  # (NaN stays NaN: set to 0 below, after the cast)
+        rows_out = out[r0:r0 + chunk.shape[0]]
+        with np.errstate(invalid="ignore"):
+            np.copyto(rows_out, b, casting="unsafe")
+        nan = np.isnan(b)
+        if nan.any():
+            rows_out[nan] = 0
     return out
 
 
