@@ -342,14 +342,44 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None, integers: bool 
     try:
         img.seek(0)
         img, mode = _normalise_mode(img, name, notes)
-        pixels = np.asarray(img) if integers and mode != "F" else np.asarray(img, dtype=np.float32)
+        if integers and mode != "F":
+            pixels = PillowRows(img) if hasattr(img, "crop") else np.ascontiguousarray(img)
+        else:
+            pixels = np.ascontiguousarray(np.asarray(img, dtype=np.float32))
     except ImageReadError:
         raise
     except Exception as e:
         raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
     if mode == "F":
         notes.extend(nonfinite_note(pixels, name))
-    return Picture(np.ascontiguousarray(pixels), mode, fmt or "UNKNOWN", info, notes)
+    return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
+
+
+class PillowRows:
+    """A decoded Pillow image's pixels as a read-only array of rows, handed out
+    a band at a time (``rows[a:b]``: a uint8 or uint16 array), so that no
+    full-size NumPy copy of the image is made. ``np.asarray(rows)`` and
+    ``rows.astype(...)`` give the whole image."""
+
+    def __init__(self, img):
+        self.img = img
+        width, height = img.size
+        bands = len(img.getbands())
+        self.shape = (height, width) if bands == 1 else (height, width, bands)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.uint16 if img.mode == "I;16" else np.uint8)
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("PillowRows takes a slice of consecutive rows")
+        start, stop, _ = rows.indices(self.shape[0])
+        return np.asarray(self.img.crop((0, start, self.shape[1], max(start, stop))))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.img, dtype=dtype)
+
+    def astype(self, dtype):
+        return np.asarray(self.img, dtype=dtype)
 
 
 def _open_pillow(data: bytes):

@@ -532,3 +532,18 @@ def test_rgba_webp_keeps_alpha(samples, tmp_path):
     back = read_image(tmp_path / "a.webp")
     assert back.mode == "RGBA"
     assert np.abs(back.pixels[..., 3] - pic.pixels[..., 3]).max() <= 2
+
+
+@pytest.mark.parametrize("name", ["photo.png", "gray.png", "gray16.png", "rgba.png", "photo.jpg", "gray16.tif"])
+def test_integer_read_hands_out_the_same_pixels_by_rows(samples, name):
+    whole = images.read_image(samples / name)
+    rows = images.read_image(samples / name, integers=True)
+    px = rows.pixels
+    assert px.dtype.kind == "u" and px.shape == whole.pixels.shape and rows.mode == whole.mode
+    assert np.array_equal(np.asarray(px).astype(np.float32), whole.pixels)
+    assert np.array_equal(px.astype(np.float32), whole.pixels)
+    h = px.shape[0]
+    for a, b in ((0, 1), (3, 17), (h - 2, h), (0, h), (h, h)):
+        band = px[a:b]
+        assert band.shape == (b - a,) + px.shape[1:] and band.dtype == px.dtype
+        assert np.array_equal(band.astype(np.float32), whole.pixels[a:b])
