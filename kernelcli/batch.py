@@ -8,6 +8,7 @@ files and no temporaries; ``skip_existing`` resumes such a run.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import signal
@@ -136,14 +137,20 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
     """Read, filter, write one file; returns its megapixels."""
     from . import images, pipeline
 
-    picture = images.read_image(src, max_pixels=settings.max_pixels or images.DEFAULT_MAX_PIXELS)
-    megapixels = picture.pixels.shape[0] * picture.pixels.shape[1] / 1e6
-    result = pipeline.apply(picture, settings.conv, relu=settings.relu, pool=settings.pool,
-                            gray=settings.gray, alpha=settings.alpha)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     fmt = settings.fmt or images.format_for(dst)
-    images.write_image(dst, result, fmt, settings.scaling, settings.offset, settings.quality, settings.png_level)
-    return megapixels
+    missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # one thread per file: the worker processes share the cores already
+        (h, w), _ = pipeline.apply_file(src, dst, settings.conv, settings.relu, settings.pool, settings.gray,
+                                        settings.alpha, fmt, settings.scaling, settings.offset, settings.quality,
+                                        settings.png_level, settings.max_pixels, threads=1)
+    except BaseException:
+        for folder in missing:  # a failed file leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return h * w / 1e6
 
 
 def _work(task):

@@ -234,31 +234,15 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels, stages, bands=None):
-    """Read INPUT, run the stages (functions Picture -> Picture), write OUTPUT.
-
-    ``bands``: the settings of ``apply`` (conv, relu, pool, gray, alpha) when
-    an image to image run may go in bands of rows (:func:`kernelcli.tiled.apply_in_bands`:
-    the same numbers without full-size float32 copies)."""
+def _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels, stages):
+    """Read INPUT, run the stages (functions Picture -> Picture), write OUTPUT."""
     from . import images
 
     out_format = images.format_for(output, fmt)
     quiet = ctx.obj["quiet"]
-    banded = bands is not None and out_format != "NPY" and scaling != "stretch"  # stretch needs every value
-    picture = images.read_image(input, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=banded)
+    picture = images.read_image(input, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
     note(quiet, picture.notes)
     picture.notes.clear()
-    if picture.pixels.dtype.kind in "ui":  # 8- or 16-bit pixels, read for bands
-        from . import tiled
-
-        notes = []
-        pixels = tiled.apply_in_bands(picture, *bands,
-                                      convert=lambda band: images.to_array(band, out_format, scaling, offset, notes))
-        if pixels is not None:
-            note(quiet, list(dict.fromkeys(notes)))  # once, not once per band
-            images.write_pixels(output, pixels, out_format, picture.info, quality, png_level)
-            return
-        picture = picture.with_pixels(picture.pixels.astype("float32"))
     for stage in stages:
         picture = stage(picture)
     note(quiet, picture.notes)
@@ -336,9 +320,9 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             click.echo(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                        f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s", err=True)
         return
-    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
-         [lambda p: pipeline.apply(p, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha)],
-         bands=(conv, relu, stage_pool, gray, alpha))
+    _, notes = pipeline.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
+                                   quality, png_level, max_pixels)
+    note(ctx.obj["quiet"], notes)
 
 
 def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:

@@ -209,3 +209,42 @@ def apply(picture: Picture, conv: Conv, relu: bool = False, pool: Pool | None = 
     if pool is not None:
         picture = pool_stage(picture, pool)
     return picture
+
+
+def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None = None,
+               gray: bool = False, alpha: str = "keep", fmt: str | None = None, scaling: str = "clip",
+               offset: float = 0.0, quality: int = 92, png_level: int | None = None,
+               max_pixels: int | None = None, threads: int = 2) -> tuple[tuple, list[str]]:
+    """``kernelcli apply`` on one input: read ``source``, run every stage,
+    write ``target`` (paths, ``"-"`` or binary files, as in :mod:`kernelcli.images`).
+
+    An 8- or 16-bit image written as an image goes in bands of rows
+    (:func:`kernelcli.tiled.apply_in_bands`, on ``threads`` threads): the same
+    bytes, without full-size float32 copies. Anything else (``.npy`` in or
+    out, ``stretch`` scaling, kernels run by FFT) goes whole.
+
+    Returns the input's ``(height, width)`` and the notes to show the user.
+    """
+    from . import images
+
+    out_format = images.format_for(target, fmt)
+    png_level = images.PNG_LEVEL if png_level is None else png_level
+    banded = out_format != "NPY" and scaling != "stretch"  # stretch needs every value first
+    picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=banded)
+    notes, picture.notes = picture.notes, []
+    size = picture.pixels.shape[:2]
+    if picture.pixels.dtype.kind in "ui":  # read for bands
+        from . import tiled
+
+        converted: list[str] = []
+        pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads,
+                                      convert=lambda band: images.to_array(band, out_format, scaling, offset,
+                                                                           converted))
+        if pixels is not None:
+            images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+            return size, notes + list(dict.fromkeys(converted))  # once, not once per band
+        picture = picture.with_pixels(picture.pixels.astype(np.float32))
+    result = apply(picture, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+    notes += result.notes
+    notes += images.write_image(target, result, out_format, scaling, offset, quality, png_level)
+    return size, notes

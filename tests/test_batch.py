@@ -48,7 +48,7 @@ def test_mixed_tree_recursive(tree, tmp_path):
     r = kcli("apply", "sharpen", tree, out, "--recursive", "--jobs", "2")
     assert r.returncode == 1  # one broken file
     err = r.stderr.decode()
-    assert "broken.png" in err and "not a recognised image" in err and "Traceback" not in err
+    assert "broken.png" in err and "cannot decode image: broken PNG file" in err and "Traceback" not in err
     assert "6 done, 0 skipped, 1 failed" in err and "megapixels/s" in err
     assert files_under(out) == {"photo.jpg", "gray.png", "rgba.png", "gray16.tif", "sub/PHOTO.PNG",
                                 "sub/deeper/m.npy"}
@@ -152,3 +152,14 @@ def test_sigint_stops_cleanly_and_a_resumed_run_completes(many, tmp_path):
     reference = tmp_path / "ref.png"
     kcli("apply", "gaussian:3", many / "img23.png", reference)
     assert (out / "img23.png").read_bytes() == reference.read_bytes()
+
+
+def test_a_failing_file_leaves_no_empty_output_folder(tmp_path, run_cli):
+    src = tmp_path / "in"
+    (src / "deep" / "er").mkdir(parents=True)
+    (src / "deep" / "er" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(src / "ok.png")
+    r = run_cli(["apply", "box", src, tmp_path / "out", "--recursive"])
+    assert r.exit_code == 1
+    assert (tmp_path / "out" / "ok.png").exists()
+    assert not (tmp_path / "out" / "deep").exists()
