@@ -501,17 +501,40 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     return notes
 
 
-def write_pixels(target, pixels: np.ndarray, fmt: str, info: dict, quality: int = 92,
-                 png_level: int = PNG_LEVEL) -> None:
-    """Write pixels already in the format's terms (:func:`to_array`) as an image."""
+def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_level: int = PNG_LEVEL) -> None:
+    """Write pixels already in the format's terms (:func:`to_array`) as an
+    image: an array, or for Pillow's formats a :class:`PillowCanvas`."""
     if fmt == "PNG":
-        payload = _encode_png(pixels, info, png_level)
+        payload = _encode_png(np.asarray(pixels), info, png_level)
+    elif isinstance(pixels, PillowCanvas):
+        payload = _encode(pixels.img, fmt, info, quality)
     else:
         from PIL import Image
 
         # Pillow picks L, LA, RGB, RGBA, I;16 or F from the array's shape and dtype.
         payload = _encode(Image.fromarray(pixels), fmt, info, quality)
     _deliver(target, [payload], fmt)
+
+
+class PillowCanvas:
+    """An output Pillow image filled a band of rows at a time
+    (``canvas[a:b] = rows``, rows as :func:`to_array` makes them), so that
+    the result is not built as a NumPy array first and then copied into Pillow."""
+
+    def __init__(self, shape: tuple, dtype):
+        from PIL import Image
+
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        mode = Image.fromarray(np.zeros((1, 1) + self.shape[2:], self.dtype)).mode
+        self.img = Image.new(mode, (self.shape[1], self.shape[0]))
+
+    def __setitem__(self, rows: slice, values: np.ndarray) -> None:
+        from PIL import Image
+
+        self.img.paste(Image.fromarray(np.ascontiguousarray(values)), (0, rows.indices(self.shape[0])[0]))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.img, dtype=dtype)
 
 
 def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None) -> np.ndarray:

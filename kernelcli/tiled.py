@@ -227,11 +227,13 @@ def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
 
 
 def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=False, alpha="keep",
-                   convert=None, tile_rows: int | None = None, threads: int = 2) -> np.ndarray | None:
+                   convert=None, tile_rows: int | None = None, threads: int = 2, allocate=None):
     """The pipeline over an 8- or 16-bit picture in memory, band by band:
     ``convert(band)`` turns each band of results (a Picture of float32 rows)
-    into output rows (e.g. :func:`kernelcli.images.to_array`), and the output
-    rows are returned as one array. Only the bands are ever float32.
+    into output rows (e.g. :func:`kernelcli.images.to_array`), which are
+    stored in ``allocate(shape, dtype)`` (default ``np.empty``; anything that
+    takes ``out[a:b] = rows``, e.g. :class:`kernelcli.images.PillowCanvas`),
+    and that is returned. Only the bands are ever float32.
 
     Returns None, computing nothing, when bands would not give exactly the
     numbers of :func:`kernelcli.pipeline.apply` on the whole picture: the
@@ -252,7 +254,7 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     rows = band_rows(job, final_h, out_row_bytes, tile_rows, MEMORY_BAND_BYTES)
     if not _bands_compute_as_whole(job, conv, rows):
         return None
-    out = np.empty((final_h,) + first.shape[1:], dtype=first.dtype)
+    out = (allocate or np.empty)((final_h,) + first.shape[1:], first.dtype)
     out[:1] = first
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
     taps = sum(int(np.count_nonzero(k.array)) for k in conv.kernels)

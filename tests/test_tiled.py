@@ -401,3 +401,17 @@ def test_command_output_equals_the_whole_image_pipeline(tmp_path, samples, kcli)
         expected = tmp_path / f"expected-{name}.{ext}"
         images.write_image(expected, pipeline.apply(picture, conv, relu=True), fmt)
         assert out.read_bytes() == expected.read_bytes(), name
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "BMP", "WEBP"])
+def test_bands_stored_straight_into_a_pillow_image(mode, fmt):
+    picture = picture_of(mode, seed=11)
+    conv, _ = make_conv("emboss", 1, "same", "edge", 1)
+    expected = whole_then_converted(picture, conv, fmt, "abs", 3.0, relu=False, pool=Pool("max", 2, None))
+    canvas = tiled.apply_in_bands(picture, conv, False, Pool("max", 2, None), False, "keep", tile_rows=2,
+                                  convert=lambda band: images.to_array(band, fmt, "abs", 3.0),
+                                  allocate=images.PillowCanvas)
+    assert isinstance(canvas, images.PillowCanvas)
+    got = np.asarray(canvas)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
