@@ -1,8 +1,10 @@
 """The Numba kernels, and nothing else.
 
-Every function here is private: it takes plain C-contiguous arrays and
+Every jitted function here is private: it takes plain C-contiguous arrays and
 integers, trusts its caller (:mod:`kernelcli.engine`) to have validated them,
-allocates nothing large and does no I/O.
+allocates nothing large and does no I/O. ``correlate_rows`` and
+``correlate_separable`` are plain Python: they pick the loops for the
+stride and spread blocks of rows over threads.
 
 Layout convention: an image of shape ``(H, W, C)`` is passed as a 2-D view
 ``(H, W * C)`` plus the channel count ``C``, so that each row is one contiguous
@@ -12,6 +14,9 @@ Borders are handled without a padded copy: ``rowmap[p]`` / ``colmap[p]`` give,
 for every coordinate ``p`` of the (virtually) padded input, the source
 row/column it reads, or -1 where the padding is zero.
 """
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -54,76 +59,30 @@ def _add_border(orow, out_c, irow, in_c, ch0, nch, colmap, w, tap, sx, lo, hi, o
                     orow[ox * out_c + k] += w * irow[ix * in_c + ch0 + k]
 
 
-#: Output values per chunk of a row in ``correlate_rows`` (a whole row of a
-#: 4096-pixel image; fewer for large strides, see there): all the taps of a
-#: chunk are applied before the next chunk.
+# --------------------------------------------------------------------------
+# correlate_rows: serial loops over a range of output rows, run side by side
+# on Python threads (:func:`_spread`). A parallel loop (``prange``) would do
+# the same, but compiling one took about 3 s more in an empty Numba cache.
+# Each column stride has its own loops, chosen in Python, so that a command
+# compiles only the ones it runs. Each is one jitted function whose helpers
+# are inlined: a jitted callee costs its own compile (0.3-0.4 s each here,
+# however small) and is then optimised again inside its caller. Compile
+# time otherwise grows with the length of the code: in an empty cache
+# _rows_unit takes 1.8-2.4 s on top of Numba's own start (0.7-1 s), which a
+# warm cache pays too.
+
+#: Serial, GIL-free loops for :func:`_spread`'s threads.
+_serial = numba.njit(nogil=True, fastmath=config.FASTMATH, cache=config.CACHE)
+
+#: Output values per chunk of a row (a whole row of a 4096-pixel image): all
+#: the taps of a chunk are applied before the next chunk, while it is in cache.
 _CHUNK = 4096
 #: Taps applied per pass over a chunk, summed in registers.
 _GROUP = 5
 
 
-@numba.njit(cache=config.CACHE)
-def _pass(out, o, ostep, a, ia, b, ib, c, ic, d, id_, e, ie, wa, wb, wc, wd, we, n, step, first):
-    """``out[q] = ((((start + wa*a[ia+s]) + wb*b[ib+s]) + wc*c[ic+s]) + wd*d[id_+s]) + we*e[ie+s]``
-    for ``j < n``, ``q = o + ostep*j``, ``s = step*j``, in that order, in
-    float32, where ``start`` is 0.0 on the ``first`` pass, else ``out[q]``.
-    Returns whether any of these outputs is now NaN.
-
-    Offsets, steps and ``n`` are unsigned, so the indexing needs no
-    negative-index check and no array views (whose reference counts both
-    threads would update). Unit steps vectorise; other steps load one value
-    at a time (step 2 of one channel, the common strided case, has its own
-    loops with the step a constant).
-    """
-    bad = False
-    zero = np.float32(0.0)
-    if step == 1 and ostep == 1:
-        if first:
-            for j in range(n):
-                v = ((((zero + wa * a[ia + j]) + wb * b[ib + j]) + wc * c[ic + j]) + wd * d[id_ + j]) + we * e[ie + j]
-                out[o + j] = v
-                bad |= v != v
-        else:
-            for j in range(n):
-                v = ((((out[o + j] + wa * a[ia + j]) + wb * b[ib + j]) + wc * c[ic + j]) + wd * d[id_ + j]) + we * e[ie + j]
-                out[o + j] = v
-                bad |= v != v
-    elif step == 2 and ostep == 1:
-        two = np.uint64(2)
-        if first:
-            for j in range(n):
-                s = two * j
-                v = ((((zero + wa * a[ia + s]) + wb * b[ib + s]) + wc * c[ic + s]) + wd * d[id_ + s]) + we * e[ie + s]
-                out[o + j] = v
-                bad |= v != v
-        else:
-            for j in range(n):
-                s = two * j
-                v = ((((out[o + j] + wa * a[ia + s]) + wb * b[ib + s]) + wc * c[ic + s]) + wd * d[id_ + s]) + we * e[ie + s]
-                out[o + j] = v
-                bad |= v != v
-    else:
-        for j in range(n):
-            s = step * j
-            q = o + ostep * j
-            start = zero if first else out[q]
-            v = ((((start + wa * a[ia + s]) + wb * b[ib + s]) + wc * c[ic + s]) + wd * d[id_ + s]) + we * e[ie + s]
-            out[q] = v
-            bad |= v != v
-    return bad
-
-
 @numba.njit(inline="always", cache=config.CACHE)
-def _tap_input(src_flat, zeros, toff, t, m, i):
-    """Where tap ``t`` reads the chunk that starts ``i`` inputs past output
-    column lo: ``(array, offset)``; the zeros for a padding tap (``t >= m``)."""
-    if t < m:
-        return src_flat, np.uint64(toff[t] + i)
-    return zeros, np.uint64(0)
-
-
-@numba.njit(cache=config.CACHE)
-def _pixel(src, c, ch, ox, sx, tw, trow, tcol, m, colmap):
+def _pixel(src, src_len, c, ch, ox, sx, tw, trow, tcol, m, colmap):
     """One output value, tap by tap through the column map.
 
     NaN payloads: when both operands of an addition are NaN, x86 returns the
@@ -136,134 +95,289 @@ def _pixel(src, c, ch, ox, sx, tw, trow, tcol, m, colmap):
     for t in range(m):
         ix = colmap[ox * sx + tcol[t]]
         if ix >= 0:
-            p = tw[t] * src[trow[t], ix * c + ch]
-            if p != p:
-                acc = p
-            else:
-                acc = acc + p
+            p = tw[t] * src[trow[t] * src_len + ix * c + ch]
+            acc = p if p != p else acc + p
     return acc
 
 
-@numba.njit(cache=config.CACHE)
-def _rows_block(src, c, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out, y0, y1, lo, hi,
-                tw, trow, tcol, toff, zeros):
-    """Output rows ``y0 <= oy < y1`` of ``correlate_rows``; ``lo..hi`` is its
-    interior, the last five arrays are this task's buffers."""
+@numba.njit(inline="always", cache=config.CACHE)
+def _taps(kernel, rowmap, oy, sy, dy, dx, src_len, c, first_col, tw, trow, tcol, toff):
+    """The taps that apply to output row ``oy``, in (ky, kx) order: weight
+    ``tw``, source row ``trow``, padded column offset ``tcol`` (``kx*dx``)
+    and ``toff``, where the tap reads its first interior output in the
+    flattened source (``first_col``: that output's source column for
+    ``kx = 0``). Returns their count ``m``.
+
+    Up to the next multiple of ``_GROUP`` the lists go on with padding taps:
+    weight 0, reading where the last tap reads. Each adds ``0*x``, which is
+    +-0.0 and changes no sum (a sum that starts at +0.0 is never -0.0), or
+    NaN when ``x`` is infinite or NaN, and NaN outputs are recomputed
+    without them.
+    """
     kh, kw = kernel.shape
-    width = src.shape[1] // c
-    out_w = out.shape[1] // c
-    src_flat = src.reshape(-1)
-    out_flat = out.reshape(-1)
-    src_len = src.shape[1]
-    out_len = out.shape[1]
-    for oy in range(y0, y1):
-        row = oy * out_len
-        # the taps that apply to this row, in order
-        m = 0
-        for ky in range(kh):
-            iy = rowmap[oy * sy + ky * dy]
-            if iy < 0:
-                continue
+    m = 0
+    for ky in range(kh):
+        iy = rowmap[oy * sy + ky * dy]
+        if iy >= 0:
             for kx in range(kw):
                 w = kernel[ky, kx]
-                if w == 0.0:
-                    continue
-                tw[m] = w
-                trow[m] = iy
-                tcol[m] = kx * dx
-                toff[m] = iy * src_len + (lo * sx + kx * dx - pad_left) * c
-                m += 1
+                if w != 0.0:
+                    tw[m] = w
+                    trow[m] = iy
+                    tcol[m] = kx * dx
+                    toff[m] = iy * src_len + (first_col + kx * dx) * c
+                    m += 1
+    for t in range(m, (m + _GROUP - 1) // _GROUP * _GROUP):
+        tw[t] = 0.0
+        toff[t] = toff[m - 1]
+    return m
+
+
+@numba.njit(inline="always", cache=config.CACHE)
+def _by_pixel(out, row, src, src_len, c, sx, tw, trow, tcol, m, colmap, lo, hi, out_w, nan_too):
+    """The output columns outside ``lo..hi``, value by value through the
+    column map; and, if ``nan_too``, the NaN values inside it."""
+    ox = 0
+    while ox < out_w:
+        if ox == lo and hi > lo and not nan_too:
+            ox = hi
+            continue
+        for ch in range(c):
+            q = row + ox * c + ch
+            if ox < lo or ox >= hi or out[q] != out[q]:
+                out[q] = _pixel(src, src_len, c, ch, ox, sx, tw, trow, tcol, m, colmap)
+        ox += 1
+
+
+@_serial
+def _rows_unit(src, src_len, c, kernel, rowmap, colmap, pad_left, sy, dy, dx, out, out_len, y0, y1, oy0,
+               lo, hi, tw, trow, tcol, toff):
+    """Output rows ``y0 <= oy < y1`` of :func:`correlate_rows` at column
+    stride 1, written to row ``oy - oy0`` of ``out``.
+
+    ``src`` and ``out`` are flattened (rows of ``src_len`` and ``out_len``
+    values), ``lo..hi`` is the interior, ``tw, trow, tcol, toff`` the
+    thread's tap lists (:func:`_taps`). The interior of a row is one run of
+    values, channels interleaved, done a chunk at a time, ``_GROUP`` taps
+    per pass summed in registers. Offsets are unsigned, so the indexing
+    needs no negative-index check and the loops vectorise.
+    """
+    out_w = out_len // c
+    nval = (hi - lo) * c
+    zero = np.float32(0.0)
+    for oy in range(y0, y1):
+        row = (oy - oy0) * out_len
+        m = _taps(kernel, rowmap, oy, sy, dy, dx, src_len, c, lo - pad_left, tw, trow, tcol, toff)
         if m == 0:
             for j in range(out_len):
-                out_flat[row + j] = 0.0
+                out[row + j] = 0.0
             continue
-        # The last group is filled with padding taps that read zeros with
-        # weight 0: each adds 0*0 = +0.0, no change, as no sum is ever -0.0.
-        mg = (m + _GROUP - 1) // _GROUP * _GROUP
-        for t in range(m, mg):
-            tw[t] = 0.0
-        if hi > lo:
-            if sx == 1:  # one run of (hi - lo) * c values, channels interleaved
-                nval, chans, ostep, step, chunk = (hi - lo) * c, 1, 1, 1, _CHUNK
-            else:  # each channel on its own, strided
-                nval, chans, ostep, step = hi - lo, c, c, sx * c
-                chunk = min(_CHUNK, (len(zeros) - 1) // step + 1)  # padding taps stay in zeros
-            for ch in range(chans):
-                for j0 in range(0, nval, chunk):
-                    size = min(chunk, nval - j0)
-                    o = row + lo * c + ch + j0 * ostep
-                    i = ch + j0 * step
-                    bad = False
-                    for t in range(0, mg, _GROUP):
-                        a, ia = _tap_input(src_flat, zeros, toff, t, m, i)
-                        b, ib = _tap_input(src_flat, zeros, toff, t + 1, m, i)
-                        cc, ic = _tap_input(src_flat, zeros, toff, t + 2, m, i)
-                        d, id_ = _tap_input(src_flat, zeros, toff, t + 3, m, i)
-                        e, ie = _tap_input(src_flat, zeros, toff, t + 4, m, i)
-                        bad |= _pass(out_flat, np.uint64(o), np.uint64(ostep), a, ia, b, ib, cc, ic, d, id_, e, ie,
-                                     tw[t], tw[t + 1], tw[t + 2], tw[t + 3], tw[t + 4],
-                                     np.uint64(size), np.uint64(step), t == 0)
-                    if bad:  # redo NaN outputs with the exact NaN rule
-                        for j in range(size):
-                            q = o + j * ostep
-                            if out_flat[q] != out_flat[q]:
-                                k = q - row
-                                out_flat[q] = _pixel(src, c, k % c, k // c, sx, tw, trow, tcol, m, colmap)
-        # border columns: every tap through the column map
-        for ox in range(0, lo):
-            for ch in range(c):
-                out_flat[row + ox * c + ch] = _pixel(src, c, ch, ox, sx, tw, trow, tcol, m, colmap)
-        for ox in range(hi, out_w):
-            for ch in range(c):
-                out_flat[row + ox * c + ch] = _pixel(src, c, ch, ox, sx, tw, trow, tcol, m, colmap)
+        bad = False
+        for j0 in range(0, nval, _CHUNK):
+            n = np.uint64(min(_CHUNK, nval - j0))
+            o = np.uint64(row + lo * c + j0)
+            for t in range(0, m, _GROUP):
+                ia, ib, ic = np.uint64(toff[t] + j0), np.uint64(toff[t + 1] + j0), np.uint64(toff[t + 2] + j0)
+                id_, ie = np.uint64(toff[t + 3] + j0), np.uint64(toff[t + 4] + j0)
+                wa, wb, wc, wd, we = tw[t], tw[t + 1], tw[t + 2], tw[t + 3], tw[t + 4]
+                if t == 0:
+                    for j in range(n):
+                        v = ((((zero + wa * src[ia + j]) + wb * src[ib + j]) + wc * src[ic + j]) + wd * src[id_ + j]) + we * src[ie + j]
+                        out[o + j] = v
+                        bad |= v != v
+                else:
+                    for j in range(n):
+                        v = ((((out[o + j] + wa * src[ia + j]) + wb * src[ib + j]) + wc * src[ic + j]) + wd * src[id_ + j]) + we * src[ie + j]
+                        out[o + j] = v
+                        bad |= v != v
+        _by_pixel(out, row, src, src_len, c, 1, tw, trow, tcol, m, colmap, lo, hi, out_w, bad)
 
 
-@_jit
+@_serial
+def _rows_step(src, src_len, c, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out, out_len, y0, y1, oy0,
+               lo, hi, tw, trow, tcol, toff):
+    """:func:`_rows_unit` for a column stride ``sx`` > 1: the interior of a
+    row one channel at a time, inputs ``sx*c`` apart; step 2 on one channel,
+    the common strided case, has its own loops with the step a constant."""
+    out_w = out_len // c
+    nval = hi - lo
+    step = np.uint64(sx * c)
+    ostep = np.uint64(c)
+    two = np.uint64(2)
+    zero = np.float32(0.0)
+    for oy in range(y0, y1):
+        row = (oy - oy0) * out_len
+        m = _taps(kernel, rowmap, oy, sy, dy, dx, src_len, c, lo * sx - pad_left, tw, trow, tcol, toff)
+        if m == 0:
+            for j in range(out_len):
+                out[row + j] = 0.0
+            continue
+        bad = False
+        for ch in range(c):
+            for j0 in range(0, nval, _CHUNK):
+                n = np.uint64(min(_CHUNK, nval - j0))
+                o = np.uint64(row + (lo + j0) * c + ch)
+                i = ch + j0 * sx * c
+                for t in range(0, m, _GROUP):
+                    ia, ib, ic = np.uint64(toff[t] + i), np.uint64(toff[t + 1] + i), np.uint64(toff[t + 2] + i)
+                    id_, ie = np.uint64(toff[t + 3] + i), np.uint64(toff[t + 4] + i)
+                    wa, wb, wc, wd, we = tw[t], tw[t + 1], tw[t + 2], tw[t + 3], tw[t + 4]
+                    if step == 2 and t == 0:
+                        for j in range(n):
+                            s = two * j
+                            v = ((((zero + wa * src[ia + s]) + wb * src[ib + s]) + wc * src[ic + s]) + wd * src[id_ + s]) + we * src[ie + s]
+                            out[o + j] = v
+                            bad |= v != v
+                    elif step == 2:
+                        for j in range(n):
+                            s = two * j
+                            v = ((((out[o + j] + wa * src[ia + s]) + wb * src[ib + s]) + wc * src[ic + s]) + wd * src[id_ + s]) + we * src[ie + s]
+                            out[o + j] = v
+                            bad |= v != v
+                    else:
+                        for j in range(n):
+                            s = step * j
+                            q = o + ostep * j
+                            start = zero if t == 0 else out[q]
+                            v = ((((start + wa * src[ia + s]) + wb * src[ib + s]) + wc * src[ic + s]) + wd * src[id_ + s]) + we * src[ie + s]
+                            out[q] = v
+                            bad |= v != v
+        _by_pixel(out, row, src, src_len, c, sx, tw, trow, tcol, m, colmap, lo, hi, out_w, bad)
+
+
+def _interior_cols(kernel, width, pad_left, sx, dx, out_w):
+    """Output columns ``lo <= ox < hi`` where every column of taps with a
+    nonzero weight reads inside the image (as :func:`_interior` for each)."""
+    lo, hi = 0, out_w
+    for kx in np.flatnonzero(np.any(kernel != 0.0, axis=0)):
+        off = int(kx) * dx - pad_left
+        lo = max(lo, min(-(off // sx), out_w) if off < 0 else 0)
+        hi = min(hi, (width - 1 - off) // sx + 1 if width - 1 - off >= 0 else 0)
+    return lo, max(hi, lo)
+
+
+#: Below this many multiply-adds one thread does all the rows (starting a
+#: helper thread costs about 0.1-0.2 ms).
+_MIN_THREADED_WORK = 4_000_000
+
+
+def _spread(run, n_rows, work):
+    """Call ``run(y0, y1)`` on blocks of rows that cover ``0..n_rows``, on
+    ``numba.get_num_threads()`` threads (the caller's included) when the
+    work is large enough: each thread takes the next block when it is free,
+    and every block writes only its own output rows."""
+    threads = min(numba.get_num_threads() if config.PARALLEL else 1, n_rows)
+    if threads <= 1 or work < _MIN_THREADED_WORK:
+        run(0, n_rows)
+        return
+    block = -(-n_rows // (4 * threads))
+    blocks = iter(range(0, n_rows, block))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                y0 = next(blocks, None)
+            if y0 is None:
+                return
+            run(y0, min(n_rows, y0 + block))
+
+    with ThreadPoolExecutor(max_workers=threads - 1) as pool:
+        futures = [pool.submit(worker) for _ in range(threads - 1)]
+        worker()
+        for f in futures:
+            f.result()
+
+
+def _tap_lists(taps):
+    """Tap lists for :func:`_taps`, for up to ``taps`` taps: weights, rows,
+    column offsets, flat offsets."""
+    n = taps + _GROUP
+    return (np.empty(n, np.float32), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64))
+
+
 def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
     """Cross-correlate every channel of ``src`` with the 2-D ``kernel``.
 
     src:    (H, W*C) float32     kernel: (KH, KW) float32
     out:    (OH, OW*C) float32, fully overwritten
+    rowmap, colmap: int64
     Output pixel (oy, ox) reads padded coordinates
     (oy*sy + ky*dy, ox*sx + kx*dx) for every tap (ky, kx).
 
     Every output value is ``0.0 + w*x + w*x + ...`` over the taps in (ky, kx)
     order, in float32, skipping zero weights and rows/columns that map to -1.
-    Per output row (:func:`_rows_block`, blocks of rows in parallel): the
-    list of taps that apply; then the interior (columns where every tap reads
-    inside the image), a chunk at a time, ``_GROUP`` taps per pass summed in
-    registers (:func:`_pass`); then the border columns, pixel by pixel
-    through the column map (:func:`_pixel`).
+    Per output row: the list of taps that apply (:func:`_taps`); then the
+    interior (columns where every tap reads inside the image), a chunk at a
+    time, ``_GROUP`` taps per pass summed in registers; then the border
+    columns, value by value through the column map (:func:`_by_pixel`).
+    Blocks of rows run on several threads (:func:`_spread`).
     """
-    kh, kw = kernel.shape
-    c = channels
-    width = src.shape[1] // c
-    out_h = out.shape[0]
-    out_w = out.shape[1] // c
-    # Interior: the output columns lo..hi where every column of taps that has
-    # a nonzero weight reads inside the image.
-    lo = 0
-    hi = out_w
-    for kx in range(kw):
-        used = False
-        for ky in range(kh):
-            if kernel[ky, kx] != 0.0:
-                used = True
-        if used:
-            lo_k, hi_k = _interior(kx * dx - pad_left, width, sx, out_w)
-            lo = max(lo, lo_k)
-            hi = min(hi, hi_k)
-    hi = max(hi, lo)
-    ntap = kh * kw + _GROUP
-    block = 16  # output rows per parallel task (its small buffers are reused)
-    for blk in numba.prange((out_h + block - 1) // block):
-        tw = np.zeros(ntap, np.float32)
-        trow = np.zeros(ntap, np.int64)
-        tcol = np.zeros(ntap, np.int64)
-        toff = np.zeros(ntap, np.int64)  # where the tap reads output column lo, in src_flat
-        zeros = np.zeros(2 * _CHUNK, np.float32)
-        _rows_block(src, c, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out,
-                    blk * block, min(out_h, (blk + 1) * block), lo, hi, tw, trow, tcol, toff, zeros)
+    c, pad_left, sy, sx, dy, dx = int(channels), int(pad_left), int(sy), int(sx), int(dy), int(dx)
+    src_len, out_len = src.shape[1], out.shape[1]
+    lo, hi = _interior_cols(kernel, src_len // c, pad_left, sx, dx, out_len // c)
+    flat_src, flat_out = src.reshape(-1), out.reshape(-1)
+
+    def run(y0, y1):
+        if sx == 1:
+            _rows_unit(flat_src, src_len, c, kernel, rowmap, colmap, pad_left, sy, dy, dx, flat_out, out_len,
+                       y0, y1, 0, lo, hi, *_tap_lists(kernel.size))
+        else:
+            _rows_step(flat_src, src_len, c, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, flat_out, out_len,
+                       y0, y1, 0, lo, hi, *_tap_lists(kernel.size))
+
+    _spread(run, out.shape[0], out.size * max(1, int(np.count_nonzero(kernel))))
+
+
+#: Bytes of the intermediate rows :func:`correlate_separable` keeps per
+#: thread: a band of rows small enough to stay in the core's L2 cache.
+_BAND_BYTES = 256 * 1024
+
+
+def correlate_separable(src, channels, factors, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
+    """Cross-correlate every channel of ``src`` with the sum of the outer
+    products of ``factors``, ``[(column (KH, 1), row (1, KW)), ...]``.
+
+    src: (H, W*C) float32; out: (OH, OW*C) float32, fully overwritten;
+    the other arguments as for :func:`correlate_rows`. For each factor, a
+    pass down the columns (the rows' map, stride and dilation) into an
+    ``(OH, W*C)`` intermediate, then a pass along its rows (the columns'
+    map, stride and dilation); the factors' results are added in order.
+    The numbers are those of two :func:`correlate_rows` calls per factor,
+    bit for bit, but the intermediate is made a band of rows at a time and
+    used at once, while it is in cache, instead of as a whole new array.
+    """
+    c, pad_left, sy, sx, dy, dx = int(channels), int(pad_left), int(sy), int(sx), int(dy), int(dx)
+    src_len, out_len = src.shape[1], out.shape[1]
+    width = src_len // c
+    band = max(1, min(out.shape[0], _BAND_BYTES // (4 * src_len)))
+    every_col = np.arange(width, dtype=np.int64)
+    every_row = np.arange(band, dtype=np.int64)
+    interiors = [(_interior_cols(col, width, 0, 1, 1, width), _interior_cols(row, width, pad_left, sx, dx, out_len // c))
+                 for col, row in factors]
+    flat_src = src.reshape(-1)
+    taps = sum(col.shape[0] * src_len + row.shape[1] * out_len for col, row in factors)
+
+    def run(y0, y1):
+        tmp = np.empty(band * src_len, np.float32)
+        part = np.empty(band * out_len, np.float32) if len(factors) > 1 else None
+        lists = _tap_lists(max(max(col.size, row.size) for col, row in factors))
+        for b0 in range(y0, y1, band):
+            b1 = min(y1, b0 + band)
+            for i, ((col, row), ((clo, chi), (rlo, rhi))) in enumerate(zip(factors, interiors)):
+                dest = out[b0:b1].reshape(-1) if i == 0 else part[:(b1 - b0) * out_len]
+                _rows_unit(flat_src, src_len, c, col, rowmap, every_col, 0, sy, dy, 1, tmp, src_len,
+                           b0, b1, b0, clo, chi, *lists)
+                if sx == 1:
+                    _rows_unit(tmp, src_len, c, row, every_row, colmap, pad_left, 1, 1, dx, dest, out_len,
+                               0, b1 - b0, 0, rlo, rhi, *lists)
+                else:
+                    _rows_step(tmp, src_len, c, row, every_row, colmap, pad_left, 1, sx, 1, dx, dest, out_len,
+                               0, b1 - b0, 0, rlo, rhi, *lists)
+                if i:
+                    out[b0:b1].reshape(-1)[:] += dest
+
+    _spread(run, out.shape[0], out.shape[0] * taps)
 
 
 @_jit

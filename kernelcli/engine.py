@@ -303,15 +303,20 @@ def low_rank_factors(weights: np.ndarray):
 def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out_size):
     """Low-rank kernel as 1-D passes: down the columns (rows' padding and
     stride), then along the rows (columns' padding and stride), summed.
-    ``kernels``: the module whose loops run them (see :func:`backend`)."""
+    ``kernels``: the module whose loops run them (see :func:`backend`);
+    :mod:`kernelcli._jit` does both passes a band of rows at a time
+    (``correlate_separable``), the NumPy twins over whole arrays."""
     sy, sx = stride
     dy, dx = dilation
     oh, ow = out_size
+    out = np.empty((oh, ow * c), dtype=np.float32)
+    if hasattr(kernels, "correlate_separable"):
+        kernels.correlate_separable(rows, c, factors, rowmap, colmap, pad_left, sy, sx, dy, dx, out)
+        return out
     width = rows.shape[1] // c
     every_col = np.arange(width, dtype=np.int64)
     every_row = np.arange(oh, dtype=np.int64)
     tmp = np.empty((oh, width * c), dtype=np.float32)
-    out = np.empty((oh, ow * c), dtype=np.float32)
     part = np.empty_like(out) if len(factors) > 1 else out
     for i, (col, row) in enumerate(factors):
         kernels.correlate_rows(rows, c, col, rowmap, every_col, 0, sy, 1, dy, 1, tmp)
