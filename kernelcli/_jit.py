@@ -137,16 +137,13 @@ def _taps(kernel, rowmap, oy, sy, dy, dx, src_len, c, first_col, tw, trow, tcol,
 def _by_pixel(out, row, src, src_len, c, sx, tw, trow, tcol, m, colmap, lo, hi, out_w, nan_too):
     """The output columns outside ``lo..hi``, value by value through the
     column map; and, if ``nan_too``, the NaN values inside it."""
-    ox = 0
-    while ox < out_w:
-        if ox == lo and hi > lo and not nan_too:
-            ox = hi
-            continue
-        for ch in range(c):
-            q = row + ox * c + ch
-            if ox < lo or ox >= hi or out[q] != out[q]:
-                out[q] = _pixel(src, src_len, c, ch, ox, sx, tw, trow, tcol, m, colmap)
-        ox += 1
+    for side in range(2):
+        start, stop = (0, lo) if side == 0 else (lo if nan_too else hi, out_w)
+        for ox in range(start, stop):
+            for ch in range(c):
+                q = row + ox * c + ch
+                if ox < lo or ox >= hi or out[q] != out[q]:
+                    out[q] = _pixel(src, src_len, c, ch, ox, sx, tw, trow, tcol, m, colmap)
 
 
 @_serial
