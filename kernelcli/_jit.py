@@ -24,6 +24,11 @@ import numpy as np
 from . import config
 
 _jit = numba.njit(parallel=config.PARALLEL, fastmath=config.FASTMATH, cache=config.CACHE)
+#: Serial, GIL-free loops over a range of output rows, run side by side on
+#: Python threads by :func:`_spread`. A parallel loop (``prange``, as in
+#: correlate_depth and pool_rows) would do the same, but compiling one took
+#: about 3 s more in an empty Numba cache.
+_serial = numba.njit(nogil=True, fastmath=config.FASTMATH, cache=config.CACHE)
 
 
 @numba.njit(inline="always", cache=config.CACHE)
@@ -60,19 +65,13 @@ def _add_border(orow, out_c, irow, in_c, ch0, nch, colmap, w, tap, sx, lo, hi, o
 
 
 # --------------------------------------------------------------------------
-# correlate_rows: serial loops over a range of output rows, run side by side
-# on Python threads (:func:`_spread`). A parallel loop (``prange``) would do
-# the same, but compiling one took about 3 s more in an empty Numba cache.
-# Each column stride has its own loops, chosen in Python, so that a command
-# compiles only the ones it runs. Each is one jitted function whose helpers
-# are inlined: a jitted callee costs its own compile (0.3-0.4 s each here,
-# however small) and is then optimised again inside its caller. Compile
-# time otherwise grows with the length of the code: in an empty cache
-# _rows_unit takes 1.8-2.4 s on top of Numba's own start (0.7-1 s), which a
-# warm cache pays too.
-
-#: Serial, GIL-free loops for :func:`_spread`'s threads.
-_serial = numba.njit(nogil=True, fastmath=config.FASTMATH, cache=config.CACHE)
+# correlate_rows. Each column stride has its own loops, chosen in Python, so
+# that a command compiles only the ones it runs. Each is one jitted function
+# whose helpers are inlined: a jitted callee costs its own compile (0.3-0.4 s
+# each here, however small) and is then optimised again inside its caller.
+# Compile time otherwise grows with the length of the code: in an empty
+# cache _rows_unit takes 1.7-2.4 s on top of Numba's own start (0.7-1 s,
+# which a warm cache pays too); the pixel-by-pixel part alone about 0.5 s.
 
 #: Output values per chunk of a row (a whole row of a 4096-pixel image): all
 #: the taps of a chunk are applied before the next chunk, while it is in cache.
