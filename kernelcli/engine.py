@@ -303,15 +303,20 @@ def low_rank_factors(weights: np.ndarray):
 def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out_size):
     """Low-rank kernel as 1-D passes: down the columns (rows' padding and
     stride), then along the rows (columns' padding and stride), summed.
-    ``kernels``: the module whose loops run them (see :func:`backend`)."""
+    ``kernels``: the module whose loops run them (see :func:`backend`);
+    :mod:`kernelcli._jit` does both passes a band of rows at a time
+    (``correlate_separable``), the NumPy twins over whole arrays."""
     sy, sx = stride
     dy, dx = dilation
     oh, ow = out_size
+    out = np.empty((oh, ow * c), dtype=np.float32)
+    if hasattr(kernels, "correlate_separable"):
+        kernels.correlate_separable(rows, c, factors, rowmap, colmap, pad_left, sy, sx, dy, dx, out)
+        return out
     width = rows.shape[1] // c
     every_col = np.arange(width, dtype=np.int64)
     every_row = np.arange(oh, dtype=np.int64)
     tmp = np.empty((oh, width * c), dtype=np.float32)
-    out = np.empty((oh, ow * c), dtype=np.float32)
     part = np.empty_like(out) if len(factors) > 1 else out
     for i, (col, row) in enumerate(factors):
         kernels.correlate_rows(rows, c, col, rowmap, every_col, 0, sy, 1, dy, 1, tmp)
@@ -351,22 +356,27 @@ def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dila
 # the model ignores).
 #
 # Constants fitted to wall-clock times on the 2-core development machine
-# (2026-11, numpy 2.4, numba 0.68, best of 5-7 interleaved runs; the machine
-# is shared and timings moved by +-25% between runs), doubled to one thread:
-#   direct, 4096x4096: 3x3 10 ms, 15x15 109 ms, 31x31 529 ms; column stride
-#   2 to 4: 0.1-0.55 ns per value and tap; 31x31x3 depth on 1024x1024x3
-#   402 ms; 31x31 on 128x128 (23% border columns) 4.3 ms.
+# (2026-11, numpy 2.4, numba 0.68; the machine is shared and timings moved
+# by +-25% between runs).
+#   direct (kernelcli/_jit.py, the loops that sum 5 taps per pass), fitted
+#   on one thread (numba.set_num_threads(1)), best of 5 interleaved runs,
+#   a fresh output array per call as convolve makes, padding "valid":
+#   4096x4096: 1x1 16.9 ms, 3x3 22.6 ms, 15x1 32.7 ms; 1024x1024: 15x15
+#   14.9 ms, 31x31 62.2 ms (0.065 ns per value and tap, 0.8-1 ns per value
+#   at 4096x4096, less on smaller images); column stride 2 on one channel
+#   0.20-0.24 ns per value and tap beyond DIRECT_VALUE, stride 3-4 or
+#   stride 2 on RGB 0.38-0.42; "same" padding on 128x128: 31x31 9.1 ms,
+#   15x15 1.4 ms, so 2.3-2.9 ns per tap of a border value; 31x31x3 depth
+#   on 1024x1024x3 (correlate_depth, not rewritten) 0.265 ns per value and tap.
 #   fft, 31x31 on 4096x4096: 125-200 ms for tiles of 384..1024 (2 threads);
 #   one 512x512 tile (forward, product, inverse) 2.1 ms on one thread; a
 #   call on a 64x64 image 0.4 ms on one thread, mostly fixed costs.
-# The direct loops (kernelcli/_jit.py) were being rewritten when these were
-# measured: refit DIRECT_* when they change.
 
-DIRECT_VALUE = 0.7e-9
-DIRECT_TAP = 0.06e-9
-DIRECT_TAP_STRIDED = 0.5e-9
+DIRECT_VALUE = 0.8e-9
+DIRECT_TAP = 0.065e-9
+DIRECT_TAP_STRIDED = 0.3e-9
 DIRECT_TAP_DEPTH = 0.26e-9
-DIRECT_TAP_BORDER = 2e-9
+DIRECT_TAP_BORDER = 2.5e-9
 FFT_POINT = 0.32e-9
 FFT_TILE = 0.4e-3
 FFT_CACHE_POINTS = 6e6
