@@ -69,18 +69,21 @@ def _add(out3, src3, w, rows, cols, scratch):
             out3[np.ix_(r_out, c_out)] += w * src3[np.ix_(r_src, c_src)]
 
 
+def _start(src, channels, out, out_channels, kw, sx, dx, colmap):
+    """``src`` and ``out`` as (rows, columns, channels) views with ``out``
+    zeroed, a scratch buffer the size of ``out``, and the column plan of each
+    kernel column."""
+    out3 = out.reshape(out.shape[0], out.shape[1] // out_channels, out_channels)
+    out3[...] = 0.0
+    cols = [_axis_plan(out3.shape[1], sx, kx * dx, colmap) for kx in range(kw)]
+    return src.reshape(src.shape[0], src.shape[1] // channels, channels), out3, np.empty_like(out3), cols
+
+
 def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
     kh, kw = kernel.shape
-    c = channels
-    h, width = src.shape[0], src.shape[1] // c
-    out_h, out_w = out.shape[0], out.shape[1] // c
-    src3 = src.reshape(h, width, c)
-    out3 = out.reshape(out_h, out_w, c)
-    out3[...] = 0.0
-    scratch = np.empty_like(out3)
-    cols = [_axis_plan(out_w, sx, kx * dx, colmap) for kx in range(kw)]
+    src3, out3, scratch, cols = _start(src, channels, out, channels, kw, sx, dx, colmap)
     for ky in range(kh):
-        rows = _axis_plan(out_h, sy, ky * dy, rowmap)
+        rows = _axis_plan(out3.shape[0], sy, ky * dy, rowmap)
         for kx in range(kw):
             w = kernel[ky, kx]
             if w != 0.0:
@@ -89,18 +92,11 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
 
 def correlate_depth(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, dx, out):
     kh, kw, _ = kernel.shape
-    c = channels
-    h, width = src.shape[0], src.shape[1] // c
-    out_h, out_w = out.shape
-    src3 = src.reshape(h, width, c)
-    out3 = out.reshape(out_h, out_w, 1)
-    out3[...] = 0.0
-    scratch = np.empty_like(out3)
-    cols = [_axis_plan(out_w, sx, kx * dx, colmap) for kx in range(kw)]
+    src3, out3, scratch, cols = _start(src, channels, out, 1, kw, sx, dx, colmap)
     for ky in range(kh):
-        rows = _axis_plan(out_h, sy, ky * dy, rowmap)
+        rows = _axis_plan(out3.shape[0], sy, ky * dy, rowmap)
         for kx in range(kw):
-            for ch in range(c):
+            for ch in range(channels):
                 w = kernel[ky, kx, ch]
                 if w != 0.0:
                     _add(out3, src3[:, :, ch:ch + 1], w, rows, cols[kx], scratch)
