@@ -343,7 +343,8 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None, integers: bool 
         img.seek(0)
         img, mode = _normalise_mode(img, name, notes)
         if integers and mode != "F":
-            pixels = PillowRows(img) if hasattr(img, "crop") else np.ascontiguousarray(img)
+            # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
+            pixels = np.ascontiguousarray(img) if isinstance(img, np.ndarray) else PillowRows(img)
         else:
             pixels = np.ascontiguousarray(np.asarray(img, dtype=np.float32))
     except ImageReadError:
