@@ -48,6 +48,7 @@ How one call runs:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,7 @@ def axis_tiles(n_out: int, stride: int, reach: int, sizes: np.ndarray = SIZES):
     return per_tile, tiles
 
 
+@functools.lru_cache(maxsize=256)  # every band of an image asks the same
 def plan(out_size, stride, reach, transforms: int, threads: int, tile_overhead: float,
          point_cost: float, cache_points: float):
     """The cheapest transform size ``(NY, NX)`` and its modelled cost in seconds.

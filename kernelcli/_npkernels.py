@@ -19,10 +19,24 @@ from __future__ import annotations
 import numpy as np
 
 
+#: Axis plans already worked out: every band of an image asks for the same ones.
+_PLANS: dict = {}
+
+
 def _axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray):
     """For one tap along one axis: the interior as ``(out_slice, in_slice)``
     (source ``o*step + tap - pad`` inside the image, read directly) and the
     border as ``(out_positions, source_positions)`` through the map."""
+    key = (n_out, step, tap, index_map.dtype.str, index_map.tobytes())
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        plan = _PLANS[key] = _work_out_axis_plan(n_out, step, tap, index_map)
+    return plan
+
+
+def _work_out_axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray):
     src = index_map[np.arange(n_out) * step + tap]
     inside = src >= 0
     direct = np.flatnonzero(inside)

@@ -27,6 +27,7 @@ the image without being flipped. ``flip=True`` gives true convolution.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -137,7 +138,13 @@ def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int
 
 
 def source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
-    """For each coordinate of the padded axis, the source index (or -1 for a zero)."""
+    """For each coordinate of the padded axis, the source index (or -1 for a zero).
+    (A fresh array each call; the same call on every band of an image is worked out once.)"""
+    return _source_index(int(n), (int(pad[0]), int(pad[1])), mode).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
     i = np.arange(-pad[0], n + pad[1], dtype=np.int64)
     if mode == "zero":
         return np.where((i >= 0) & (i < n), i, -1)
@@ -180,8 +187,15 @@ def available_memory() -> int | None:
     return None
 
 
+#: Allocations below this are not checked against the free memory (reading
+#: /proc/meminfo for every band of an image costs more than the band's work).
+CHECK_MEMORY_FROM = 64 * 2**20
+
+
 def ensure_memory(nbytes: int, what: str) -> None:
     """Refuse up front, with the figure, work whose output cannot fit in memory."""
+    if nbytes < CHECK_MEMORY_FROM:
+        return
     free = available_memory()
     if free is not None and nbytes > free:
         raise KernelcliError(
@@ -280,8 +294,17 @@ def low_rank_factors(weights: np.ndarray):
 
     Found by SVD: singular values below 1e-6 of the largest are dropped, and
     the factors are used only if they rebuild the kernel to within 1e-6 of its
-    largest weight (float32 noise).
+    largest weight (float32 noise). The SVD of one kernel is done once per
+    process (every band of an image asks again); the arrays are fresh copies.
     """
+    weights = np.asarray(weights, dtype=np.float32)
+    factors = _low_rank_factors(weights.shape, weights.tobytes())
+    return None if factors is None else [(col.copy(), row.copy()) for col, row in factors]
+
+
+@functools.lru_cache(maxsize=64)
+def _low_rank_factors(shape: tuple, data: bytes):
+    weights = np.frombuffer(data, dtype=np.float32).reshape(shape)
     kh, kw = weights.shape
     if kh * kw < SEPARABLE_MIN_TAPS or kh == 1 or kw == 1:
         return None

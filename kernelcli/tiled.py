@@ -49,7 +49,7 @@ from .errors import ImageReadError, ImageWriteError, UsageError
 BAND_BYTES = 32 * 2**20
 #: The same for an image in memory: bands small enough that the float32
 #: band, its result and the engine's scratch stay in recently used memory.
-MEMORY_BAND_BYTES = 12 * 2**20
+MEMORY_BAND_BYTES = 3 * 2**20
 #: At most this much kernelcli metadata is read after the array data.
 _MAX_TRAILER = 64 * 2**20
 

@@ -375,6 +375,24 @@ def test_clip_rounds_half_up_and_clips():
     assert scale_values(v, 255, "clip", 0.0).tolist() == [0, 1, 1, 255, 255]
 
 
+@pytest.mark.parametrize("top", [255, 65535])
+@pytest.mark.parametrize("scaling, factor, offset", [("clip", 1.0, 0.0), ("clip", 0.5, 128.0), ("abs", 1.0, 0.0),
+                                                     ("abs", 3.0, -2.0)])
+def test_quantize_matches_a_plain_reference_with_nan_and_infinities(top, scaling, factor, offset):
+    rng = np.random.default_rng(top)
+    v = rng.uniform(-2.0 * top, 2.0 * top, (37, 29)).astype(np.float32)
+    v[::5] = np.round(v[::5]) + 0.5  # exact halves round up
+    v[1, :6] = [np.nan, np.inf, -np.inf, -0.5, 0.5, top - 0.5]
+    v[2, :2] = [np.float32(3e38), np.float32(-3e38)]
+    mapped = (np.abs(v) if scaling == "abs" else v).astype(np.float64) * factor + offset
+    with np.errstate(invalid="ignore"):
+        want = np.where(np.isnan(mapped), 0, np.clip(np.floor(mapped + 0.5), 0, top))
+    got = images.quantize(v, top, scaling, offset, factor)
+    assert got.dtype == (np.uint8 if top == 255 else np.uint16)
+    assert np.array_equal(got, want.astype(got.dtype))
+    assert got[1, 0] == 0 and got[1, 1] == top and got[1, 2] == (top if scaling == "abs" else 0)
+
+
 def test_clip_through_write_image(tmp_path):
     arr = np.array([[-3.4, 0.5, 1.49, 254.6, 300.0]], dtype=np.float32)
     write_image(tmp_path / "c.png", arr)
