@@ -23,11 +23,12 @@ IDAT chunks, IEND.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 
 import numpy as np
+
+from . import config
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour type for the number of channels.
@@ -87,7 +88,7 @@ def deflate(data: memoryview, level: int, threads: int | None = None) -> list[by
     concatenate."""
     n = len(data)
     level, strategy = _plan(data, level)
-    threads = threads or _cpus()
+    threads = threads or config.cpus()
     count = max(1, -(-n // PIECE_BYTES))
     if threads < 2 or n < PARALLEL_BYTES:
         cuts = [n * i // count for i in range(count + 1)]
@@ -137,9 +138,3 @@ def _size(data, level: int, strategy: int) -> int:
 def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

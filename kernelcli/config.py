@@ -1,8 +1,11 @@
-"""Settings shared by every jitted function, kept in one place.
+"""Settings shared by every jitted function, kept in one place, and the
+number of cores kernelcli may use.
 
 The jitted kernels in :mod:`kernelcli._jit` read these flags at import time;
 nothing else in the package hard-codes a Numba option.
 """
+
+import os
 
 #: Spread output rows over threads.
 PARALLEL = True
@@ -11,3 +14,11 @@ PARALLEL = True
 FASTMATH = False
 #: Cache compiled code on disk so that a second run does not recompile.
 CACHE = True
+
+
+def cpus() -> int:
+    """The cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

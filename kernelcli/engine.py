@@ -408,7 +408,9 @@ FFT_CALL = 0.3e-3
 
 def _threads() -> int:
     if "numba" not in sys.modules:  # do not load Numba just to ask
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        from . import config
+
+        return config.cpus()
     import numba
 
     return max(1, int(numba.get_num_threads()))

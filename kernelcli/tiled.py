@@ -176,7 +176,8 @@ def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None,
 def read_rows(source: Source, rows: np.ndarray) -> np.ndarray:
     """These source rows as float32 (``-1``: a row of zeros), read from the
     array in memory or through a memory map that is dropped again before returning."""
-    out = np.zeros((len(rows),) + source.shape[1:], dtype=np.float32)
+    out = np.empty((len(rows),) + source.shape[1:], dtype=np.float32)
+    out[rows < 0] = 0.0  # padding rows; every other row is copied below
     if source.pixels is not None:
         mm = source.pixels
     else:
