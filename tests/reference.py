@@ -61,6 +61,13 @@ def pads_for(padding, kshape, dilation=1):
     return ((py, py), (px, px))
 
 
+def kernel_fits(shape, kshape, padding, dilation=1) -> bool:
+    """Does the (dilated) kernel fit inside the padded image, so that there is an output?"""
+    pads = pads_for(padding, kshape[:2], dilation)
+    reach = reach_of(kshape[:2], pair(dilation))
+    return all(shape[a] + pads[a][0] + pads[a][1] >= reach[a] for a in (0, 1))
+
+
 def rand_image(shape, seed):
     return np.random.default_rng(seed).uniform(-2.0, 3.0, size=shape).astype(np.float32)
 
