@@ -16,27 +16,23 @@ slices) and the border rows and columns (gathered through the padding maps).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-
-
-#: Axis plans already worked out: every band of an image asks for the same ones.
-_PLANS: dict = {}
 
 
 def _axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray):
     """For one tap along one axis: the interior as ``(out_slice, in_slice)``
     (source ``o*step + tap - pad`` inside the image, read directly) and the
-    border as ``(out_positions, source_positions)`` through the map."""
-    key = (n_out, step, tap, index_map.dtype.str, index_map.tobytes())
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) >= 256:
-            _PLANS.clear()
-        plan = _PLANS[key] = _work_out_axis_plan(n_out, step, tap, index_map)
-    return plan
+    border as ``(out_positions, source_positions)`` through the map.
+    Worked out once per process for each set of arguments: every band of an
+    image asks for the same plans."""
+    return _cached_axis_plan(n_out, step, tap, index_map.dtype.str, index_map.tobytes())
 
 
-def _work_out_axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray):
+@functools.lru_cache(maxsize=256)
+def _cached_axis_plan(n_out: int, step: int, tap: int, dtype: str, index_bytes: bytes):
+    index_map = np.frombuffer(index_bytes, dtype=dtype)
     src = index_map[np.arange(n_out) * step + tap]
     inside = src >= 0
     direct = np.flatnonzero(inside)

@@ -28,7 +28,6 @@ the image without being flipped. ``flip=True`` gives true convolution.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
 import numpy as np
@@ -424,10 +423,15 @@ def _threads() -> int:
 NUMPY_MAX_WORK = 250_000_000
 
 
+def uses_numba(work: int) -> bool:
+    """Do ``work`` multiply-adds run on the Numba loops (:func:`backend`)?"""
+    return work > NUMPY_MAX_WORK or "numba" in sys.modules
+
+
 def backend(work: int):
     """The module whose loops run ``work`` multiply-adds: :mod:`kernelcli._npkernels`
     for small work while Numba is not loaded, else :mod:`kernelcli._jit`."""
-    if work <= NUMPY_MAX_WORK and "numba" not in sys.modules:
+    if not uses_numba(work):
         from . import _npkernels
 
         return _npkernels

@@ -32,7 +32,6 @@ import contextlib
 import math
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -260,8 +259,7 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
     taps = sum(int(np.count_nonzero(k.array)) for k in conv.kernels)
     band_work = (rows + job.reach_y) * math.prod(px.shape[1:]) * taps
-    shared = "numba" in sys.modules or band_work > engine.NUMPY_MAX_WORK
-    lock = threading.Lock() if shared else None
+    lock = threading.Lock() if engine.uses_numba(band_work) else None
 
     def one(band):
         f0, f1 = band
