@@ -12,6 +12,8 @@ Numba is not loaded yet and the work is small (:func:`kernelcli.engine.backend`)
 
 Each tap is applied to whole regions at once: the interior (plain strided
 slices) and the border rows and columns (gathered through the padding maps).
+The arithmetic is the arrays' own: :func:`kernelcli.engine.correlate_exact`
+runs ``correlate_rows`` on int16 pixels, weights and output.
 """
 
 from __future__ import annotations

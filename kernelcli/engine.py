@@ -285,6 +285,55 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
 
 #: Kernels with fewer taps than this always run directly.
 SEPARABLE_MIN_TAPS = 25
+#: Every partial sum of :func:`correlate_exact` stays within this (int16).
+_EXACT_LIMIT = 32767
+
+
+def exact_weights(kernel, flip: bool = False, top: int = 255) -> np.ndarray | None:
+    """A 2-D kernel's weights as int16 for :func:`correlate_exact` on integer
+    pixels of ``0..top``, or None when that would not be both exact and cheaper.
+
+    Exact: every weight is a whole number, there is no offset, and no partial
+    sum can leave int16 (the weights' absolute values sum to at most
+    32767 / top: 128 for 8-bit pixels). Then :func:`convolve`'s float32 sums
+    are exact integers too (each below 2**24), so both give the same numbers.
+    Cheaper: the kernel has fewer than :data:`SEPARABLE_MIN_TAPS` cells, so
+    :func:`convolve` runs its taps directly, and int16 taps move half the
+    bytes of float32 ones. (A larger kernel may run as a few 1-D passes.)
+    """
+    from .kernels import as_kernel
+
+    k = as_kernel(kernel)
+    if k.depth is not None or k.offset or k.shape[0] * k.shape[1] >= SEPARABLE_MIN_TAPS:
+        return None
+    weights = k.array[::-1, ::-1] if flip else k.array
+    if not np.array_equal(weights, np.round(weights)) or np.abs(weights).sum() * top > _EXACT_LIMIT:
+        return None
+    return np.ascontiguousarray(weights, dtype=np.int16)
+
+
+def correlate_exact(x: np.ndarray, weights: np.ndarray, stride=1, padding="same", pad_mode: str = "zero",
+                    dilation=1) -> np.ndarray:
+    """Cross-correlate integer pixels with integer weights in int16 arithmetic.
+
+    x: an int16 ``H x W`` or ``H x W x C`` array of pixels in ``0..top``;
+    weights: from :func:`exact_weights` for that ``top`` (already flipped if
+    wanted). Same geometry and padding as :func:`convolve`, whose result this
+    equals exactly (as int16 instead of float32). Runs on the NumPy loops of
+    :mod:`kernelcli._npkernels`, whose arithmetic follows the arrays' dtype.
+    """
+    from . import _npkernels
+
+    if x.dtype != np.int16 or not isinstance(weights, np.ndarray) or weights.dtype != np.int16 or weights.ndim != 2:
+        raise TypeError("correlate_exact takes int16 pixels and 2-D int16 weights from exact_weights")
+    sy, sx = pair(stride, "stride")
+    dy, dx = pair(dilation, "dilation")
+    pads, (oh, ow) = geometry(x.shape, weights.shape, (sy, sx), padding, (dy, dx))
+    rows, c = _rows_view(np.ascontiguousarray(x))
+    out = np.empty((oh, ow * c), dtype=np.int16)
+    _npkernels.correlate_rows(rows, c, weights, source_index(x.shape[0], pads[0], pad_mode),
+                              source_index(x.shape[1], pads[1], pad_mode), pads[1][0], sy, sx, dy, dx, out)
+    return out.reshape((oh, ow, c) if x.ndim == 3 else (oh, ow))
 
 
 def low_rank_factors(weights: np.ndarray):

@@ -374,13 +374,57 @@ class PillowRows:
         if not isinstance(rows, slice) or rows.step not in (None, 1):
             raise TypeError("PillowRows takes a slice of consecutive rows")
         start, stop, _ = rows.indices(self.shape[0])
-        return np.asarray(self.img.crop((0, start, self.shape[1], max(start, stop))))
+        stop = max(start, stop)
+        data = _raw_rows(self.img, start, stop)
+        return np.frombuffer(data, self.dtype).reshape((stop - start,) + self.shape[1:])
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.img, dtype=dtype)
 
     def astype(self, dtype):
         return np.asarray(self.img, dtype=dtype)
+
+
+# Rows go between Pillow images and NumPy through Pillow's "raw" codec, the
+# one Image.tobytes and Image.frombytes use, pointed at just those rows: one
+# copy, where crop + tobytes and fromarray + paste made three each (Pillow
+# keeps RGB as 4 bytes a pixel, so its memory cannot be shared with NumPy).
+
+
+def _raw_rows(img, start: int, stop: int) -> bytes:
+    """Rows ``[start, stop)`` of a Pillow image as packed bytes (``img.mode``'s raw layout)."""
+    from PIL import Image
+
+    width = img.size[0]
+    if stop <= start:
+        return b""
+    encoder = Image._getencoder(img.mode, "raw", img.mode)
+    encoder.setimage(img.im, (0, start, width, stop))
+    chunks = []
+    size = (stop - start) * width * _ROW_BYTES[img.mode] + 16  # room for all of it in one call
+    while True:
+        _, status, data = encoder.encode(size)
+        chunks.append(data)
+        if status:
+            break
+    if status < 0:
+        raise ImageReadError(f"cannot read rows {start}-{stop - 1} of the decoded image (Pillow error {status})")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _put_raw_rows(img, start: int, values: np.ndarray) -> None:
+    """Store packed rows (C-contiguous, ``img.mode``'s raw layout) into a Pillow image from row ``start``."""
+    from PIL import Image
+
+    decoder = Image._getdecoder(img.mode, "raw", img.mode)
+    decoder.setimage(img.im, (0, start, img.size[0], start + values.shape[0]))
+    consumed, status = decoder.decode(values.data.cast("B"))
+    decoder.cleanup()
+    if consumed >= 0 or status != 0:  # the raw decoder says -1 once the region is full
+        raise ImageWriteError(f"cannot store rows from {start} in the output image (Pillow status {consumed}, {status})")
+
+
+_ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 
 def _open_pillow(data: bytes):
@@ -531,9 +575,8 @@ class PillowCanvas:
         self.img = Image.new(mode, (self.shape[1], self.shape[0]), None)
 
     def __setitem__(self, rows: slice, values: np.ndarray) -> None:
-        from PIL import Image
-
-        self.img.paste(Image.fromarray(np.ascontiguousarray(values)), (0, rows.indices(self.shape[0])[0]))
+        start = rows.indices(self.shape[0])[0]
+        _put_raw_rows(self.img, start, np.ascontiguousarray(values, self.dtype))
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.img, dtype=dtype)
@@ -584,6 +627,14 @@ def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 
     else:
         arr = quantize(colour, top, scaling, offset, factor)
     return arr
+
+
+def clips_to_8bit(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0) -> bool:
+    """Does :func:`to_array` turn values computed from this (L or RGB) picture,
+    in the same layout, into ``fmt``'s pixels by nothing but rounding and
+    clipping them to uint8?"""
+    return (picture.mode in ("L", "RGB") and picture.mode in _FORMAT_MODES.get(fmt, ())
+            and scaling == "clip" and offset == 0)
 
 
 def scale_values(values: np.ndarray, top: float | None, scaling: str, offset: float) -> np.ndarray:

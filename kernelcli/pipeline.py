@@ -240,7 +240,8 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
         pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads,
                                       convert=lambda band: images.to_array(band, out_format, scaling, offset,
                                                                            converted),
-                                      allocate=None if out_format == "PNG" else images.PillowCanvas)
+                                      allocate=None if out_format == "PNG" else images.PillowCanvas,
+                                      clips_to_8bit=images.clips_to_8bit(picture, out_format, scaling, offset))
         if pixels is not None:
             images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
             return size, notes + list(dict.fromkeys(converted))  # once, not once per band

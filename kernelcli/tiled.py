@@ -172,10 +172,10 @@ def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None,
 # one band (runs on a local thread or a Dask worker)
 
 
-def read_rows(source: Source, rows: np.ndarray) -> np.ndarray:
-    """These source rows as float32 (``-1``: a row of zeros), read from the
-    array in memory or through a memory map that is dropped again before returning."""
-    out = np.empty((len(rows),) + source.shape[1:], dtype=np.float32)
+def read_rows(source: Source, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """These source rows as float32 (or ``dtype``; ``-1``: a row of zeros), read from
+    the array in memory or through a memory map that is dropped again before returning."""
+    out = np.empty((len(rows),) + source.shape[1:], dtype=dtype)
     out[rows < 0] = 0.0  # padding rows; every other row is copied below
     if source.pixels is not None:
         mm = source.pixels
@@ -211,6 +211,19 @@ def compute_band(job: Job, f0: int, f1: int, lock=None) -> images.Picture:
     return result
 
 
+def exact_band(job: Job, weights: np.ndarray, f0: int, f1: int) -> np.ndarray:
+    """Final output rows ``[f0, f1)`` of an integer kernel (``weights``, from
+    :func:`kernelcli.engine.exact_weights`) on 8-bit pixels with no stage but
+    ReLU, as uint8: computed in int16 and clipped to 0..255, which is exactly
+    what the float32 pipeline gives after rounding and clipping (ReLU included)."""
+    p0, p1 = _input_rows(job, f0, f1)
+    rowmap = engine.source_index(job.source.shape[0], job.row_pads, job.pad_mode)
+    conv = job.conv
+    values = engine.correlate_exact(read_rows(job.source, rowmap[p0:p1], np.int16), weights, conv.stride,
+                                    conv.padding, conv.pad_mode, conv.dilation)
+    return np.clip(values, 0, 255, out=values).astype(np.uint8)
+
+
 def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
     """Compute final rows ``[f0, f1)`` and write them into their place in the output file."""
     result = compute_band(job, f0, f1, lock)
@@ -227,7 +240,8 @@ def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
 
 
 def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=False, alpha="keep",
-                   convert=None, tile_rows: int | None = None, threads: int = 2, allocate=None):
+                   convert=None, tile_rows: int | None = None, threads: int = 2, allocate=None,
+                   clips_to_8bit: bool = False):
     """The pipeline over an 8- or 16-bit picture in memory, band by band:
     ``convert(band)`` turns each band of results (a Picture of float32 rows)
     into output rows (e.g. :func:`kernelcli.images.to_array`), which are
@@ -241,6 +255,12 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     band), or would compute a band differently from the whole image.
     Bands run on ``threads`` threads; one at a time while Numba is involved
     (its parallel loops are not to be entered from two threads at once).
+
+    ``clips_to_8bit``: the caller says ``convert`` does nothing but round and
+    clip a band's values to uint8 in the same layout
+    (:func:`kernelcli.images.clips_to_8bit` tells when). Then an integer
+    kernel on 8-bit pixels with no stage but ReLU never goes through float32:
+    its bands are computed in int16 (:func:`exact_band`), to the same bytes.
     """
     import threading
 
@@ -250,8 +270,13 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     job, final_h = plan(source, conv, relu, pool, gray, alpha)
     probe = compute_band(job, 0, 1)
     first = convert(probe)
+    exact = None
+    if clips_to_8bit and px.dtype == np.uint8 and not picture.has_alpha and not (gray or pool or conv.is_bank):
+        exact = engine.exact_weights(conv.kernel, conv.flip)
     out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
-    rows = band_rows(job, final_h, out_row_bytes, tile_rows, MEMORY_BAND_BYTES)
+    # (int16 rows are half the bytes of float32 ones: twice as many fit)
+    budget = MEMORY_BAND_BYTES * (1 if exact is None else 2)
+    rows = band_rows(job, final_h, out_row_bytes, tile_rows, budget)
     if not _bands_compute_as_whole(job, conv, rows):
         return None
     out = (allocate or np.empty)((final_h,) + first.shape[1:], first.dtype)
@@ -259,11 +284,14 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
     taps = sum(int(np.count_nonzero(k.array)) for k in conv.kernels)
     band_work = (rows + job.reach_y) * math.prod(px.shape[1:]) * taps
-    lock = threading.Lock() if engine.uses_numba(band_work) else None
+    lock = threading.Lock() if exact is None and engine.uses_numba(band_work) else None
 
     def one(band):
         f0, f1 = band
-        out[f0:f1] = convert(compute_band(job, f0, f1, lock))
+        if exact is not None:
+            out[f0:f1] = exact_band(job, exact, f0, f1)
+        else:
+            out[f0:f1] = convert(compute_band(job, f0, f1, lock))
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool_:
         for _ in pool_.map(one, bands):

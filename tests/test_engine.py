@@ -607,3 +607,71 @@ def test_full_rank_kernels_stay_direct():
     k = np.random.default_rng(1).standard_normal((9, 9)).astype(np.float32)
     assert engine.low_rank_factors(k) is None
     assert engine.low_rank_factors(np.ones((3, 3), np.float32)) is None  # too small to pay off
+
+
+# --------------------------------------------------------------------------
+# integer kernels on 8-bit pixels in int16 (correlate_exact)
+
+
+def _int_kernel(kshape, seed, total=128):
+    """Random whole-number weights whose absolute values sum to at most ``total``."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(-9, 10, kshape).astype(np.float64)
+    k[rng.random(kshape) < 0.2] = 0
+    while np.abs(k).sum() > total:
+        k = np.trunc(k / 2)
+    return k
+
+
+EXACT_CASES = [c for c in CONV_CASES if c[1][0] * c[1][1] < engine.SEPARABLE_MIN_TAPS]
+
+
+@pytest.mark.parametrize("seed,case", [pytest.param(i, c, id=f"{i}-{_case_id(c)}")
+                                       for i, c in enumerate(EXACT_CASES)])
+def test_correlate_exact_equals_reference_and_convolve(seed, case):
+    shape, kshape, stride, padding, mode, dilation = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    k = _int_kernel(kshape, seed)
+    flip = seed % 3 == 0
+    weights = engine.exact_weights(k, flip=flip)
+    assert weights is not None and weights.dtype == np.int16
+    got = engine.correlate_exact(x.astype(np.int16), weights, stride, padding, mode, dilation)
+    want = correlate_ref(x, k[::-1, ::-1] if flip else k, stride=pair(stride),
+                         pads=pads_for(padding, kshape, dilation), pad_mode=mode, dilation=pair(dilation))
+    assert got.dtype == np.int16 and got.shape == want.shape
+    assert np.array_equal(got, want)
+    assert np.array_equal(got, engine.convolve(x, k, stride, padding, mode, dilation, flip=flip))
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_correlate_exact_at_the_int16_limit(sign):
+    # |weights| sum to 128: all-255 pixels reach +-32640, the largest sum allowed
+    k = sign * np.array([[14, 14, 14], [14, 16, 14], [14, 14, 14]], dtype=np.float64)
+    assert np.abs(k).sum() == 128
+    x = np.full((6, 7, 3), 255, np.int16)
+    got = engine.correlate_exact(x, engine.exact_weights(k), padding="valid")
+    assert np.array_equal(got, np.full((4, 5, 3), sign * 32640))
+    checker = (np.indices((9, 9)).sum(axis=0) % 2 * 255).astype(np.int16)  # partial sums of mixed sign
+    mixed = np.array([[-14, 14, -14], [14, -14, 14], [-14, 14, -14]], dtype=np.float64)
+    assert np.array_equal(engine.correlate_exact(checker, engine.exact_weights(mixed), padding="same"),
+                          engine.convolve(checker, mixed, padding="same"))
+
+
+def test_exact_weights_only_where_int16_is_exact_and_cheaper():
+    from kernelcli.kernels import Kernel, get_kernels
+
+    sharpen = get_kernels("sharpen")[0]
+    assert engine.exact_weights(sharpen).tolist() == [[0, -1, 0], [-1, 5, -1], [0, -1, 0]]
+    emboss = get_kernels("emboss")[0]
+    assert np.array_equal(engine.exact_weights(emboss, flip=True), emboss.array[::-1, ::-1])
+    assert engine.exact_weights(np.full((3, 3), 128 / 9)) is None  # not whole numbers
+    assert engine.exact_weights(get_kernels("box:3")[0]) is None  # 1/9 each
+    assert engine.exact_weights(np.array([[64, 64, 1]])) is None  # |w| sums to 129
+    assert engine.exact_weights(np.array([[64, 64]])) is not None  # 128
+    assert engine.exact_weights(np.array([[64, 64]]), top=65535) is None  # 16-bit pixels
+    assert engine.exact_weights(np.ones((5, 5))) is None  # 25 cells: convolve may use 1-D passes
+    assert engine.exact_weights(Kernel("shifted", np.ones((3, 3)), offset=1.0)) is None
+    assert engine.exact_weights(Kernel("deep", np.ones((3, 3, 2)))) is None
+    with pytest.raises(TypeError):
+        engine.correlate_exact(np.zeros((4, 4), np.float32), engine.exact_weights(sharpen))

@@ -565,3 +565,29 @@ def test_integer_read_hands_out_the_same_pixels_by_rows(samples, name):
         band = px[a:b]
         assert band.shape == (b - a,) + px.shape[1:] and band.dtype == px.dtype
         assert np.array_equal(band.astype(np.float32), whole.pixels[a:b])
+
+
+@pytest.mark.parametrize("shape, dtype", [((9, 7), np.uint8), ((9, 7, 2), np.uint8), ((9, 7, 3), np.uint8),
+                                          ((9, 7, 4), np.uint8), ((9, 7), np.uint16)])
+def test_pillow_canvas_stores_bands_in_place(shape, dtype):
+    rng = np.random.default_rng(len(shape))
+    values = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    canvas = images.PillowCanvas(shape, dtype)
+    for a, b in ((4, 9), (0, 1), (1, 4)):  # out of order, one row, the rest
+        canvas[a:b] = values[a:b]
+    assert np.array_equal(np.asarray(canvas), values)
+    canvas[2:3] = np.asfortranarray(values[2:3] // 2)  # not C-ordered: copied first
+    assert np.array_equal(np.asarray(canvas)[2], values[2] // 2)
+
+
+def test_clips_to_8bit_only_for_plain_8bit_conversions():
+    def pic(mode):
+        return Picture(np.zeros((2, 2, 3) if mode == "RGB" else (2, 2), np.uint8), mode, "PNG")
+
+    assert images.clips_to_8bit(pic("RGB"), "JPEG") and images.clips_to_8bit(pic("L"), "PNG")
+    assert images.clips_to_8bit(pic("L"), "TIFF") and images.clips_to_8bit(pic("RGB"), "WEBP")
+    assert not images.clips_to_8bit(pic("RGB"), "PNG", "abs")
+    assert not images.clips_to_8bit(pic("RGB"), "PNG", "clip", 0.5)
+    assert not images.clips_to_8bit(pic("RGB"), "NPY")
+    for mode in ("LA", "RGBA", "I;16", "F", None):
+        assert not images.clips_to_8bit(Picture(np.zeros((2, 2), np.uint8), mode, "PNG"), "PNG"), mode

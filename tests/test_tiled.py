@@ -303,7 +303,8 @@ def whole_then_converted(picture, conv, fmt, scaling="clip", offset=0.0, **stage
 def in_bands(picture, conv, fmt, scaling="clip", offset=0.0, tile_rows=None, relu=False, pool=None,
              gray=False, alpha="keep"):
     return tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, tile_rows=tile_rows,
-                                convert=lambda band: images.to_array(band, fmt, scaling, offset))
+                                convert=lambda band: images.to_array(band, fmt, scaling, offset),
+                                clips_to_8bit=images.clips_to_8bit(picture, fmt, scaling, offset))
 
 
 MEMORY_CASES = [c for c in CASES if "," not in c[0]] + [
@@ -415,3 +416,63 @@ def test_bands_stored_straight_into_a_pillow_image(mode, fmt):
     assert isinstance(canvas, images.PillowCanvas)
     got = np.asarray(canvas)
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+# integer kernels on 8-bit pictures: bands in int16 (tiled.exact_band)
+
+EXACT_CASES = [
+    # kernel, stride, padding, pad_mode, dilation, flip
+    ("sharpen", 1, "same", "zero", 1, False),
+    ("edge", 2, "same", "reflect", 1, False),
+    ("emboss", 1, "full", "wrap", 2, True),
+    ("sobel-x", (2, 1), "valid", "edge", 1, False),
+    ("1,-2;3,4", 1, (0, 2), "reflect101", (1, 2), True),  # even-sized
+    ("0,0,0,1,0,0,0;0,0,0,-64,0,0,0;0,0,0,63,0,0,0", 3, "same", "zero", 1, False),  # |w| sums to 128
+]
+
+
+@pytest.fixture
+def exact_calls(monkeypatch):
+    calls = []
+    original = tiled.exact_band
+
+    def counting(*args):
+        calls.append(args[2:])
+        return original(*args)
+
+    monkeypatch.setattr(tiled, "exact_band", counting)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("case", EXACT_CASES, ids=lambda c: f"{c[0]}-s{c[1]}-{c[2]}-{c[3]}")
+@pytest.mark.parametrize("relu", [False, True])
+def test_integer_kernels_in_int16_bands_equal_the_float_pipeline(mode, case, relu, exact_calls):
+    name, stride, padding, pad_mode, dilation, flip = case
+    picture = picture_of(mode, seed=len(name))
+    conv, _ = make_conv(name, stride, padding, pad_mode, dilation, flip)
+    expected = whole_then_converted(picture, conv, "PNG", relu=relu)
+    for rows in (1, 4, None):
+        exact_calls.clear()
+        got = in_bands(picture, conv, "PNG", tile_rows=rows, relu=relu)
+        assert exact_calls, "the int16 bands were not used"
+        assert got.dtype == np.uint8 and np.array_equal(got, expected), rows
+
+
+@pytest.mark.parametrize("why, mode, kernel, fmt, scaling, offset, stages", [
+    ("not whole numbers", "RGB", "box:3", "PNG", "clip", 0.0, {}),
+    ("16-bit pixels", "I;16", "sharpen", "PNG", "clip", 0.0, {}),
+    ("alpha", "RGBA", "sharpen", "PNG", "clip", 0.0, {}),
+    ("abs scaling", "RGB", "sharpen", "PNG", "abs", 0.0, {}),
+    ("an offset", "L", "sharpen", "PNG", "clip", 3.0, {}),
+    ("gray", "RGB", "sharpen", "TIFF", "clip", 0.0, {"gray": True}),
+    ("pooling", "RGB", "sharpen", "PNG", "clip", 0.0, {"pool": Pool("max", 2, None)}),
+    ("a filter bank", "L", "sobel-x,sobel-y,sharpen", "PNG", "clip", 0.0, {}),
+    ("5x5: may run as 1-D passes", "L", "1,1,1,1,1;1,1,1,1,1;1,1,1,1,1;1,1,1,1,1;1,1,1,1,1", "PNG", "clip", 0.0, {}),
+])
+def test_other_jobs_keep_the_float_bands(why, mode, kernel, fmt, scaling, offset, stages, exact_calls):
+    picture = picture_of(mode, seed=2)
+    conv, _ = make_conv(kernel)
+    got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=5, **stages)
+    assert not exact_calls, why
+    assert np.array_equal(got, whole_then_converted(picture, conv, fmt, scaling, offset, **stages))
