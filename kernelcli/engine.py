@@ -251,7 +251,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
-    kernels = backend(oh * ow * out_channels * int(np.count_nonzero(weights)))
+    kernels = backend(multiply_adds(weights, oh * ow * out_channels))
 
     if weights.ndim == 3:
         if weights.shape[2] != c:
@@ -470,6 +470,32 @@ def _threads() -> int:
 #: what NumPy needs for about 250 million multiply-adds; a 12-megapixel RGB
 #: image with a 3x3 kernel is 324 million at most).
 NUMPY_MAX_WORK = 250_000_000
+#: The same for a whole image done in bands of rows (kernelcli.tiled), each
+#: band small enough to stay in cache, where NumPy loses much less to Numba.
+#: Measured 2026-11-23 on a 12-megapixel RGB JPEG (/tmp/cal.py in the closing
+#: note of issue 5): a random 9x9 kernel (2.9 G multiply-adds) took 0.94-1.02 s
+#: of NumPy bands against 0.40-0.42 s of Numba bands, and loading Numba and
+#: its cached loop 1.1-1.3 s; even at about 6 G, NumPy's bands cost no more.
+NUMPY_MAX_BANDED_WORK = 5_000_000_000
+
+
+def multiply_adds(weights, values: int) -> int:
+    """About how many multiply-adds :func:`convolve` spends on ``values``
+    output values (channels counted) with these weights: the nonzero taps
+    for each, or rank x (KH + KW) for a kernel it may run as 1-D passes."""
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.ndim == 2:
+        factors = low_rank_factors(weights)
+        if factors is not None:
+            return values * len(factors) * (weights.shape[0] + weights.shape[1])
+    return values * int(np.count_nonzero(weights))
+
+
+def load_numba() -> None:
+    """Load Numba and the jitted loops now: every later call in this process
+    runs on them (:func:`backend`). For work that is large in total but
+    comes in small pieces, such as an image's bands."""
+    from . import _jit  # noqa: F401
 
 
 def uses_numba(work: int) -> bool:

@@ -282,8 +282,10 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     out = (allocate or np.empty)((final_h,) + first.shape[1:], first.dtype)
     out[:1] = first
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
-    taps = sum(int(np.count_nonzero(k.array)) for k in conv.kernels)
-    band_work = (rows + job.reach_y) * math.prod(px.shape[1:]) * taps
+    band_values = (rows + job.reach_y) * math.prod(px.shape[1:])
+    band_work = sum(engine.multiply_adds(k.array, band_values) for k in conv.kernels)
+    if exact is None and band_work * len(bands) > engine.NUMPY_MAX_BANDED_WORK:
+        engine.load_numba()  # decided once for the image, not band by band
     lock = threading.Lock() if exact is None and engine.uses_numba(band_work) else None
 
     def one(band):

@@ -113,3 +113,32 @@ def test_a_small_image_command_never_loads_numba(samples, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() in (["0", "False"], ["None", "False"]), out.stderr
     assert (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("limit, loaded", [(None, "False"), (1000, "True")])
+def test_bands_load_numba_once_for_an_image_whose_total_work_is_large(samples, tmp_path, limit, loaded):
+    """The choice is made for the whole image (every band is small)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from kernelcli import engine, images, pipeline, tiled; "
+            + (f"engine.NUMPY_MAX_BANDED_WORK = {limit}; " if limit else "")
+            + f"picture = images.read_image({str(samples / 'photo.png')!r}, integers=True); "
+            "conv, _ = pipeline.make_conv('box:3'); "
+            "out = tiled.apply_in_bands(picture, conv, convert=lambda b: images.to_array(b, 'PNG'), tile_rows=16); "
+            "print(out.shape == picture.pixels.shape, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", loaded], out.stderr
+
+
+def test_multiply_adds_counts_one_dimensional_passes_for_low_rank_kernels():
+    from kernelcli.kernels import get_kernels
+
+    gaussian = get_kernels("gaussian:2")[0].array  # rank 1
+    kh, kw = gaussian.shape
+    assert kh * kw >= engine.SEPARABLE_MIN_TAPS
+    assert engine.multiply_adds(gaussian, 100) == 100 * (kh + kw)
+    assert engine.multiply_adds(np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]), 100) == 500  # nonzero taps
+    two = np.outer(np.arange(1, 10), np.ones(9)) + np.outer(np.ones(9), np.arange(9) ** 2)  # rank 2
+    assert engine.multiply_adds(two, 10) == 10 * 2 * 18
+    assert engine.multiply_adds(np.ones((3, 3, 4)), 10) == 10 * 36  # a K x K x C kernel sums every tap
