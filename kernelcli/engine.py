@@ -472,8 +472,8 @@ def _threads() -> int:
 NUMPY_MAX_WORK = 250_000_000
 #: The same for a whole image done in bands of rows (kernelcli.tiled), each
 #: band small enough to stay in cache, where NumPy loses much less to Numba.
-#: Measured 2026-11-23 on a 12-megapixel RGB JPEG (/tmp/cal.py in the closing
-#: note of issue 5): a random 9x9 kernel (2.9 G multiply-adds) took 0.94-1.02 s
+#: Measured 2026-11-23 on a 12-megapixel RGB JPEG, tiled.apply_in_bands timed
+#: in one process: a random 9x9 kernel (2.9 G multiply-adds) took 0.94-1.02 s
 #: of NumPy bands against 0.40-0.42 s of Numba bands, and loading Numba and
 #: its cached loop 1.1-1.3 s; even at about 6 G, NumPy's bands cost no more.
 NUMPY_MAX_BANDED_WORK = 5_000_000_000
