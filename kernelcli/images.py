@@ -401,7 +401,7 @@ def _raw_rows(img, start: int, stop: int) -> bytes:
     encoder = Image._getencoder(img.mode, "raw", img.mode)
     encoder.setimage(img.im, (0, start, width, stop))
     chunks = []
-    size = (stop - start) * width * _ROW_BYTES[img.mode] + 16  # room for all of it in one call
+    size = (stop - start) * width * _ROW_BYTES.get(img.mode, 4) + 16  # room for all of it in one call
     while True:
         _, status, data = encoder.encode(size)
         chunks.append(data)
@@ -421,7 +421,8 @@ def _put_raw_rows(img, start: int, values: np.ndarray) -> None:
     consumed, status = decoder.decode(values.data.cast("B"))
     decoder.cleanup()
     if consumed >= 0 or status != 0:  # the raw decoder says -1 once the region is full
-        raise ImageWriteError(f"cannot store rows from {start} in the output image (Pillow status {consumed}, {status})")
+        raise ImageWriteError(f"cannot store rows from {start} in the output image "
+                              f"(Pillow status {consumed}, {status})")
 
 
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
