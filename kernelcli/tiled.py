@@ -195,14 +195,20 @@ def read_rows(source: Source, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
     return out
 
 
+def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
+    """The input rows final output rows ``[f0, f1)`` read, padding rows
+    included (gathered through the engine's row map), as ``dtype``."""
+    p0, p1 = _input_rows(job, f0, f1)
+    rowmap = engine.source_index(job.source.shape[0], job.row_pads, job.pad_mode)
+    return read_rows(job.source, rowmap[p0:p1], dtype)
+
+
 def compute_band(job: Job, f0: int, f1: int, lock=None) -> images.Picture:
     """Final output rows ``[f0, f1)`` as a Picture (reads the input, writes
     nothing). ``lock``, if given, is held while computing (not while reading)."""
     from . import pipeline
 
-    p0, p1 = _input_rows(job, f0, f1)
-    rowmap = engine.source_index(job.source.shape[0], job.row_pads, job.pad_mode)
-    picture = job.source.meta.with_pixels(read_rows(job.source, rowmap[p0:p1]))
+    picture = job.source.meta.with_pixels(band_input(job, f0, f1))
     with lock or contextlib.nullcontext():
         result = pipeline.apply(picture, job.conv, relu=job.relu, pool=job.pool, gray=job.gray,
                                 alpha=job.alpha)
@@ -216,11 +222,9 @@ def exact_band(job: Job, weights: np.ndarray, f0: int, f1: int) -> np.ndarray:
     :func:`kernelcli.engine.exact_weights`) on 8-bit pixels with no stage but
     ReLU, as uint8: computed in int16 and clipped to 0..255, which is exactly
     what the float32 pipeline gives after rounding and clipping (ReLU included)."""
-    p0, p1 = _input_rows(job, f0, f1)
-    rowmap = engine.source_index(job.source.shape[0], job.row_pads, job.pad_mode)
     conv = job.conv
-    values = engine.correlate_exact(read_rows(job.source, rowmap[p0:p1], np.int16), weights, conv.stride,
-                                    conv.padding, conv.pad_mode, conv.dilation)
+    values = engine.correlate_exact(band_input(job, f0, f1, np.int16), weights, conv.stride, conv.padding,
+                                    conv.pad_mode, conv.dilation)
     return np.clip(values, 0, 255, out=values).astype(np.uint8)
 
 
