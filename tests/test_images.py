@@ -488,6 +488,37 @@ def test_failing_write_removes_the_part_file(tmp_path, monkeypatch):
     assert _files(tmp_path) == ["out.png"]
 
 
+def test_disk_full_while_encoding_into_the_file(tmp_path, monkeypatch):
+    # Pillow's formats are encoded straight into the temporary file: an OS
+    # error while it writes names the file, and nothing is left behind.
+    from PIL import Image
+
+    target = tmp_path / "out.jpg"
+    target.write_bytes(b"previous output")
+
+    def full_disk(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(ImageWriteError) as e:
+        write_image(target, np.zeros((4, 4, 3), np.float32))
+    assert str(e.value) == f"{target}: cannot write: No space left on device"
+    assert target.read_bytes() == b"previous output"
+    assert _files(tmp_path) == ["out.jpg"]
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif", "webp", "bmp"])
+def test_a_file_gets_the_bytes_a_stream_gets(tmp_path, ext):
+    rng = np.random.default_rng(3)
+    pic = Picture(rng.integers(0, 256, (37, 53, 3)).astype(np.float32), "RGB", "PNG", {"dpi": (72.0, 72.0)})
+    stream = io.BytesIO()
+    write_image(stream, pic, ext)
+    write_image(tmp_path / f"out.{ext}", pic)
+    assert (tmp_path / f"out.{ext}").read_bytes() == stream.getvalue()
+    assert _files(tmp_path) == [f"out.{ext}"]
+
+
 def test_writing_to_a_missing_folder_fails(tmp_path):
     target = tmp_path / "no" / "such" / "folder" / "out.png"
     with pytest.raises(ImageWriteError) as e:
