@@ -170,9 +170,10 @@ def _worker_init():
     # unwinds, so write_atomic removes its temporary file.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_exit)
-    from .cli import skip_numba_blas
+    from .cli import reuse_freed_memory, skip_numba_blas
 
     skip_numba_blas()
+    reuse_freed_memory()
     try:
         import numba
 

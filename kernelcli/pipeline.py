@@ -218,10 +218,13 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     """``kernelcli apply`` on one input: read ``source``, run every stage,
     write ``target`` (paths, ``"-"`` or binary files, as in :mod:`kernelcli.images`).
 
-    An 8- or 16-bit image written as an image goes in bands of rows
-    (:func:`kernelcli.tiled.apply_in_bands`, on ``threads`` threads): the same
-    bytes, without full-size float32 copies. Anything else (``.npy`` in or
-    out, ``stretch`` scaling, kernels run by FFT) goes whole.
+    The stages run in bands of rows (:func:`kernelcli.tiled.apply_in_bands`,
+    on ``threads`` threads): the same numbers, without full-size float32
+    intermediates, in bands small enough to stay in cache. 8- and 16-bit
+    images are read as they are, and written as images band by band.
+    Whole pictures go through :func:`apply` when the bands would not give
+    the same numbers (kernels run by FFT) or ``stretch`` scaling needs every
+    value first.
 
     Returns the input's ``(height, width)`` and the notes to show the user.
     """
@@ -229,23 +232,36 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
 
     out_format = images.format_for(target, fmt)
     png_level = images.PNG_LEVEL if png_level is None else png_level
-    banded = out_format != "NPY" and scaling != "stretch"  # stretch needs every value first
+    banded = scaling != "stretch"  # stretch needs every value first
     picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=banded)
     notes, picture.notes = picture.notes, []
     size = picture.pixels.shape[:2]
-    if picture.pixels.dtype.kind in "ui":  # read for bands
+    if banded:
         from . import tiled
 
-        converted: list[str] = []
-        pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads,
-                                      convert=lambda band: images.to_array(band, out_format, scaling, offset,
-                                                                           converted),
-                                      allocate=None if out_format == "PNG" else images.PillowCanvas,
-                                      clips_to_8bit=images.clips_to_8bit(picture, out_format, scaling, offset))
+        band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
+        first: list[Picture] = []
+
+        def convert(band: Picture):
+            band_notes.extend(band.notes)
+            if out_format == "NPY":
+                first[:1] = first or [band]  # its metadata goes into the file
+                return band.pixels
+            return images.to_array(band, out_format, scaling, offset, band_notes)
+
+        to_image = out_format != "NPY"
+        pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
+                                      allocate=images.PillowCanvas if to_image and out_format != "PNG" else None,
+                                      clips_to_8bit=to_image and images.clips_to_8bit(picture, out_format,
+                                                                                      scaling, offset))
         if pixels is not None:
-            images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
-            return size, notes + list(dict.fromkeys(converted))  # once, not once per band
-        picture = picture.with_pixels(picture.pixels.astype(np.float32))
+            if to_image:
+                images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+            else:
+                images.write_image(target, first[0].with_pixels(pixels), out_format)
+            return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
+    if picture.pixels.dtype != np.float32:
+        picture = picture.with_pixels(np.asarray(picture.pixels, dtype=np.float32))
     result = apply(picture, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
     notes += result.notes
     notes += images.write_image(target, result, out_format, scaling, offset, quality, png_level)

@@ -404,6 +404,56 @@ def test_command_output_equals_the_whole_image_pipeline(tmp_path, samples, kcli)
         assert out.read_bytes() == expected.read_bytes(), name
 
 
+@pytest.fixture
+def band_results(monkeypatch):
+    """What each tiled.apply_in_bands call returned: None when the picture went whole."""
+    results = []
+    real = tiled.apply_in_bands
+
+    def spy(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(tiled, "apply_in_bands", spy)
+    return results
+
+
+@pytest.mark.parametrize("kernel, stages", [
+    ("sharpen", {}),
+    ("gaussian:1.5", {"relu": True}),  # separable
+    ("sobel-x,sobel-y,box:3", {"gray": True}),  # a bank: labels in the .npy's metadata
+    ("edge", {"pool": Pool("max", 2, None)}),
+    ("4,1,0,2;1,3,2,1;0,2,5,1;2,1,1,3", {}),  # even-sized, not separable
+])
+@pytest.mark.parametrize("out_ext", ["npy", "png", "tif"])
+def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel, stages, out_ext, band_results):
+    # A .npy (float32, values beyond 0..255, NaN) runs in bands like 8-bit
+    # images do, into a .npy or an image; the files are byte for byte those
+    # of the whole-picture pipeline.
+    arr = (np.random.default_rng(5).standard_normal((53, 37, 3)) * 90 + 120).astype(np.float32)
+    arr[7, 11, 1] = np.nan
+    src = save(tmp_path, arr)
+    out = tmp_path / f"banded.{out_ext}"
+    conv, _ = make_conv(kernel)
+    size, notes = pipeline.apply_file(src, out, conv, **stages, max_pixels=None)
+    assert size == (53, 37)
+    assert len(band_results) == 1 and band_results[0] is not None  # it did go in bands
+    whole = pipeline.apply(images.read_image(src), conv, **stages)
+    expected = tmp_path / f"whole.{out_ext}"
+    want_notes = whole.notes + images.write_image(expected, whole, images.format_for(expected))
+    assert out.read_bytes() == expected.read_bytes()
+    assert notes == want_notes
+
+
+def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
+    # A filter bank drops alpha and says so: in bands too (they had lost it).
+    conv, _ = make_conv("edge,sharpen,box")
+    for ext in ("png", "npy", "jpg"):
+        _, notes = pipeline.apply_file(samples / "rgba.png", tmp_path / f"o.{ext}", conv, gray=True)
+        assert notes == ["alpha is not part of a stack of feature maps; dropped"], ext
+    assert len(band_results) == 3 and all(r is not None for r in band_results)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("fmt", ["TIFF", "JPEG", "BMP", "WEBP"])
 def test_bands_stored_straight_into_a_pillow_image(mode, fmt):
