@@ -1,9 +1,9 @@
 """Bands of rows: arrays larger than memory, and images without float copies.
 
 A ``.npy`` larger than memory is processed band by band from and into files
-(:func:`run`); an 8- or 16-bit image in memory is processed band by band into
-its output pixels (:func:`apply_in_bands`), so that no full-size float32 copy
-of the input or of the result is ever made (fresh memory is expensive).
+(:func:`run`); a picture in memory is processed band by band into its output
+pixels (:func:`apply_in_bands`), so that no full-size float32 intermediate is
+ever made (fresh memory is expensive) and every band stays in cache.
 
 The input file is memory-mapped and read one band at a time; each band of
 output rows is computed by the ordinary pipeline (:func:`kernelcli.pipeline.apply`)
@@ -246,7 +246,8 @@ def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
 def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=False, alpha="keep",
                    convert=None, tile_rows: int | None = None, threads: int = 2, allocate=None,
                    clips_to_8bit: bool = False):
-    """The pipeline over an 8- or 16-bit picture in memory, band by band:
+    """The pipeline over a picture in memory (8- or 16-bit pixels, or float32
+    ones read from a .npy or a float TIFF), band by band:
     ``convert(band)`` turns each band of results (a Picture of float32 rows)
     into output rows (e.g. :func:`kernelcli.images.to_array`), which are
     stored in ``allocate(shape, dtype)`` (default ``np.empty``; anything that
