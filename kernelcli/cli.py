@@ -438,8 +438,10 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 
     stage, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
-    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
-         [lambda p: pipeline.conv_stage(p, stage, gray=gray, alpha=alpha)])
+    # apply with no stage but conv: the same numbers, in cache-sized bands
+    _, notes = pipeline.apply_file(input, output, stage, gray=gray, alpha=alpha, fmt=fmt, scaling=scaling,
+                                   offset=offset, quality=quality, png_level=png_level, max_pixels=max_pixels)
+    note(ctx.obj["quiet"], notes)
 
 
 @cli.command(context_settings=CONTEXT)

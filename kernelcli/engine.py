@@ -251,7 +251,8 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
-    kernels = backend(multiply_adds(weights, oh * ow * out_channels))
+    # (the loops' module is asked for only when they run: FFTs need no Numba)
+    work = oh * ow * out_channels
 
     if weights.ndim == 3:
         if weights.shape[2] != c:
@@ -265,7 +266,8 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                                  (oh, ow), size)
         else:
             out = np.empty((oh, ow), dtype=np.float32)
-            kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+            backend(multiply_adds(weights, work)).correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0],
+                                                                  sy, sx, dy, dx, out)
     else:
         factors = low_rank_factors(weights)
         method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
@@ -274,9 +276,11 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                                  (oh, ow), size)
         elif method == "direct":
             out = np.empty((oh, ow * c), dtype=np.float32)
-            kernels.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+            backend(multiply_adds(weights, work)).correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0],
+                                                                 sy, sx, dy, dx, out)
         else:
-            out = _separable(kernels, rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), (oh, ow))
+            out = _separable(backend(multiply_adds(weights, work)), rows, c, factors, rowmap, colmap, pads[1][0],
+                             (sy, sx), (dy, dx), (oh, ow))
         out = out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
     if k.offset:
         out += np.float32(k.offset)
@@ -574,7 +578,7 @@ def _fft_correlate(rows, c, weights, rowmap, colmap, pad_left, stride, dilation,
     """Correlate through :mod:`kernelcli._fft`; tiles whose FFT result is not
     finite (NaN or infinity in their input, or overflow) are recomputed by the
     direct kernel, so non-finite values spread exactly as in the direct loop."""
-    from . import _fft, _jit
+    from . import _fft
 
     out, redo = _fft.correlate(rows, c, weights, rowmap, colmap, stride, dilation, out_size, size,
                                threads=_threads())
@@ -588,10 +592,11 @@ def _fft_correlate(rows, c, weights, rowmap, colmap, pad_left, stride, dilation,
         rmap = np.ascontiguousarray(rowmap[oy0 * sy:])
         cmap = np.ascontiguousarray(colmap[ox0 * sx:])
         shift = pad_left - ox0 * sx
+        kernels = backend(multiply_adds(weights, block.size))  # NumPy for a small block, unless Numba is loaded
         if depth:
-            _jit.correlate_depth(rows, c, weights, rmap, cmap, shift, sy, sx, dy, dx, block)
+            kernels.correlate_depth(rows, c, weights, rmap, cmap, shift, sy, sx, dy, dx, block)
         else:
-            _jit.correlate_rows(rows, c, weights, rmap, cmap, shift, sy, sx, dy, dx, block)
+            kernels.correlate_rows(rows, c, weights, rmap, cmap, shift, sy, sx, dy, dx, block)
         out[oy0:oy1, ox0 * cols:ox1 * cols] = block
     # Outputs whose every tap reads zero padding are exactly 0 in the direct
     # loop; the transform leaves rounding noise there (of the size of the

@@ -232,7 +232,7 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
 
     out_format = images.format_for(target, fmt)
     png_level = images.PNG_LEVEL if png_level is None else png_level
-    banded = scaling != "stretch"  # stretch needs every value first
+    banded = scaling != "stretch" or out_format == "NPY"  # stretch needs every value of an image first
     picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=banded)
     notes, picture.notes = picture.notes, []
     size = picture.pixels.shape[:2]

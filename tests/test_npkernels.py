@@ -131,6 +131,24 @@ def test_bands_load_numba_once_for_an_image_whose_total_work_is_large(samples, t
     assert out.stdout.split() == ["True", loaded], out.stderr
 
 
+@pytest.mark.parametrize("nan", [False, True])
+def test_a_kernel_run_by_fft_never_loads_numba(nan):
+    """FFTs need no Numba; tiles with NaN, recomputed directly, run on the
+    NumPy twins (they are small)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from kernelcli import engine; "
+            "rng = np.random.default_rng(1); x = rng.random((700, 650), dtype=np.float32); "
+            + ("x[300, 200] = np.nan; " if nan else "")
+            + "k = rng.standard_normal((31, 31)).astype(np.float32); "
+            "assert engine._method(k, x.shape) == 'fft'; "
+            "y = engine.convolve(x, k); "
+            "print(int(np.isnan(y).sum()), 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == [str(31 * 31 if nan else 0), "False"], out.stderr
+
+
 def test_multiply_adds_counts_one_dimensional_passes_for_low_rank_kernels():
     from kernelcli.kernels import get_kernels
 

@@ -445,6 +445,20 @@ def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel,
     assert notes == want_notes
 
 
+def test_stretch_goes_whole_for_an_image_but_not_for_a_npy(tmp_path, band_results):
+    src = save(tmp_path, (np.random.default_rng(2).standard_normal((40, 30)) * 50).astype(np.float32))
+    conv, _ = make_conv("gaussian:1.5")
+    pipeline.apply_file(src, tmp_path / "o.png", conv, scaling="stretch")
+    pipeline.apply_file(src, tmp_path / "o.npy", conv, scaling="stretch")
+    assert band_results[0] is not None  # the .npy (scaling does not apply to it)
+    assert len(band_results) == 1  # the PNG never asked for bands
+    whole = pipeline.apply(images.read_image(src), conv)
+    images.write_image(tmp_path / "w.png", whole, scaling="stretch")
+    images.write_image(tmp_path / "w.npy", whole)
+    assert (tmp_path / "o.png").read_bytes() == (tmp_path / "w.png").read_bytes()
+    assert (tmp_path / "o.npy").read_bytes() == (tmp_path / "w.npy").read_bytes()
+
+
 def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
     # A filter bank drops alpha and says so: in bands too (they had lost it).
     conv, _ = make_conv("edge,sharpen,box")
@@ -452,6 +466,18 @@ def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
         _, notes = pipeline.apply_file(samples / "rgba.png", tmp_path / f"o.{ext}", conv, gray=True)
         assert notes == ["alpha is not part of a stack of feature maps; dropped"], ext
     assert len(band_results) == 3 and all(r is not None for r in band_results)
+
+
+@pytest.mark.parametrize("name, out_ext", [("photo.png", "npy"), ("rgba.png", "png"), ("example-5x5.npy", "npy")])
+def test_the_conv_command_runs_in_bands(run_cli, samples, tmp_path, band_results, name, out_ext):
+    out = tmp_path / f"out.{out_ext}"
+    r = run_cli(["conv", "gaussian:1.5", samples / name, out])
+    assert r.exit_code == 0, r.output
+    assert len(band_results) == 1 and band_results[0] is not None
+    conv, _ = make_conv("gaussian:1.5")
+    expected = tmp_path / f"expected.{out_ext}"
+    images.write_image(expected, pipeline.conv_stage(images.read_image(samples / name), conv))
+    assert out.read_bytes() == expected.read_bytes()
 
 
 @pytest.mark.parametrize("mode", list(MODES))
