@@ -252,7 +252,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
     # (the loops' module is asked for only when they run: FFTs need no Numba)
-    work = oh * ow * out_channels
+    work = multiply_adds(weights, oh * ow * out_channels)
 
     if weights.ndim == 3:
         if weights.shape[2] != c:
@@ -266,8 +266,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                                  (oh, ow), size)
         else:
             out = np.empty((oh, ow), dtype=np.float32)
-            backend(multiply_adds(weights, work)).correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0],
-                                                                  sy, sx, dy, dx, out)
+            backend(work).correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
     else:
         factors = low_rank_factors(weights)
         method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
@@ -276,11 +275,10 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                                  (oh, ow), size)
         elif method == "direct":
             out = np.empty((oh, ow * c), dtype=np.float32)
-            backend(multiply_adds(weights, work)).correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0],
-                                                                 sy, sx, dy, dx, out)
+            backend(work).correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
         else:
-            out = _separable(backend(multiply_adds(weights, work)), rows, c, factors, rowmap, colmap, pads[1][0],
-                             (sy, sx), (dy, dx), (oh, ow))
+            out = _separable(backend(work), rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
+                             (oh, ow))
         out = out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
     if k.offset:
         out += np.float32(k.offset)

@@ -565,13 +565,7 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
 
         # Pillow picks L, LA, RGB, RGBA, I;16 or F from the array's shape and dtype.
         img = Image.fromarray(pixels)
-    if hasattr(target, "write") or str(target) == "-":
-        _deliver(target, [_encode(img, fmt, info, quality)], fmt)
-        return
-    # A file: Pillow encodes straight into the temporary file, not into
-    # memory first (for a 12-megapixel JPEG, 10 MB less to grow and copy).
-    with atomic_file(Path(str(target))) as tmp, open(tmp, "wb") as f:
-        _encode(img, fmt, info, quality, f)
+    _deliver(target, lambda f: _encode(img, fmt, info, quality, f), fmt)
 
 
 class PillowCanvas:
@@ -739,10 +733,8 @@ def _encode_png(pixels: np.ndarray, info: dict, level: int = PNG_LEVEL) -> bytes
         raise ImageWriteError(f"cannot encode as PNG: {e}") from None
 
 
-def _encode(img, fmt: str, info: dict, quality: int, into=None) -> bytes | None:
-    """Every format but PNG and .npy, through Pillow: the file's bytes, or
-    written into the binary file ``into``."""
-    buf = io.BytesIO() if into is None else into
+def _encode(img, fmt: str, info: dict, quality: int, into) -> None:
+    """Every format but PNG and .npy, through Pillow, written into the binary file ``into``."""
     kwargs = {}
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
@@ -756,12 +748,11 @@ def _encode(img, fmt: str, info: dict, quality: int, into=None) -> bytes | None:
         kwargs["compression"] = "tiff_deflate" if img.mode != "F" else None
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
-        img.save(buf, fmt, **kwargs)
+        img.save(into, fmt, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # writing into the file failed (disk full...): atomic_file names the file
         raise ImageWriteError(f"cannot encode {img.mode} pixels as {fmt}: {e}") from None
-    return buf.getvalue() if into is None else None
 
 
 def npy_chunks(picture: Picture) -> list:
@@ -788,7 +779,16 @@ def npy_trailer(meta: dict) -> bytes:
     return META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii")
 
 
-def _deliver(target, payload: list, fmt: str) -> None:
+def _deliver(target, payload, fmt: str) -> None:
+    """Send ``payload`` (byte chunks, or a function that writes them into a
+    binary file) to a binary file, ``"-"`` or a path. A function writes a
+    path's temporary file itself (Pillow encodes straight into it: for a
+    12-megapixel JPEG, 10 MB less to grow and copy in memory), and a stream's
+    bytes into memory first, so that an encoder that fails sends nothing."""
+    if callable(payload) and (hasattr(target, "write") or str(target) == "-"):
+        buf = io.BytesIO()
+        payload(buf)
+        payload = [buf.getvalue()]
     if hasattr(target, "write"):
         for chunk in payload:
             target.write(chunk)
@@ -808,14 +808,17 @@ def _deliver(target, payload: list, fmt: str) -> None:
 
 
 def write_atomic(path: Path, payload) -> None:
-    """Write bytes (or a list of byte chunks) to a temporary file beside ``path``,
-    then rename it into place."""
+    """Write bytes (a list of byte chunks, or a function that writes into a
+    binary file) to a temporary file beside ``path``, then rename it into place."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         payload = [payload]
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
-            for chunk in payload:
-                f.write(chunk)
+            if callable(payload):
+                payload(f)
+            else:
+                for chunk in payload:
+                    f.write(chunk)
 
 
 #: Temporary files being written now (removed by the SIGTERM handler).

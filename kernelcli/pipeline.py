@@ -239,17 +239,18 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     if banded:
         from . import tiled
 
+        to_image = out_format != "NPY"
         band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
         first: list[Picture] = []
 
         def convert(band: Picture):
             band_notes.extend(band.notes)
-            if out_format == "NPY":
-                first[:1] = first or [band]  # its metadata goes into the file
-                return band.pixels
-            return images.to_array(band, out_format, scaling, offset, band_notes)
+            if to_image:
+                return images.to_array(band, out_format, scaling, offset, band_notes)
+            if not first:
+                first.append(band)  # its metadata goes into the .npy
+            return band.pixels
 
-        to_image = out_format != "NPY"
         pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
                                       allocate=images.PillowCanvas if to_image and out_format != "PNG" else None,
                                       clips_to_8bit=to_image and images.clips_to_8bit(picture, out_format,
