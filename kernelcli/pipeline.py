@@ -221,10 +221,11 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     The stages run in bands of rows (:func:`kernelcli.tiled.apply_in_bands`,
     on ``threads`` threads): the same numbers, without full-size float32
     intermediates, in bands small enough to stay in cache. 8- and 16-bit
-    images are read as they are, and written as images band by band.
-    Whole pictures go through :func:`apply` when the bands would not give
-    the same numbers (kernels run by FFT) or ``stretch`` scaling needs every
-    value first.
+    images are read as they are, and written as images band by band, except
+    with ``stretch`` scaling, which needs every value first: its bands fill
+    one float32 result, stretched as a whole. Whole pictures go through
+    :func:`apply` when the bands would not give the same numbers (kernels
+    run by FFT).
 
     Returns the input's ``(height, width)`` and the notes to show the user.
     """
@@ -232,35 +233,36 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
 
     out_format = images.format_for(target, fmt)
     png_level = images.PNG_LEVEL if png_level is None else png_level
-    banded = scaling != "stretch" or out_format == "NPY"  # stretch needs every value of an image first
-    picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=banded)
+    picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=True)
     notes, picture.notes = picture.notes, []
     size = picture.pixels.shape[:2]
-    if banded:
-        from . import tiled
+    from . import tiled
 
-        to_image = out_format != "NPY"
-        band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
-        first: list[Picture] = []
+    # each band made into the output's values at once, or float32 kept for
+    # a .npy and for stretch (every value known before any is scaled)
+    per_band = out_format != "NPY" and scaling != "stretch"
+    band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
+    first: list[Picture] = []
 
-        def convert(band: Picture):
-            band_notes.extend(band.notes)
-            if to_image:
-                return images.to_array(band, out_format, scaling, offset, band_notes)
-            if not first:
-                first.append(band)  # its metadata goes into the .npy
-            return band.pixels
+    def convert(band: Picture):
+        band_notes.extend(band.notes)
+        if per_band:
+            return images.to_array(band, out_format, scaling, offset, band_notes)
+        if not first:
+            first.append(band)  # its metadata goes into the output
+        return band.pixels
 
-        pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
-                                      allocate=images.PillowCanvas if to_image and out_format != "PNG" else None,
-                                      clips_to_8bit=to_image and images.clips_to_8bit(picture, out_format,
-                                                                                      scaling, offset))
-        if pixels is not None:
-            if to_image:
-                images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
-            else:
-                images.write_image(target, first[0].with_pixels(pixels), out_format)
-            return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
+    pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
+                                  allocate=images.PillowCanvas if per_band and out_format != "PNG" else None,
+                                  clips_to_8bit=per_band and images.clips_to_8bit(picture, out_format,
+                                                                                  scaling, offset))
+    if pixels is not None:
+        if per_band:
+            images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+        else:
+            band_notes += images.write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
+                                             quality, png_level)
+        return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     if picture.pixels.dtype != np.float32:
         picture = picture.with_pixels(np.asarray(picture.pixels, dtype=np.float32))
     result = apply(picture, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)

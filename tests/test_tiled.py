@@ -445,18 +445,22 @@ def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel,
     assert notes == want_notes
 
 
-def test_stretch_goes_whole_for_an_image_but_not_for_a_npy(tmp_path, band_results):
-    src = save(tmp_path, (np.random.default_rng(2).standard_normal((40, 30)) * 50).astype(np.float32))
-    conv, _ = make_conv("gaussian:1.5")
-    pipeline.apply_file(src, tmp_path / "o.png", conv, scaling="stretch")
-    pipeline.apply_file(src, tmp_path / "o.npy", conv, scaling="stretch")
-    assert band_results[0] is not None  # the .npy (scaling does not apply to it)
-    assert len(band_results) == 1  # the PNG never asked for bands
-    whole = pipeline.apply(images.read_image(src), conv)
-    images.write_image(tmp_path / "w.png", whole, scaling="stretch")
-    images.write_image(tmp_path / "w.npy", whole)
-    assert (tmp_path / "o.png").read_bytes() == (tmp_path / "w.png").read_bytes()
-    assert (tmp_path / "o.npy").read_bytes() == (tmp_path / "w.npy").read_bytes()
+@pytest.mark.parametrize("kernel, stages", [("gaussian:1.5", {}), ("edge", {"relu": True}),
+                                            ("sobel-x,sobel-y,box:3", {"gray": True})])
+@pytest.mark.parametrize("ext", ["png", "tif", "npy"])
+def test_stretch_goes_in_bands_to_the_whole_pipelines_bytes(tmp_path, band_results, kernel, stages, ext):
+    # Stretch needs every value before any is scaled: the bands fill one
+    # float32 result, which is stretched as a whole (and not at all in a .npy).
+    arr = (np.random.default_rng(2).standard_normal((40, 30, 3)) * 50).astype(np.float32)
+    arr[3, 4, 0] = np.nan
+    src = save(tmp_path, arr)
+    conv, _ = make_conv(kernel)
+    _, notes = pipeline.apply_file(src, tmp_path / f"o.{ext}", conv, **stages, scaling="stretch", offset=3)
+    assert len(band_results) == 1 and band_results[0] is not None
+    whole = pipeline.apply(images.read_image(src), conv, **stages)
+    want_notes = whole.notes + images.write_image(tmp_path / f"w.{ext}", whole, scaling="stretch", offset=3)
+    assert (tmp_path / f"o.{ext}").read_bytes() == (tmp_path / f"w.{ext}").read_bytes()
+    assert notes == want_notes
 
 
 def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
