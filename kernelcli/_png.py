@@ -45,6 +45,13 @@ def encode(pixels: np.ndarray, level: int = 1, icc_profile: bytes | None = None,
            dpi: tuple | None = None, exif: bytes | None = None, threads: int | None = None) -> bytes:
     """The PNG file for ``pixels``: uint8 or uint16, ``(H, W)`` or ``(H, W, C)``
     with C = 1..4 (gray, gray+alpha, RGB, RGBA); ``level`` is zlib's 0-9."""
+    return b"".join(encode_parts(pixels, level, icc_profile, dpi, exif, threads))
+
+
+def encode_parts(pixels: np.ndarray, level: int = 1, icc_profile: bytes | None = None,
+                 dpi: tuple | None = None, exif: bytes | None = None, threads: int | None = None) -> list:
+    """:func:`encode`'s file as byte strings to write one after another, so
+    that the compressed data is not copied into one string first."""
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3):
         raise ValueError(f"cannot write {pixels.dtype} pixels of shape {pixels.shape} as PNG")
     height, width = pixels.shape[:2]
@@ -56,16 +63,17 @@ def encode(pixels: np.ndarray, level: int = 1, icc_profile: bytes | None = None,
     depth = pixels.dtype.itemsize * 8
     rows = up_filtered(pixels)
     parts = [SIGNATURE,
-             chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0))]
+             *chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0))]
     if icc_profile:
-        parts.append(chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
+        parts += chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile))
     if dpi:
-        parts.append(chunk(b"pHYs", struct.pack(">IIB", *(int(d / 0.0254 + 0.5) for d in dpi[:2]), 1)))
+        parts += chunk(b"pHYs", struct.pack(">IIB", *(int(d / 0.0254 + 0.5) for d in dpi[:2]), 1))
     if exif:
-        parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    parts.extend(chunk(b"IDAT", piece) for piece in deflate(memoryview(rows).cast("B"), level, threads))
-    parts.append(chunk(b"IEND", b""))
-    return b"".join(parts)
+        parts += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+    for piece in deflate(memoryview(rows).cast("B"), level, threads):
+        parts += chunk(b"IDAT", piece)
+    parts += chunk(b"IEND", b"")
+    return parts
 
 
 def up_filtered(pixels: np.ndarray) -> np.ndarray:
@@ -135,6 +143,7 @@ def _size(data, level: int, strategy: int) -> int:
     return len(c.compress(data)) + len(c.flush())
 
 
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+def chunk(kind: bytes, data: bytes) -> list:
+    """A PNG chunk as three byte strings: length and type, ``data`` itself (not copied), CRC."""
+    return [struct.pack(">I", len(data)) + kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))]
 

@@ -13,10 +13,8 @@ place, so an existing file is only ever replaced by a complete new one.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
-import json
 import math
 import os
 import sys
@@ -28,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageReadError, ImageWriteError, UsageError
+
+# json and base64 serve only kernelcli's .npy metadata: they are imported
+# there, not by every command that reads or writes a picture.
 
 NPY_MAGIC = b"\x93NUMPY"
 #: Marks kernelcli's metadata after the array data of a .npy (np.load ignores it).
@@ -97,6 +98,8 @@ class Picture:
     # -- the metadata that travels with a .npy stream between kernelcli commands
 
     def metadata(self) -> dict:
+        import base64
+
         meta = {}
         if self.mode:
             meta["mode"] = self.mode
@@ -281,6 +284,9 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
     at = data.find(META_MAGIC)
     if at < 0:
         return Picture(arr, None, "NPY")
+    import base64
+    import json
+
     try:
         meta = json.loads(data[at + len(META_MAGIC):].decode("utf-8"))
         if not isinstance(meta, dict):
@@ -556,7 +562,7 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
     """Write pixels already in the format's terms (:func:`to_array`) as an
     image: an array, or for Pillow's formats a :class:`PillowCanvas`."""
     if fmt == "PNG":
-        _deliver(target, [_encode_png(np.asarray(pixels), info, png_level)], fmt)
+        _deliver(target, _encode_png(np.asarray(pixels), info, png_level), fmt)
         return
     if isinstance(pixels, PillowCanvas):
         img = pixels.img
@@ -722,12 +728,13 @@ def quantize(values: np.ndarray, top: float, scaling: str = "clip", offset: floa
     return out
 
 
-def _encode_png(pixels: np.ndarray, info: dict, level: int = PNG_LEVEL) -> bytes:
-    """PNG through kernelcli's own encoder (:mod:`kernelcli._png`)."""
+def _encode_png(pixels: np.ndarray, info: dict, level: int = PNG_LEVEL) -> list:
+    """PNG through kernelcli's own encoder (:mod:`kernelcli._png`): the file
+    as byte strings to write one after another."""
     from . import _png
 
     try:
-        return _png.encode(pixels, level, icc_profile=info.get("icc_profile"), dpi=info.get("dpi"),
+        return _png.encode_parts(pixels, level, icc_profile=info.get("icc_profile"), dpi=info.get("dpi"),
                            exif=info.get("exif"))
     except ValueError as e:
         raise ImageWriteError(f"cannot encode as PNG: {e}") from None
@@ -776,6 +783,8 @@ def npy_trailer(meta: dict) -> bytes:
     """kernelcli's metadata, written after the array data (empty when none)."""
     if not meta:
         return b""
+    import json
+
     return META_MAGIC + json.dumps(meta, separators=(",", ":")).encode("ascii")
 
 

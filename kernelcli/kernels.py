@@ -31,7 +31,7 @@ refused, except as ImageMagick's ``nan`` placeholder.
 
 from __future__ import annotations
 
-import difflib
+import functools
 import math
 import os
 import re
@@ -410,32 +410,36 @@ def kernels_dir() -> Path:
     raise KernelError(f"the kernel library is missing (looked in {here / 'kernels'} and {here.parent / 'kernels'})")
 
 
-_LIBRARY: dict[str, Kernel] | None = None
+@functools.cache
+def _library_files() -> dict[str, Path]:
+    """The named kernels' files, by name, in name order (listed once)."""
+    return {path.stem: path for path in sorted(kernels_dir().glob("*.txt"), key=lambda p: p.stem)}
+
+
+@functools.cache
+def _named(name: str) -> Kernel:
+    """One named kernel, parsed from its own file only (once)."""
+    path = _library_files()[name]
+    return parse_text(path.read_text(encoding="utf-8"), str(path), name=name)
 
 
 def library() -> dict[str, Kernel]:
     """Every named kernel, by name, in name order."""
-    global _LIBRARY
-    if _LIBRARY is None:
-        found = {}
-        for path in sorted(kernels_dir().glob("*.txt"), key=lambda p: p.stem):
-            found[path.stem] = parse_text(path.read_text(encoding="utf-8"), str(path), name=path.stem)
-        _LIBRARY = found
-    return _LIBRARY
+    return {name: _named(name) for name in _library_files()}
 
 
 def catalogue() -> list[tuple[str, int, int, str]]:
     """``(name, rows, columns, description)`` of every named kernel, in name
     order, read without NumPy (for ``kernelcli kernels``)."""
     found = []
-    for path in sorted(kernels_dir().glob("*.txt"), key=lambda p: p.stem):
+    for name, path in _library_files().items():
         rows, _, _, _, _, description = _text_fields(path.read_text(encoding="utf-8"), str(path))
-        found.append((path.stem, len(rows), len(rows[0]) if rows else 0, description))
+        found.append((name, len(rows), len(rows[0]) if rows else 0, description))
     return found
 
 
 def names() -> list[str]:
-    return list(library())
+    return list(_library_files())
 
 
 def get_kernel(spec) -> Kernel:
@@ -462,20 +466,21 @@ def get_kernel(spec) -> Kernel:
         return parse_magick(text)
     if _SIZED.match(text):
         return parse_sized(text)
-    lib = library()
-    if text.lower() in lib:
-        return lib[text.lower()]
+    if text.lower() in _library_files():
+        return _named(text.lower())  # its file alone: the other kernels are not parsed
     if os.path.isfile(text):
         return load_file(text)
     if _NUMBERISH.match(text) or ";" in text:
         return parse_inline(text)
     if "/" in text or os.sep in text or Path(text).suffix.lower() in (".txt", ".npy", ".mat"):
         raise KernelError(f"kernel file not found: {text}")
-    close = difflib.get_close_matches(text.lower(), list(lib), n=1)
+    import difflib
+
+    close = difflib.get_close_matches(text.lower(), names(), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise KernelError(
         f"unknown kernel {text!r}: not a name, a file or an inline matrix.{hint} "
-        f"Known names: {', '.join(lib)}"
+        f"Known names: {', '.join(names())}"
     )
 
 
