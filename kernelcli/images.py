@@ -137,12 +137,12 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
             picture = _picture_from_npy(arr, stream.read(1 << 20), name)
             picture.notes.extend(nonfinite_note(arr, name))
             return picture
-        if closer and stream.seekable():  # read a file in one piece, not head + rest (a copy)
+        if closer and stream.seekable():  # a file: Pillow reads it a block at a time, no copy in memory
             stream.seek(0)
-            data = stream.read()
-        else:
-            data = head + stream.read()
-        return _read_pillow(data, name, max_pixels, integers)
+            fp = stream
+        else:  # a pipe or a caller's stream: Pillow needs one it can seek in
+            fp = io.BytesIO(head + stream.read())
+        return _read_pillow(fp, name, max_pixels, integers)
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
     finally:
@@ -315,7 +315,9 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
     return Picture(arr, mode, "NPY", info, [], top, labels)
 
 
-def _read_pillow(data: bytes, name: str, max_pixels: int | None, integers: bool = False) -> Picture:
+def _read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False) -> Picture:
+    """The picture in ``fp`` (a seekable binary file at its start), decoded
+    completely: nothing is read from ``fp`` afterwards."""
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's
@@ -326,7 +328,7 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None, integers: bool 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open_pillow(data)
+            img = _open_pillow(fp)
             _check_pixels(img, name, max_pixels)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -352,6 +354,7 @@ def _read_pillow(data: bytes, name: str, max_pixels: int | None, integers: bool 
     fmt = img.format
     try:
         img.seek(0)
+        img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
         img, mode = _normalise_mode(img, name, notes)
         if integers and mode != "F":
             # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
@@ -439,20 +442,22 @@ def _put_raw_rows(img, start: int, values: np.ndarray) -> None:
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 
-def _open_pillow(data: bytes):
-    """``Image.open``, except that PNG and JPEG go straight to their plugin:
+def _open_pillow(fp):
+    """``Image.open(fp)``, except that PNG and JPEG go straight to their plugin:
     ``Image.open`` first imports five plugins (about 25 ms of a command)."""
     from PIL import Image
 
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    signature = fp.read(8)
+    fp.seek(0)
+    if signature.startswith(b"\x89PNG\r\n\x1a\n"):
         from PIL import PngImagePlugin
 
-        return PngImagePlugin.PngImageFile(io.BytesIO(data))
-    if data.startswith(b"\xff\xd8\xff"):
+        return PngImagePlugin.PngImageFile(fp)
+    if signature.startswith(b"\xff\xd8\xff"):
         from PIL import JpegImagePlugin
 
-        return JpegImagePlugin.jpeg_factory(io.BytesIO(data))  # JPEG, or MPO (several pictures)
-    return Image.open(io.BytesIO(data))
+        return JpegImagePlugin.jpeg_factory(fp)  # JPEG, or MPO (several pictures)
+    return Image.open(fp)
 
 
 def _check_pixels(img, name, max_pixels):

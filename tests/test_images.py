@@ -598,6 +598,22 @@ def test_integer_read_hands_out_the_same_pixels_by_rows(samples, name):
         assert np.array_equal(band.astype(np.float32), whole.pixels[a:b])
 
 
+@pytest.mark.parametrize("ext", ["tif", "gif", "png"])
+def test_a_file_of_several_frames_is_decoded_before_it_is_closed(tmp_path, ext):
+    # Pillow reads files a block at a time; counting frames can leave the first
+    # to be decoded anew, which must happen while the file is still open
+    rng = np.random.default_rng(4)
+    frames = [Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)) for _ in range(3)]
+    path = tmp_path / f"frames.{ext}"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with Image.open(path) as im:
+        first = np.asarray(im.convert("RGB") if im.mode == "P" else im)
+    pic = images.read_image(path, integers=True)
+    assert any("3 frames" in n for n in pic.notes)
+    assert np.array_equal(np.asarray(pic.pixels), first)
+    assert np.array_equal(pic.pixels[5:9], first[5:9])
+
+
 @pytest.mark.parametrize("shape, dtype", [((9, 7), np.uint8), ((9, 7, 2), np.uint8), ((9, 7, 3), np.uint8),
                                           ((9, 7, 4), np.uint8), ((9, 7), np.uint16)])
 def test_pillow_canvas_stores_bands_in_place(shape, dtype):
