@@ -16,6 +16,8 @@ which filters every row five ways and compresses on one core: on a
   releases the GIL). Each piece is primed with the 32 KiB before it, so
   matches across the cuts are not lost, and all but the last end with a
   sync flush, so the raw deflate streams concatenate into one zlib stream.
+  Stored rows are copied, not compressed, and gain nothing from threads:
+  they go on one (a sharpened 1-megapixel photo: 2.5 ms, 7.5 ms on two).
 
 The file is an ordinary PNG: IHDR, iCCP (ICC profile), pHYs (dpi), eXIf,
 IDAT chunks, IEND.
@@ -98,7 +100,7 @@ def deflate(data: memoryview, level: int, threads: int | None = None) -> list[by
     level, strategy = _plan(data, level)
     threads = threads or config.cpus()
     count = max(1, -(-n // PIECE_BYTES))
-    if threads < 2 or n < PARALLEL_BYTES:
+    if threads < 2 or n < PARALLEL_BYTES or level == 0:  # stored rows are copied, not compressed: one thread
         cuts = [n * i // count for i in range(count + 1)]
         c = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS, 9, strategy)
         out = [c.compress(data[cuts[i]:cuts[i + 1]]) for i in range(count)]
