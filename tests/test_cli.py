@@ -710,6 +710,22 @@ def test_commands_that_compute_nothing_import_neither_numpy_nor_numba(args, tmp_
     assert out.stdout.split()[-3:] == ["False", "False", "False"], out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("name", ["photo.png", "photo.jpg"])
+def test_apply_on_one_picture_imports_only_what_it_uses(samples, tmp_path, name):
+    # Numba (its loops are not needed for a sharpen), the kernel library's
+    # "did you mean" matcher, and the .npy metadata's json and base64
+    import subprocess
+    import sys
+
+    unused = ("numba", "difflib", "json", "base64")
+    code = ("import sys; before = set(sys.modules); from kernelcli.cli import cli; "
+            f"rc = cli.main(['apply', 'sharpen', {str(samples / name)!r}, 'out.png'], standalone_mode=False); "
+            f"print(rc or 0, sorted(m for m in {unused!r} if m in sys.modules and m not in before))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+    assert (tmp_path / "out.png").exists()
+
+
 _REUSE_PROBE = """
 import resource, sys
 import numpy as np
