@@ -51,9 +51,10 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from . import _threads
 
 #: The transforms below write into preallocated arrays (``out=``) and keep
 #: float32 as float32: both need NumPy 2.0. On older NumPy the engine does not
@@ -282,15 +283,8 @@ def correlate(rows, channels, weights, rowmap, colmap, stride, dilation, out_siz
                 else:
                     out3[oy0:oy1, ox0:ox1] = got.transpose(1, 2, 0)
 
-    # The calling thread works too; threads - 1 helpers join it, when there
-    # is enough work to pay for starting them (~0.2 ms each here).
+    # The calling thread works too; threads - 1 helpers join it when there
+    # is enough work for two.
     helpers = min(threads, len(tiles)) - 1 if ny * nx * len(tiles) >= _MIN_THREADED_POINTS else 0
-    if helpers > 0:
-        with ThreadPoolExecutor(max_workers=helpers) as pool:
-            futures = [pool.submit(worker) for _ in range(helpers)]
-            worker()
-            for f in futures:
-                f.result()
-    else:
-        worker()
+    _threads.run(worker, helpers)
     return out, sorted(redo)

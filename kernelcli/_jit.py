@@ -16,12 +16,11 @@ row/column it reads, or -1 where the padding is zero.
 """
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from . import config
+from . import _threads, config
 
 _jit = numba.njit(parallel=config.PARALLEL, fastmath=config.FASTMATH, cache=config.CACHE)
 #: Serial, GIL-free loops over a range of output rows, run side by side on
@@ -252,16 +251,17 @@ def _interior_cols(kernel, width, pad_left, sx, dx, out_w):
     return lo, max(hi, lo)
 
 
-#: Below this many multiply-adds one thread does all the rows (starting a
-#: helper thread costs about 0.1-0.2 ms).
+#: Below this many multiply-adds one thread does all the rows (handing
+#: blocks to a kept helper thread costs about 0.02-0.05 ms).
 _MIN_THREADED_WORK = 4_000_000
 
 
 def _spread(run, n_rows, work):
     """Call ``run(y0, y1)`` on blocks of rows that cover ``0..n_rows``, on
-    ``numba.get_num_threads()`` threads (the caller's included) when the
-    work is large enough: each thread takes the next block when it is free,
-    and every block writes only its own output rows."""
+    ``numba.get_num_threads()`` threads (the caller's and kept helpers,
+    :mod:`kernelcli._threads`) when the work is large enough: each thread
+    takes the next block when it is free, and every block writes only its
+    own output rows."""
     threads = min(numba.get_num_threads() if config.PARALLEL else 1, n_rows)
     if threads <= 1 or work < _MIN_THREADED_WORK:
         run(0, n_rows)
@@ -278,11 +278,7 @@ def _spread(run, n_rows, work):
                 return
             run(y0, min(n_rows, y0 + block))
 
-    with ThreadPoolExecutor(max_workers=threads - 1) as pool:
-        futures = [pool.submit(worker) for _ in range(threads - 1)]
-        worker()
-        for f in futures:
-            f.result()
+    _threads.run(worker, threads - 1)
 
 
 def _tap_lists(taps):

@@ -214,7 +214,23 @@ def _rows_view(arr: np.ndarray) -> tuple[np.ndarray, int]:
 # public operations
 
 
-def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False):
+def _output_array(out, shape: tuple, x, src: np.ndarray) -> np.ndarray:
+    """``out`` checked as the caller's array for a result of ``shape``, or a new one."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray):
+        raise UsageError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != np.float32 or out.shape != shape:
+        raise UsageError(f"out must be a float32 array of shape {shape}, got {out.dtype} {out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise UsageError("out must be a writable C-contiguous array")
+    if np.may_share_memory(out, src) or (isinstance(x, np.ndarray) and np.may_share_memory(out, x)):
+        raise UsageError("out must not overlap the input")
+    return out
+
+
+def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False,
+             out=None):
     """Cross-correlate ``x`` with a kernel.
 
     A 2-D kernel acts on each channel separately (the output has the input's
@@ -226,8 +242,12 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     ``"box:5"``, a file path), a :class:`kernelcli.kernels.Kernel` or a 2-D array.
     stride, dilation: ``S`` or ``(SY, SX)``. padding: ``"same"``, ``"valid"``,
     ``"full"``, ``P``, ``(PY, PX)`` or ``((TOP, BOTTOM), (LEFT, RIGHT))``. flip: convolve instead of correlate.
+    out: a C-contiguous float32 array of the result's shape to write into
+    (not overlapping ``x``), as with NumPy's ``out=``: it saves a new array
+    per call when many images of one size go through.
 
-    Returns a float32 array with the same number of dimensions as ``x``.
+    Returns a float32 array with the same number of dimensions as ``x``
+    (``out`` itself when given).
 
     The way it is computed follows a cost model (``_method`` tells which):
     a direct loop over the taps, 1-D passes for a low-rank kernel, or FFTs in
@@ -248,7 +268,11 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     h, w = src.shape[:2]
     rows, c = _rows_view(src)
     out_channels = 1 if weights.ndim == 3 else c
-    ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
+    shape = (oh, ow) if src.ndim == 2 or weights.ndim == 3 else (oh, ow, c)
+    if out is None:
+        ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
+    dest = _output_array(out, shape, x, src)
+    flat = dest.reshape(oh, ow * out_channels)
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
     # (the loops' module is asked for only when they run: FFTs need no Numba)
@@ -262,27 +286,23 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
             )
         method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), None)
         if method == "fft":
-            out = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
-                                 (oh, ow), size)
+            flat[...] = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
+                                       (oh, ow), size)
         else:
-            out = np.empty((oh, ow), dtype=np.float32)
-            backend(work).correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+            backend(work).correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
     else:
         factors = low_rank_factors(weights)
         method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
         if method == "fft":
-            out = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
-                                 (oh, ow), size)
+            flat[...] = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
+                                       (oh, ow), size)
         elif method == "direct":
-            out = np.empty((oh, ow * c), dtype=np.float32)
-            backend(work).correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, out)
+            backend(work).correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
         else:
-            out = _separable(backend(work), rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
-                             (oh, ow))
-        out = out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
+            _separable(backend(work), rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), flat)
     if k.offset:
-        out += np.float32(k.offset)
-    return out
+        dest += np.float32(k.offset)
+    return dest
 
 
 #: Kernels with fewer taps than this always run directly.
@@ -373,19 +393,19 @@ def _low_rank_factors(shape: tuple, data: bytes):
              np.ascontiguousarray(row.reshape(1, kw), dtype=np.float32)) for col, row in factors]
 
 
-def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out_size):
-    """Low-rank kernel as 1-D passes: down the columns (rows' padding and
-    stride), then along the rows (columns' padding and stride), summed.
+def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dilation, out):
+    """Low-rank kernel as 1-D passes into ``out`` (``OH x OW*C``): down the
+    columns (rows' padding and stride), then along the rows (columns'
+    padding and stride), summed.
     ``kernels``: the module whose loops run them (see :func:`backend`);
     :mod:`kernelcli._jit` does both passes a band of rows at a time
     (``correlate_separable``), the NumPy twins over whole arrays."""
     sy, sx = stride
     dy, dx = dilation
-    oh, ow = out_size
-    out = np.empty((oh, ow * c), dtype=np.float32)
+    oh = out.shape[0]
     if hasattr(kernels, "correlate_separable"):
         kernels.correlate_separable(rows, c, factors, rowmap, colmap, pad_left, sy, sx, dy, dx, out)
-        return out
+        return
     width = rows.shape[1] // c
     every_col = np.arange(width, dtype=np.int64)
     every_row = np.arange(oh, dtype=np.int64)
@@ -396,7 +416,6 @@ def _separable(kernels, rows, c, factors, rowmap, colmap, pad_left, stride, dila
         kernels.correlate_rows(tmp, c, row, every_row, colmap, pad_left, 1, sx, 1, dx, part if i else out)
         if i:
             out += part
-    return out
 
 
 # --------------------------------------------------------------------------

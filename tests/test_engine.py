@@ -327,6 +327,65 @@ def test_input_not_modified():
     assert np.array_equal(x, before)
 
 
+_OUT_CASES = {  # name: (input shape, kernel shape, stride, the path the cost model takes)
+    "direct": ((40, 50), (3, 3), 1, "direct"),
+    "direct rgb stride 2": ((41, 50, 3), (3, 3), 2, "direct"),
+    "separable rgb": ((40, 50, 3), "box", 1, "separable"),
+    "fft": ((160, 170), (31, 31), 1, "fft"),
+    "depth": ((40, 50, 3), (5, 5, 3), 1, "direct"),
+    "depth fft": ((160, 170, 3), (31, 31, 3), (1, 2), "fft"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OUT_CASES))
+def test_out_receives_the_same_result(name):
+    """convolve(..., out=a) writes every value of the result into ``a`` and
+    returns ``a``: the same bits as a new array, on each of the engine's paths."""
+    shape, kshape, stride, path = _OUT_CASES[name]
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-50, 200, shape).astype(np.float32)
+    k = np.ones((7, 7), np.float32) / 49 if kshape == "box" else rng.standard_normal(kshape).astype(np.float32)
+    assert engine._method(k, shape, stride=stride) == path
+    want = engine.convolve(x, k, stride=stride, pad_mode="reflect")
+    out = np.full(want.shape, np.nan, dtype=np.float32)  # anything left unwritten shows
+    got = engine.convolve(x, k, stride=stride, pad_mode="reflect", out=out)
+    assert got is out
+    assert np.array_equal(out, want)
+
+
+def test_out_with_a_kernel_offset():
+    from kernelcli.kernels import Kernel
+
+    x = rand_image((9, 11), 2)
+    k = Kernel("box+10", np.ones((3, 3)), 1 / 9, "9", 10.0, "", "test")
+    want = engine.convolve(x, k)
+    assert np.array_equal(want, engine.convolve(x, np.ones((3, 3)) / 9) + np.float32(10))
+    out = np.zeros_like(want)
+    engine.convolve(x, k, out=out)
+    assert np.array_equal(out, want)
+
+
+def test_out_is_checked():
+    x = rand_image((8, 9, 3), 4)
+
+    def fails(out, words):
+        with pytest.raises(UsageError, match=words):
+            engine.convolve(x, "sharpen", out=out)
+
+    fails(np.empty((8, 9), np.float32), r"shape \(8, 9, 3\)")
+    fails(np.empty((8, 9, 3), np.float64), "float32")
+    fails([[0.0]], "NumPy array")
+    fails(np.empty((8, 18, 3), np.float32)[:, ::2], "C-contiguous")
+    readonly = np.empty((8, 9, 3), np.float32)
+    readonly.flags.writeable = False
+    fails(readonly, "writable")
+    fails(x, "overlap")
+    fails(np.asarray(x)[::-1][::-1], "overlap")
+    tall = rand_image((16, 9, 3), 4)
+    with pytest.raises(UsageError, match="overlap"):
+        engine.convolve(tall[:8], "sharpen", out=tall[4:12])
+
+
 def test_large_magnitudes_scale_tolerance():
     x = rand_image((20, 20), 8) * 1000
     k = rand_kernel((5, 5), 8)
