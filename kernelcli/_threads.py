@@ -17,21 +17,29 @@ from concurrent.futures import ThreadPoolExecutor
 
 _lock = threading.Lock()
 _pool = None
-#: (process id, size) the pool was made for: a pool inherited through fork()
-#: has no threads in the child, so the child makes its own.
-_made_for = (None, 0)
+_size = 0
 _local = threading.local()
 
 
+def _forget() -> None:
+    """In the child of a fork(): the pool's threads did not come along (and
+    the lock may have been held by one of the parent's threads)."""
+    global _lock, _pool, _size
+    _lock, _pool, _size = threading.Lock(), None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
+
+
 def _helpers(n: int) -> ThreadPoolExecutor:
-    global _pool, _made_for
+    global _pool, _size
     with _lock:
-        pid = os.getpid()
-        if _pool is None or _made_for[0] != pid or _made_for[1] < n:
-            if _pool is not None and _made_for[0] == pid:
+        if _pool is None or _size < n:
+            if _pool is not None:
                 _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="kernelcli")
-            _made_for = (pid, n)
+            _size = n
         return _pool
 
 
