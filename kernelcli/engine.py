@@ -214,10 +214,8 @@ def _rows_view(arr: np.ndarray) -> tuple[np.ndarray, int]:
 # public operations
 
 
-def _output_array(out, shape: tuple, x, src: np.ndarray) -> np.ndarray:
-    """``out`` checked as the caller's array for a result of ``shape``, or a new one."""
-    if out is None:
-        return np.empty(shape, dtype=np.float32)
+def _check_out(out, shape: tuple, x, src: np.ndarray) -> None:
+    """Can the caller's ``out`` take a result of ``shape`` computed from ``x``?"""
     if not isinstance(out, np.ndarray):
         raise UsageError(f"out must be a NumPy array, got {type(out).__name__}")
     if out.dtype != np.float32 or out.shape != shape:
@@ -226,7 +224,6 @@ def _output_array(out, shape: tuple, x, src: np.ndarray) -> np.ndarray:
         raise UsageError("out must be a writable C-contiguous array")
     if np.may_share_memory(out, src) or (isinstance(x, np.ndarray) and np.may_share_memory(out, x)):
         raise UsageError("out must not overlap the input")
-    return out
 
 
 def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False,
@@ -271,35 +268,34 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     shape = (oh, ow) if src.ndim == 2 or weights.ndim == 3 else (oh, ow, c)
     if out is None:
         ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
-    dest = _output_array(out, shape, x, src)
-    flat = dest.reshape(oh, ow * out_channels)
+    else:
+        _check_out(out, shape, x, src)
+    if weights.ndim == 3 and weights.shape[2] != c:
+        raise UsageError(
+            f"kernel {k.name} has depth {weights.shape[2]} but the input has {c} channel(s); "
+            "a K x K x C kernel needs C input channels"
+        )
     rowmap = source_index(h, pads[0], pad_mode)
     colmap = source_index(w, pads[1], pad_mode)
-    # (the loops' module is asked for only when they run: FFTs need no Numba)
-    work = multiply_adds(weights, oh * ow * out_channels)
+    factors = low_rank_factors(weights) if weights.ndim == 2 else None
+    method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
 
-    if weights.ndim == 3:
-        if weights.shape[2] != c:
-            raise UsageError(
-                f"kernel {k.name} has depth {weights.shape[2]} but the input has {c} channel(s); "
-                "a K x K x C kernel needs C input channels"
-            )
-        method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), None)
-        if method == "fft":
-            flat[...] = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
-                                       (oh, ow), size)
-        else:
-            backend(work).correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
+    if method == "fft":  # (FFTs need no Numba; it is asked for only where its loops run)
+        result = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
+                                (oh, ow), size).reshape(shape)
+        dest = result if out is None else out
+        if out is not None:
+            out[...] = result
     else:
-        factors = low_rank_factors(weights)
-        method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
-        if method == "fft":
-            flat[...] = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
-                                       (oh, ow), size)
+        dest = np.empty(shape, dtype=np.float32) if out is None else out
+        flat = dest.reshape(oh, ow * out_channels)
+        kernels = backend(multiply_adds(weights, oh * ow * out_channels))
+        if weights.ndim == 3:
+            kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
         elif method == "direct":
-            backend(work).correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
+            kernels.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
         else:
-            _separable(backend(work), rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), flat)
+            _separable(kernels, rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), flat)
     if k.offset:
         dest += np.float32(k.offset)
     return dest
