@@ -265,19 +265,12 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels, stages):
-    """Read INPUT, run the stages (functions Picture -> Picture), write OUTPUT."""
-    from . import images
+def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
+    """Run one stage (pipeline.Relu or pipeline.Pool) from INPUT to OUTPUT."""
+    from . import images, pipeline
 
-    out_format = images.format_for(output, fmt)
-    quiet = ctx.obj["quiet"]
-    picture = images.read_image(input, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
-    note(quiet, picture.notes)
-    picture.notes.clear()
-    for stage in stages:
-        picture = stage(picture)
-    note(quiet, picture.notes)
-    note(quiet, images.write_image(output, picture, out_format, scaling, offset, quality, png_level))
+    note(ctx.obj["quiet"], pipeline.run_stage(input, output, stage, fmt, scaling, offset, quality, png_level,
+                                              max_pixels or images.DEFAULT_MAX_PIXELS))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -459,8 +452,7 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
     """
     from . import pipeline
 
-    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
-         [lambda p: pipeline.relu_stage(p, leaky, inplace=True)])
+    _stage(ctx, input, output, pipeline.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -482,8 +474,8 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     """
     from . import pipeline
 
-    _run(ctx, input, output, fmt, scaling, offset, quality, png_level, max_pixels,
-         [lambda p: pipeline.pool_stage(p, pipeline.Pool(kind, size, stride))])
+    _stage(ctx, input, output, pipeline.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
+           max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)

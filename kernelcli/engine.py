@@ -654,21 +654,26 @@ def relu(x, slope: float = 0.0, inplace: bool = False):
     return np.maximum(arr, np.float32(0.0), out=out)
 
 
+def pool_geometry(shape, kind: str = "max", size=2, stride=None) -> tuple:
+    """``(PH, PW, SY, SX, OH, OW)``: the window, its stride and the output
+    size of :func:`pool` on an input of ``shape`` (checked)."""
+    if kind not in _POOL_CODES:
+        raise UsageError(f"pool kind must be one of {', '.join(POOL_KINDS)}, got {kind!r}")
+    ph, pw = pair(size, "pool size")
+    sy, sx = pair(size if stride is None else stride, "pool stride")
+    h, w = shape[:2]
+    if ph > h or pw > w:
+        raise UsageError(f"pool window {ph}x{pw} is larger than its input {h}x{w}")
+    return ph, pw, sy, sx, (h - ph) // sy + 1, (w - pw) // sx + 1
+
+
 def pool(x, kind: str = "max", size=2, stride=None):
     """Max, average or sum pooling over ``size`` windows every ``stride`` (default: size).
 
     No padding: rows and columns left over at the bottom/right are dropped.
     """
-    if kind not in _POOL_CODES:
-        raise UsageError(f"pool kind must be one of {', '.join(POOL_KINDS)}, got {kind!r}")
-    ph, pw = pair(size, "pool size")
-    sy, sx = pair(size if stride is None else stride, "pool stride")
     src = as_image_array(x)
-    h, w = src.shape[:2]
-    if ph > h or pw > w:
-        raise UsageError(f"pool window {ph}x{pw} is larger than its input {h}x{w}")
-    oh = (h - ph) // sy + 1
-    ow = (w - pw) // sx + 1
+    ph, pw, sy, sx, oh, ow = pool_geometry(src.shape, kind, size, stride)
     rows, c = _rows_view(src)
     out = np.empty((oh, ow * c), dtype=np.float32)
     backend(out.size * ph * pw).pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)

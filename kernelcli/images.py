@@ -127,22 +127,51 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
     ``integers``: 8- and 16-bit images keep their uint8/uint16 pixels instead
     of a float32 copy (``.npy`` and float images are float32 either way).
     """
+    with open_input(source, max_pixels, integers) as got:
+        return got.picture() if isinstance(got, NpyInput) else got
+
+
+def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, integers: bool = False) -> Picture:
+    """A picture Pillow reads, from ``stream`` whose first bytes ``head`` were read already."""
+    if opened and stream.seekable():  # a file: Pillow reads it a block at a time, no copy in memory
+        stream.seek(0)
+        fp = stream
+    else:  # a pipe or a caller's stream: Pillow needs one it can seek in
+        fp = io.BytesIO(head + stream.read())
+    return _read_pillow(fp, name, max_pixels, integers)
+
+
+@dataclass
+class NpyInput:
+    """A ``.npy`` input whose header is read and checked, its stream at the
+    first data byte: for a stage that reads it a band of rows at a time."""
+
+    name: str
+    stream: object
+    shape: tuple
+    fortran: bool
+    dtype: np.dtype
+
+    def picture(self) -> Picture:
+        """The rest, read whole, as :func:`read_image` gives it."""
+        return npy_picture(self.stream, self.name, self.shape, self.fortran, self.dtype)
+
+
+@contextlib.contextmanager
+def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False):
+    """Open an input (as :func:`read_image` takes it) for a reader that may
+    go through a ``.npy`` a band at a time: yields an :class:`NpyInput` for
+    a ``.npy`` (its header checked), else the :class:`Picture`, read whole.
+    A file opened here is closed afterwards."""
     name, stream, closer = _open_source(source)
     try:
         head = _read_exactly(stream, len(NPY_MAGIC))
         if not head:
             raise ImageReadError(f"{name}: empty input")
         if head == NPY_MAGIC:
-            arr = _read_npy(stream, name, max_pixels)
-            picture = _picture_from_npy(arr, stream.read(1 << 20), name)
-            picture.notes.extend(nonfinite_note(arr, name))
-            return picture
-        if closer and stream.seekable():  # a file: Pillow reads it a block at a time, no copy in memory
-            stream.seek(0)
-            fp = stream
-        else:  # a pipe or a caller's stream: Pillow needs one it can seek in
-            fp = io.BytesIO(head + stream.read())
-        return _read_pillow(fp, name, max_pixels, integers)
+            yield NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels))
+        else:
+            yield _pillow_picture(stream, head, name, closer, max_pixels, integers)
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
     finally:
@@ -229,11 +258,13 @@ def check_npy_header(shape: tuple, dtype: np.dtype, name: str, max_pixels: int |
         raise ImageReadError(f"{name}: .npy array has {shape[2]} channels; at most 4096 are supported")
 
 
-def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
-    """Read a ``.npy`` array straight from the stream into its final buffer.
+def npy_header_checked(stream, name: str, max_pixels: int | None) -> tuple:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` in ``stream``, whose
+    magic string has just been read; the stream is left at the first data byte.
 
     The header is parsed by NumPy's format module (a literal, never pickled);
-    object dtypes are refused before any data is read.
+    object dtypes and arrays that are not images are refused here, before any
+    data is read.
     """
     try:
         shape, fortran, dtype = read_npy_header(_Prefixed(NPY_MAGIC, stream))
@@ -244,6 +275,13 @@ def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
     except Exception as e:  # truncated or scrambled header
         raise ImageReadError(f"{name}: corrupt .npy header: {e}") from None
     check_npy_header(shape, dtype, name, max_pixels)
+    return shape, fortran, dtype
+
+
+def npy_picture(stream, name: str, shape: tuple, fortran: bool, dtype: np.dtype) -> Picture:
+    """The rest of a ``.npy`` after its header (:func:`npy_header_checked`):
+    the array, straight from the stream into its final buffer, and kernelcli's
+    metadata after it."""
     count = math.prod(shape)  # Python integers: a hostile header cannot overflow this
     from .engine import ensure_memory
 
@@ -252,29 +290,41 @@ def _read_npy(stream, name: str, max_pixels: int | None) -> np.ndarray:
         raw = np.empty(count * dtype.itemsize, dtype=np.uint8)
     except (ValueError, MemoryError):
         raise ImageReadError(f"{name}: .npy claims a {shape} array, too large to hold") from None
-    view, got = memoryview(raw), 0
+    read_into(stream, memoryview(raw), name)
+    arr = raw.view(dtype).reshape(shape, order="F" if fortran else "C")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    picture = _picture_from_npy(arr, stream.read(1 << 20), name)
+    picture.notes.extend(nonfinite_note(arr, name))
+    return picture
+
+
+def read_into(stream, view: memoryview, name: str, total: int | None = None, done: int = 0) -> None:
+    """Fill ``view`` from ``stream``; a truncated ``.npy`` when the data ends
+    first (``total``, ``done``: the whole data's size and the bytes read
+    before ``view``, for the message)."""
+    got = 0
     readinto = getattr(stream, "readinto", None)
-    while got < len(raw):
+    while got < len(view):
         if readinto is not None:
             n = readinto(view[got:])
         else:
-            chunk = stream.read(len(raw) - got)
+            chunk = stream.read(len(view) - got)
             n = len(chunk)
             view[got:got + n] = chunk
         if not n:
-            raise ImageReadError(f"{name}: truncated .npy: {got:,} of {len(raw):,} data bytes")
+            total = len(view) if total is None else total
+            raise ImageReadError(f"{name}: truncated .npy: {done + got:,} of {total:,} data bytes")
         got += n
-    arr = raw.view(dtype).reshape(shape, order="F" if fortran else "C")
-    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def nonfinite_note(arr: np.ndarray, name: str) -> list[str]:
-    """A note when float data holds NaN or infinities (they propagate through filters)."""
-    if arr.dtype.kind == "f":
+def nonfinite_note(arr: np.ndarray, name: str, bad: int | None = None) -> list[str]:
+    """A note when float data holds NaN or infinities (they propagate through
+    filters); ``bad``: their count when already known."""
+    if bad is None and arr.dtype.kind == "f":
         bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            return [f"{name}: holds {bad:,} NaN or infinite values; they propagate through the "
-                    "filter (max pooling keeps NaN) and become 0 in pictures"]
+    if bad:
+        return [f"{name}: holds {bad:,} NaN or infinite values; they propagate through the "
+                "filter (max pooling keeps NaN) and become 0 in pictures"]
     return []
 
 
@@ -808,17 +858,39 @@ def _deliver(target, payload, fmt: str) -> None:
             target.write(chunk)
         return
     if str(target) == "-":
-        out = sys.stdout
-        if out.isatty():
-            raise UsageError(
-                f"refusing to write binary {fmt} data to a terminal; "
-                "redirect it (> out.npy) or pipe it into another command"
-            )
+        out = _stdout(fmt)
         for chunk in payload:
-            out.buffer.write(chunk)
-        out.buffer.flush()
+            out.write(chunk)
+        out.flush()
         return
     write_atomic(Path(str(target)), payload)
+
+
+def stream_to(target, write, fmt: str) -> None:
+    """Let ``write(f)`` write the output into a binary file as it goes: a
+    path's temporary file (renamed into place when ``write`` returns), or
+    stdout and a caller's stream straight away, not through memory as
+    :func:`_deliver` does. For outputs made a band at a time; in a pipe, an
+    error part way leaves the rows before it sent (the next command then
+    finds a truncated stream)."""
+    if hasattr(target, "write"):
+        write(target)
+    elif str(target) == "-":
+        out = _stdout(fmt)
+        write(out)
+        out.flush()
+    else:
+        write_atomic(Path(str(target)), write)
+
+
+def _stdout(fmt: str):
+    out = sys.stdout
+    if out.isatty():
+        raise UsageError(
+            f"refusing to write binary {fmt} data to a terminal; "
+            "redirect it (> out.npy) or pipe it into another command"
+        )
+    return out.buffer
 
 
 def write_atomic(path: Path, payload) -> None:

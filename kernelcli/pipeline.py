@@ -28,11 +28,12 @@ the input's C channels and gives one map. Stacks carry no alpha.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import engine
+from . import engine, images
 from .errors import UsageError
 from .images import Picture
 from .kernels import Kernel, get_kernels
@@ -80,6 +81,13 @@ class Pool:
     kind: str = "max"
     size: object = 2
     stride: object = None
+
+
+@dataclass(frozen=True)
+class Relu:
+    """The ReLU stage: negatives times ``slope`` (0: set to 0)."""
+
+    slope: float = 0.0
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
@@ -269,3 +277,96 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     notes += result.notes
     notes += images.write_image(target, result, out_format, scaling, offset, quality, png_level)
     return size, notes
+
+
+# --------------------------------------------------------------------------
+# one stage as a command: kernelcli relu, kernelcli pool
+
+#: Input rows a stage streams at a time, in bytes (as float32): the band and
+#: its result stay in cache, and no full-size array is made.
+STREAM_BAND_BYTES = 4 * 2**20
+
+
+def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "clip", offset: float = 0.0,
+              quality: int = 92, png_level: int = images.PNG_LEVEL,
+              max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> list[str]:
+    """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
+    ``target``; returns the notes to show.
+
+    A ``.npy`` into a ``.npy`` goes through a band of rows at a time, from a
+    pipe into a pipe too, with the same numbers and bytes as reading it
+    whole: ReLU and pooling see each value or window alone. Except when the
+    array has 2 or 4 channels: its metadata, which comes after the data,
+    tells whether the last one is alpha (which the stages treat apart), so
+    such an array is read whole, as are pictures and Fortran-ordered arrays.
+    """
+    out_format = images.format_for(target, fmt)
+    with images.open_input(source, max_pixels) as got:
+        if isinstance(got, images.NpyInput):
+            channels = got.shape[2] if len(got.shape) == 3 else 1
+            if out_format == "NPY" and not got.fortran and channels not in (2, 4):
+                return _stream_stage(got, target, stage)
+            got = got.picture()
+    notes, got.notes = got.notes, []
+    picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
+    return notes + picture.notes + images.write_image(target, picture, out_format, scaling, offset, quality, png_level)
+
+
+def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
+    """:func:`run_stage` for a ``.npy`` without alpha, a band of rows at a time."""
+    h, shape = npy.shape[0], npy.shape
+    if isinstance(stage, Relu):
+        ph = sy = 1
+        out_shape = shape
+
+        def compute(band):
+            return engine.relu(band, stage.slope, inplace=True)
+    else:
+        ph, _, sy, _, oh, ow = engine.pool_geometry(shape, stage.kind, stage.size, stage.stride)
+        out_shape = (oh, ow) + tuple(shape[2:])
+
+        def compute(band):
+            return engine.pool(band, stage.kind, stage.size, stage.stride)
+    row_values = math.prod(shape[1:])
+    row_bytes = row_values * npy.dtype.itemsize
+    per_band = max(1, STREAM_BAND_BYTES // (4 * row_values * sy))  # output rows
+    most = (per_band - 1) * sy + ph  # input rows a band reads at most
+    raw = np.empty(most * row_bytes, dtype=np.uint8)
+    total = h * row_bytes
+    taken = [0, 0]  # input rows read, and how many of their values are NaN or infinite
+
+    def take(n):
+        """The next ``n`` input rows, as float32 (a new array)."""
+        view = memoryview(raw)[:n * row_bytes]
+        images.read_into(npy.stream, view, npy.name, total, taken[0] * row_bytes)
+        rows = np.frombuffer(view, dtype=npy.dtype).reshape((n,) + tuple(shape[1:])).astype(np.float32)
+        taken[0] += n
+        taken[1] += rows.size - int(np.count_nonzero(np.isfinite(rows)))
+        return rows
+
+    def skip_to(row):
+        while taken[0] < row:
+            take(min(most, row - taken[0]))
+
+    notes = []
+
+    def write(f):
+        f.write(images.npy_header(out_shape))
+        band, first = None, 0  # the last band's input rows, from input row ``first``
+        for r0 in range(0, out_shape[0], per_band):
+            r1 = min(out_shape[0], r0 + per_band)
+            lo, hi = r0 * sy, (r1 - 1) * sy + ph
+            kept = band[lo - first:] if band is not None and first + len(band) > lo else None
+            if kept is None:
+                skip_to(lo)  # rows no window reads (a pooling stride longer than the window)
+            new = take(hi - taken[0])
+            band, first = (new if kept is None else np.concatenate([kept, new])), lo
+            f.write(memoryview(np.ascontiguousarray(compute(band), dtype=np.float32)).cast("B"))
+        skip_to(h)  # rows left over at the bottom, then kernelcli's metadata
+        placeholder = np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32)
+        meta = images._picture_from_npy(placeholder, npy.stream.read(1 << 20), npy.name)
+        notes.extend(meta.notes + images.nonfinite_note(placeholder, npy.name, taken[1]))
+        f.write(images.npy_trailer(meta.metadata()))
+
+    images.stream_to(target, write, "NPY")
+    return notes
