@@ -824,6 +824,33 @@ def npy_chunks(picture: Picture) -> list:
     return [npy_header(arr.shape), memoryview(arr).cast("B"), npy_trailer(picture.metadata())]
 
 
+class NpyRows:
+    """A float32 ``.npy`` written into a binary file ``f`` as its rows come:
+    ``rows[a:b] = values`` in any order, from several threads; a run of rows
+    goes out as soon as every row above it has. Give ``allocate`` where an
+    array would be made (:func:`kernelcli.tiled.apply_in_bands`); it writes
+    the header. The caller writes what follows the data."""
+
+    def __init__(self, f):
+        import threading
+
+        self.f, self.lock, self.waiting, self.done = f, threading.Lock(), {}, 0
+
+    def allocate(self, shape: tuple, dtype) -> "NpyRows":
+        if np.dtype(dtype) != np.float32:
+            raise TypeError(f"a .npy of float32 rows, not {np.dtype(dtype)}")
+        self.f.write(npy_header(shape))
+        return self
+
+    def __setitem__(self, rows: slice, values: np.ndarray) -> None:
+        with self.lock:
+            self.waiting[rows.start or 0] = np.ascontiguousarray(values, dtype=np.float32)
+            while self.done in self.waiting:
+                block = self.waiting.pop(self.done)
+                self.f.write(memoryview(block).cast("B"))
+                self.done += len(block)
+
+
 def npy_header(shape: tuple) -> bytes:
     """The header of a C-ordered float32 ``.npy`` of this shape."""
     from numpy.lib import format as npformat

@@ -247,10 +247,12 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     from . import tiled
 
     # each band made into the output's values at once, or float32 kept for
-    # a .npy and for stretch (every value known before any is scaled)
-    per_band = out_format != "NPY" and scaling != "stretch"
+    # stretch (every value known before any is scaled)
+    per_band = scaling != "stretch"
     band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
     first: list[Picture] = []
+    if out_format == "NPY":
+        return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
 
     def convert(band: Picture):
         band_notes.extend(band.notes)
@@ -277,6 +279,39 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     notes += result.notes
     notes += images.write_image(target, result, out_format, scaling, offset, quality, png_level)
     return size, notes
+
+
+def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha, threads) -> list[str]:
+    """:func:`apply_file` into a ``.npy``: each band of float32 rows is
+    written as soon as the rows above it are (into a pipe too, where the
+    next command can start on them), after the header; the metadata last.
+    Kernels run by FFT go whole."""
+    from . import tiled
+
+    notes: list[str] = []
+    first: list[Picture] = []
+
+    def convert(band: Picture):
+        notes.extend(band.notes)
+        if not first:
+            first.append(band)  # its metadata goes into the output
+        return band.pixels
+
+    def write(f):
+        rows = images.NpyRows(f)
+        if tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
+                                allocate=rows.allocate) is not None:
+            f.write(images.npy_trailer(first[0].metadata()))
+            return
+        whole = picture if picture.pixels.dtype == np.float32 else picture.with_pixels(
+            np.asarray(picture.pixels, dtype=np.float32))
+        result = apply(whole, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+        notes.extend(result.notes)
+        for chunk in images.npy_chunks(result):
+            f.write(chunk)
+
+    images.stream_to(target, write, "NPY")
+    return list(dict.fromkeys(notes))  # once, not once per band
 
 
 # --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ tested against the plain-loop reference in ``reference.py``.
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import numpy as np
@@ -461,6 +462,49 @@ def test_stretch_goes_in_bands_to_the_whole_pipelines_bytes(tmp_path, band_resul
     want_notes = whole.notes + images.write_image(tmp_path / f"w.{ext}", whole, scaling="stretch", offset=3)
     assert (tmp_path / f"o.{ext}").read_bytes() == (tmp_path / f"w.{ext}").read_bytes()
     assert notes == want_notes
+
+
+@pytest.mark.parametrize("kernel, stages, bands_used", [
+    ("sharpen", {}, True),
+    ("edge", {"relu": True, "pool": Pool("max", 2, None)}, True),
+    ("edge,sobel-x", {"gray": True, "pool": Pool("avg", 3, 2)}, True),
+    ("31x31", {}, False),  # an FFT kernel goes whole
+])
+def test_a_npy_output_goes_out_band_by_band(tmp_path, monkeypatch, band_results, kernel, stages, bands_used):
+    """Rows of a .npy output are written as their bands finish (into a stream
+    too): the same bytes and notes as the whole pipeline's."""
+    monkeypatch.setattr(tiled, "MEMORY_BAND_BYTES", 2000)  # many bands
+    rng = np.random.default_rng(4)
+    arr = (rng.standard_normal((90, 70, 3)) * 50).astype(np.float32)
+    arr[5, 6, 1] = np.nan
+    src = save(tmp_path, arr)
+    if kernel == "31x31":
+        kernel = Kernel("random31", rng.standard_normal((31, 31)))
+    conv, _ = make_conv(kernel)
+    target = io.BytesIO()
+    _, notes = pipeline.apply_file(src, target, conv, fmt="npy", **stages)
+    assert (band_results[0] is not None) == bands_used
+    whole = pipeline.apply(images.read_image(src), conv, **stages)
+    want = io.BytesIO()
+    want_notes = whole.notes + images.write_image(want, whole, "NPY")
+    assert target.getvalue() == want.getvalue()
+    assert notes == want_notes
+
+
+def test_npy_rows_go_out_in_order_whatever_order_they_come():
+    import threading
+
+    arr = np.arange(60 * 4, dtype=np.float32).reshape(60, 4)
+    f = io.BytesIO()
+    rows = images.NpyRows(f).allocate(arr.shape, np.float32)
+    order = [(10, 20), (0, 1), (30, 60), (1, 10), (20, 30)]
+    threads = [threading.Thread(target=rows.__setitem__, args=(slice(a, b), arr[a:b].copy())) for a, b in order]
+    for t in threads:
+        t.start()
+        t.join()  # in this order: rows 10-20 wait for 0-10
+    assert f.getvalue() == images.npy_header(arr.shape) + arr.tobytes()
+    with pytest.raises(TypeError):
+        images.NpyRows(io.BytesIO()).allocate((2, 2), np.uint8)
 
 
 def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
