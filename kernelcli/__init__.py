@@ -2,7 +2,7 @@
 
 Public API::
 
-    convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False)
+    convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False, out=None)
     relu(x)
     pool(x, kind="max", size=2, stride=None)
     get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
