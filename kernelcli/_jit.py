@@ -155,7 +155,12 @@ def _rows_unit(src, src_len, c, kernel, rowmap, colmap, pad_left, sy, dy, dx, ou
     thread's tap lists (:func:`_taps`). The interior of a row is one run of
     values, channels interleaved, done a chunk at a time, ``_GROUP`` taps
     per pass summed in registers. Offsets are unsigned, so the indexing
-    needs no negative-index check and the loops vectorise.
+    needs no negative-index check and the loops vectorise. Only the last
+    pass of a row looks for NaN; the others have loops without the check
+    (measured 2026-11-23, whole images on two threads: 1x15 12-26% faster,
+    3x3 with 9 taps 15-24%, 9x9 10% at widths 3000-4096 but 5-15% slower at
+    2048; a random 9x9 on a 48 MP JPEG, warm, 3.40 -> 2.65 s; about 0.3 s
+    more to compile).
     """
     out_w = out_len // c
     nval = (hi - lo) * c
@@ -175,16 +180,23 @@ def _rows_unit(src, src_len, c, kernel, rowmap, colmap, pad_left, sy, dy, dx, ou
                 ia, ib, ic = np.uint64(toff[t] + j0), np.uint64(toff[t + 1] + j0), np.uint64(toff[t + 2] + j0)
                 id_, ie = np.uint64(toff[t + 3] + j0), np.uint64(toff[t + 4] + j0)
                 wa, wb, wc, wd, we = tw[t], tw[t + 1], tw[t + 2], tw[t + 3], tw[t + 4]
-                if t == 0:
+                # NaN is looked for in the last pass only: a NaN partial sum stays NaN
+                if t == 0 and t + _GROUP >= m:
                     for j in range(n):
                         v = ((((zero + wa * src[ia + j]) + wb * src[ib + j]) + wc * src[ic + j]) + wd * src[id_ + j]) + we * src[ie + j]
                         out[o + j] = v
                         bad |= v != v
-                else:
+                elif t == 0:
+                    for j in range(n):
+                        out[o + j] = ((((zero + wa * src[ia + j]) + wb * src[ib + j]) + wc * src[ic + j]) + wd * src[id_ + j]) + we * src[ie + j]
+                elif t + _GROUP >= m:
                     for j in range(n):
                         v = ((((out[o + j] + wa * src[ia + j]) + wb * src[ib + j]) + wc * src[ic + j]) + wd * src[id_ + j]) + we * src[ie + j]
                         out[o + j] = v
                         bad |= v != v
+                else:
+                    for j in range(n):
+                        out[o + j] = ((((out[o + j] + wa * src[ia + j]) + wb * src[ib + j]) + wc * src[ic + j]) + wd * src[id_ + j]) + we * src[ie + j]
         _by_pixel(out, row, src, src_len, c, 1, tw, trow, tcol, m, colmap, lo, hi, out_w, bad)
 
 
