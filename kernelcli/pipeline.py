@@ -231,7 +231,8 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     intermediates, in bands small enough to stay in cache. 8- and 16-bit
     images are read as they are, and written as images band by band, except
     with ``stretch`` scaling, which needs every value first: its bands fill
-    one float32 result, stretched as a whole. Whole pictures go through
+    one float32 result, stretched as a whole. A ``.npy`` output gets each
+    band's float32 rows as soon as the rows above them are written. Whole pictures go through
     :func:`apply` when the bands would not give the same numbers (kernels
     run by FFT).
 
@@ -246,13 +247,13 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     size = picture.pixels.shape[:2]
     from . import tiled
 
+    if out_format == "NPY":
+        return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
     # each band made into the output's values at once, or float32 kept for
     # stretch (every value known before any is scaled)
     per_band = scaling != "stretch"
     band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
     first: list[Picture] = []
-    if out_format == "NPY":
-        return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
 
     def convert(band: Picture):
         band_notes.extend(band.notes)
@@ -344,7 +345,8 @@ def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "cli
             got = got.picture()
     notes, got.notes = got.notes, []
     picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
-    return notes + picture.notes + images.write_image(target, picture, out_format, scaling, offset, quality, png_level)
+    notes += picture.notes
+    return notes + images.write_image(target, picture, out_format, scaling, offset, quality, png_level)
 
 
 def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
