@@ -165,18 +165,32 @@ def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
     A file opened here is closed afterwards."""
     name, stream, closer = _open_source(source)
     try:
-        head = _read_exactly(stream, len(NPY_MAGIC))
-        if not head:
-            raise ImageReadError(f"{name}: empty input")
-        if head == NPY_MAGIC:
-            yield NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels))
-        else:
-            yield _pillow_picture(stream, head, name, closer, max_pixels, integers)
-    except OSError as e:
-        raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
+        try:
+            head = _read_exactly(stream, len(NPY_MAGIC))
+            if not head:
+                raise ImageReadError(f"{name}: empty input")
+            if head == NPY_MAGIC:
+                got = NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels))
+            else:
+                got = _pillow_picture(stream, head, name, closer, max_pixels, integers)
+        except OSError as e:
+            raise _read_error(name, e) from None
+        yield got  # (what the caller does with it raises its own errors: a closed pipe it writes to...)
     finally:
         if closer:
             stream.close()
+
+
+def _read_error(name: str, e: OSError) -> ImageReadError:
+    return ImageReadError(f"{name}: cannot read: {e.strerror or e}")
+
+
+def read_rest(stream, name: str) -> bytes:
+    """What follows a ``.npy``'s data, where kernelcli puts its metadata (1 MB at most)."""
+    try:
+        return stream.read(1 << 20)
+    except OSError as e:
+        raise _read_error(name, e) from None
 
 
 def _open_source(source):
@@ -293,7 +307,7 @@ def npy_picture(stream, name: str, shape: tuple, fortran: bool, dtype: np.dtype)
     read_into(stream, memoryview(raw), name)
     arr = raw.view(dtype).reshape(shape, order="F" if fortran else "C")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    picture = _picture_from_npy(arr, stream.read(1 << 20), name)
+    picture = _picture_from_npy(arr, read_rest(stream, name), name)
     picture.notes.extend(nonfinite_note(arr, name))
     return picture
 
@@ -305,12 +319,15 @@ def read_into(stream, view: memoryview, name: str, total: int | None = None, don
     got = 0
     readinto = getattr(stream, "readinto", None)
     while got < len(view):
-        if readinto is not None:
-            n = readinto(view[got:])
-        else:
-            chunk = stream.read(len(view) - got)
-            n = len(chunk)
-            view[got:got + n] = chunk
+        try:
+            if readinto is not None:
+                n = readinto(view[got:])
+            else:
+                chunk = stream.read(len(view) - got)
+                n = len(chunk)
+                view[got:got + n] = chunk
+        except OSError as e:
+            raise _read_error(name, e) from None
         if not n:
             total = len(view) if total is None else total
             raise ImageReadError(f"{name}: truncated .npy: {done + got:,} of {total:,} data bytes")

@@ -401,7 +401,7 @@ def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
             f.write(memoryview(np.ascontiguousarray(compute(band), dtype=np.float32)).cast("B"))
         skip_to(h)  # rows left over at the bottom, then kernelcli's metadata
         placeholder = np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32)
-        meta = images._picture_from_npy(placeholder, npy.stream.read(1 << 20), npy.name)
+        meta = images._picture_from_npy(placeholder, images.read_rest(npy.stream, npy.name), npy.name)
         notes.extend(meta.notes + images.nonfinite_note(placeholder, npy.name, taken[1]))
         f.write(images.npy_trailer(meta.metadata()))
 

@@ -110,6 +110,16 @@ def test_closed_downstream_pipe_ends_quietly(tmp_path, samples):
     assert r.stderr == b""
 
 
+@pytest.mark.parametrize("stage", ["relu", "pool max", "conv box:3"])
+def test_closed_downstream_pipe_ends_a_streaming_stage_quietly(tmp_path, stage):
+    # a stage that writes band by band meets the closed pipe part way
+    big = tmp_path / "big.npy"
+    np.save(big, np.random.default_rng(0).normal(0, 50, (600, 500, 3)).astype(np.float32))
+    r = sh(f'"$K" {stage} {big} | head -c 100 > /dev/null', tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stderr == b""
+
+
 def test_garbage_and_nothing_on_stdin_are_clear_errors(tmp_path):
     r = sh('head -c 3000 /dev/urandom | "$K" relu > out.npy', tmp_path)
     assert r.returncode == 1
