@@ -98,3 +98,30 @@ def test_a_forked_child_makes_its_own_helpers():
         time.sleep(0.01)
     os.kill(pid, 9)
     pytest.fail("the child hung on the parent's pool")
+
+
+def test_convolve_from_several_threads_at_once_shares_the_helpers():
+    """Callers on their own threads (Dask, a web server) share the kept
+    helpers: every result is the one a lone call gives, and nothing hangs."""
+    import numpy as np
+
+    from kernelcli import _jit, engine  # noqa: F401  (Numba loaded: the threaded loops run)
+
+    rng = np.random.default_rng(3)
+    jobs = [(rng.normal(0, 50, (1000, 1000 + 7 * i)).astype(np.float32), k)  # enough work for helpers
+            for i, k in enumerate(["sharpen", "gaussian:1.5", "edge", "box:5"] * 2)]
+    want = [engine.convolve(x, k) for x, k in jobs]
+    got = [None] * len(jobs)
+
+    def one(i):
+        for _ in range(3):
+            got[i] = engine.convolve(*jobs[i])
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
