@@ -160,3 +160,16 @@ def test_multiply_adds_counts_one_dimensional_passes_for_low_rank_kernels():
     two = np.outer(np.arange(1, 10), np.ones(9)) + np.outer(np.ones(9), np.arange(9) ** 2)  # rank 2
     assert engine.multiply_adds(two, 10) == 10 * 2 * 18
     assert engine.multiply_adds(np.ones((3, 3, 4)), 10) == 10 * 36  # a K x K x C kernel sums every tap
+
+
+def test_max_pooling_bits_with_signed_zeros_and_two_nan_payloads():
+    """Ties of +0 and -0 keep the earlier tap, and of two NaN the later wins,
+    in the NumPy twin as in the jitted loop."""
+    rng = np.random.default_rng(1)
+    x = rng.choice(np.array([0.0, -0.0, 1.0, -1.0, np.nan, 2.0], np.float32), size=(60, 90 * 3))
+    x = x.astype(np.float32)
+    x.view(np.uint32)[rng.random(x.shape) < 0.05] = 0xFFC12345
+    for ph, pw, sy, sx in [(2, 2, 2, 2), (3, 2, 1, 2), (2, 3, 3, 1), (1, 1, 1, 1)]:
+        oh, ow = (60 - ph) // sy + 1, (90 - pw) // sx + 1
+        a, b = _both("pool_rows", x, 3, 0, ph, pw, sy, sx, shape=(oh, ow * 3))
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), (ph, pw, sy, sx)
