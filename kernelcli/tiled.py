@@ -220,12 +220,29 @@ def compute_band(job: Job, f0: int, f1: int, lock=None) -> images.Picture:
 def exact_band(job: Job, weights: np.ndarray, f0: int, f1: int) -> np.ndarray:
     """Final output rows ``[f0, f1)`` of an integer kernel (``weights``, from
     :func:`kernelcli.engine.exact_weights`) on 8-bit pixels with no stage but
-    ReLU, as uint8: computed in int16 and clipped to 0..255, which is exactly
-    what the float32 pipeline gives after rounding and clipping (ReLU included)."""
+    ReLU and max pooling, as uint8: computed in int16 and clipped to 0..255,
+    which is exactly what the float32 pipeline gives after rounding and
+    clipping. (Clipping to 0..255 leaves nothing for ReLU to do, and the
+    largest of clipped values is the clipped largest.)"""
     conv = job.conv
     values = engine.correlate_exact(band_input(job, f0, f1, np.int16), weights, conv.stride, conv.padding,
                                     conv.pad_mode, conv.dilation)
-    return np.clip(values, 0, 255, out=values).astype(np.uint8)
+    np.clip(values, 0, 255, out=values)
+    if job.pool is not None:
+        values = _max_pool_integers(values, job.pool.size, job.pool.stride)
+    return values.astype(np.uint8)
+
+
+def _max_pool_integers(values: np.ndarray, size, stride) -> np.ndarray:
+    """Max pooling as :func:`kernelcli.engine.pool` windows it, for integers
+    (no NaN to mind): the elementwise maximum of the windows' taps."""
+    ph, pw, sy, sx, oh, ow = engine.pool_geometry(values.shape, "max", size, stride)
+    out = None
+    for py in range(ph):
+        for px in range(pw):
+            tap = values[py:py + (oh - 1) * sy + 1:sy, px:px + (ow - 1) * sx + 1:sx]
+            out = tap.copy() if out is None else np.maximum(out, tap, out=out)
+    return out
 
 
 def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
@@ -264,8 +281,9 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     ``clips_to_8bit``: the caller says ``convert`` does nothing but round and
     clip a band's values to uint8 in the same layout
     (:func:`kernelcli.images.clips_to_8bit` tells when). Then an integer
-    kernel on 8-bit pixels with no stage but ReLU never goes through float32:
-    its bands are computed in int16 (:func:`exact_band`), to the same bytes.
+    kernel on 8-bit pixels with no stage but ReLU and max pooling never goes
+    through float32: its bands are computed in int16 (:func:`exact_band`), to
+    the same bytes.
     """
     import threading
 
@@ -276,7 +294,9 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     probe = compute_band(job, 0, 1)
     first = convert(probe)
     exact = None
-    if clips_to_8bit and px.dtype == np.uint8 and not picture.has_alpha and not (gray or pool or conv.is_bank):
+    max_pool_only = pool is None or pool.kind == "max"
+    if clips_to_8bit and px.dtype == np.uint8 and not picture.has_alpha and max_pool_only and not (
+            gray or conv.is_bank):
         exact = engine.exact_weights(conv.kernel, conv.flip)
     out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
     # (int16 rows are half the bytes of float32 ones: twice as many fit)

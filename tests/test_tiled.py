@@ -571,14 +571,16 @@ def exact_calls(monkeypatch):
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 @pytest.mark.parametrize("case", EXACT_CASES, ids=lambda c: f"{c[0]}-s{c[1]}-{c[2]}-{c[3]}")
 @pytest.mark.parametrize("relu", [False, True])
-def test_integer_kernels_in_int16_bands_equal_the_float_pipeline(mode, case, relu, exact_calls):
+@pytest.mark.parametrize("pool", [None, Pool("max", 2, None), Pool("max", 3, 2), Pool("max", (2, 3), (1, 2))],
+                         ids=["no pool", "max 2", "max 3 stride 2", "max 2x3 stride 1x2"])
+def test_integer_kernels_in_int16_bands_equal_the_float_pipeline(mode, case, relu, pool, exact_calls):
     name, stride, padding, pad_mode, dilation, flip = case
     picture = picture_of(mode, seed=len(name))
     conv, _ = make_conv(name, stride, padding, pad_mode, dilation, flip)
-    expected = whole_then_converted(picture, conv, "PNG", relu=relu)
+    expected = whole_then_converted(picture, conv, "PNG", relu=relu, pool=pool)
     for rows in (1, 4, None):
         exact_calls.clear()
-        got = in_bands(picture, conv, "PNG", tile_rows=rows, relu=relu)
+        got = in_bands(picture, conv, "PNG", tile_rows=rows, relu=relu, pool=pool)
         assert exact_calls, "the int16 bands were not used"
         assert got.dtype == np.uint8 and np.array_equal(got, expected), rows
 
@@ -590,7 +592,8 @@ def test_integer_kernels_in_int16_bands_equal_the_float_pipeline(mode, case, rel
     ("abs scaling", "RGB", "sharpen", "PNG", "abs", 0.0, {}),
     ("an offset", "L", "sharpen", "PNG", "clip", 3.0, {}),
     ("gray", "RGB", "sharpen", "TIFF", "clip", 0.0, {"gray": True}),
-    ("pooling", "RGB", "sharpen", "PNG", "clip", 0.0, {"pool": Pool("max", 2, None)}),
+    ("average pooling", "RGB", "sharpen", "PNG", "clip", 0.0, {"pool": Pool("avg", 2, None)}),
+    ("sum pooling", "L", "sharpen", "PNG", "clip", 0.0, {"pool": Pool("sum", 2, None)}),
     ("a filter bank", "L", "sobel-x,sobel-y,sharpen", "PNG", "clip", 0.0, {}),
     ("5x5: may run as 1-D passes", "L", "1,1,1,1,1;1,1,1,1,1;1,1,1,1,1;1,1,1,1,1;1,1,1,1,1", "PNG", "clip", 0.0, {}),
 ])
