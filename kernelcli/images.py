@@ -826,12 +826,37 @@ def _encode(img, fmt: str, info: dict, quality: int, into) -> None:
     if fmt == "TIFF":
         kwargs["compression"] = "tiff_deflate" if img.mode != "F" else None
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    _load_plugin(fmt)
     try:
         img.save(into, fmt, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # writing into the file failed (disk full...): atomic_file names the file
         raise ImageWriteError(f"cannot encode {img.mode} pixels as {fmt}: {e}") from None
+
+
+#: Pillow's plugin module for each format kernelcli writes through Pillow.
+_PLUGINS = {"JPEG": "JpegImagePlugin", "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin",
+            "BMP": "BmpImagePlugin"}
+
+
+def _load_plugin(fmt: str) -> None:
+    """Import only ``fmt``'s Pillow plugin. ``Image.save(fp, format)`` would
+    first import five plugins whatever the format (``preinit``: about 8 ms
+    of a command here); once the one it needs is loaded, that step is marked
+    done. (Opening a file of another format later still finds its plugin:
+    ``Image.open`` imports them all when the loaded ones do not match.)"""
+    import importlib
+
+    from PIL import Image
+
+    if fmt in _PLUGINS:
+        try:
+            importlib.import_module(f"PIL.{_PLUGINS[fmt]}")
+        except ImportError:  # Pillow built without it: save() says so
+            return
+    if fmt in Image.SAVE and getattr(Image, "_initialized", 1) < 1:
+        Image._initialized = 1
 
 
 def npy_chunks(picture: Picture) -> list:
