@@ -106,11 +106,15 @@ def test_separable_bits(case, padding, mode):
     assert_same(got, want, rank)
 
 
+@pytest.mark.parametrize("band_bytes", [64 * 1024, None])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(300, 2100), (160, 1500, 3)])
-def test_many_bands_on_all_threads(shape, stride):
-    """Images of many bands of rows (each thread keeps its own intermediate),
-    with enough work to run on every thread."""
+def test_many_bands_on_all_threads(shape, stride, band_bytes, monkeypatch):
+    """Images of many bands of rows (each thread keeps its own intermediate
+    and goes through several bands of its block of rows), with enough work
+    to run on every thread."""
+    if band_bytes:
+        monkeypatch.setattr(_jit, "_BAND_BYTES", band_bytes)
     x = image(shape, 7)
     for rank in (1, 2):
         factors = factors_of(rank, 9, 11, rank)
