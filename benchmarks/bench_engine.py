@@ -231,21 +231,18 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
                 "s2": np.empty((size // 2, size // 2), np.float32)}
         theirs = {"3x3": np.empty_like(img), "rgb": np.empty_like(rgb)}
         into = " into an existing array (out= / dst=)"
-        cases.append(Case(
-            f"3x3 sharpen {size}x{size}{into}", lambda: kernelcli.convolve(img, sharpen, out=mine["3x3"]),
-            [Peer("cv2.filter2D", lambda: cv2.filter2D(img, -1, k3, dst=theirs["3x3"], borderType=BC),
-                  target=0.67, atol=tolerance(k3, img), margin=1)],
-            path=path_of(sharpen, img)))
+        for label, x, key in ((f"3x3 sharpen {size}x{size}", img, "3x3"),
+                              (f"RGB 3x3 sharpen {rgb_size}x{rgb_size}x3", rgb, "rgb")):
+            cases.append(Case(
+                label + into, lambda x=x, key=key: kernelcli.convolve(x, sharpen, out=mine[key]),
+                [Peer("cv2.filter2D", lambda x=x, key=key: cv2.filter2D(x, -1, k3, dst=theirs[key], borderType=BC),
+                      target=0.67, atol=tolerance(k3, x), margin=1)],
+                path=path_of(sharpen, x)))
         cases.append(Case(
             f"15x15 gaussian {size}x{size}{into}", lambda: kernelcli.convolve(img, g15, out=mine["15"]),
             [Peer("cv2.sepFilter2D", lambda: cv2.sepFilter2D(img, -1, g1_32, g1_32, dst=theirs["3x3"], borderType=BC),
                   target=1.0, atol=tolerance(g15, img), margin=7)],
             path=path_of(g15, img)))
-        cases.append(Case(
-            f"RGB 3x3 sharpen {rgb_size}x{rgb_size}x3{into}", lambda: kernelcli.convolve(rgb, sharpen, out=mine["rgb"]),
-            [Peer("cv2.filter2D", lambda: cv2.filter2D(rgb, -1, k3, dst=theirs["rgb"], borderType=BC),
-                  target=0.67, atol=tolerance(k3, rgb), margin=1)],
-            path=path_of(sharpen, rgb)))
         cases.append(Case(
             f"3x3 stride 2 {size}x{size}{into}", lambda: kernelcli.convolve(img, sharpen, stride=2, out=mine["s2"]),
             [Peer("cv2.filter2D + [::2, ::2]",

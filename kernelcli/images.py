@@ -345,6 +345,13 @@ def nonfinite_note(arr: np.ndarray, name: str, bad: int | None = None) -> list[s
     return []
 
 
+def npy_metadata(shape: tuple, data: bytes, name: str) -> Picture:
+    """What kernelcli's metadata after a ``.npy`` of ``shape`` says (``data``:
+    the bytes after the array), as a Picture whose pixels are a 1 x 1
+    placeholder with the array's channels: for readers that go a band at a time."""
+    return _picture_from_npy(np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32), data, name)
+
+
 def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
     """A bare array, or the picture a kernelcli command wrote (``data``: what
     follows the array, where kernelcli puts its metadata)."""

@@ -476,11 +476,12 @@ def get_kernel(spec) -> Kernel:
         raise KernelError(f"kernel file not found: {text}")
     import difflib
 
-    close = difflib.get_close_matches(text.lower(), names(), n=1)
+    known = names()
+    close = difflib.get_close_matches(text.lower(), known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise KernelError(
         f"unknown kernel {text!r}: not a name, a file or an inline matrix.{hint} "
-        f"Known names: {', '.join(names())}"
+        f"Known names: {', '.join(known)}"
     )
 
 

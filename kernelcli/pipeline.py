@@ -254,14 +254,13 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     per_band = scaling != "stretch"
     band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
     first: list[Picture] = []
+    keep = _float_rows(band_notes, first)
 
     def convert(band: Picture):
+        if not per_band:
+            return keep(band)
         band_notes.extend(band.notes)
-        if per_band:
-            return images.to_array(band, out_format, scaling, offset, band_notes)
-        if not first:
-            first.append(band)  # its metadata goes into the output
-        return band.pixels
+        return images.to_array(band, out_format, scaling, offset, band_notes)
 
     pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
                                   allocate=images.PillowCanvas if per_band and out_format != "PNG" else None,
@@ -274,12 +273,30 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
             band_notes += images.write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
                                              quality, png_level)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
-    if picture.pixels.dtype != np.float32:
-        picture = picture.with_pixels(np.asarray(picture.pixels, dtype=np.float32))
-    result = apply(picture, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+    result = _apply_whole(picture, conv, relu, pool, gray, alpha)
     notes += result.notes
     notes += images.write_image(target, result, out_format, scaling, offset, quality, png_level)
     return size, notes
+
+
+def _float_rows(notes: list, first: list):
+    """A ``convert`` for :func:`kernelcli.tiled.apply_in_bands` that keeps each
+    band's float32 rows as they are, adding the band's notes to ``notes``
+    and the first band (whose metadata goes into the output) to ``first``."""
+    def convert(band: Picture):
+        notes.extend(band.notes)
+        if not first:
+            first.append(band)
+        return band.pixels
+    return convert
+
+
+def _apply_whole(picture: Picture, conv: Conv, relu, pool, gray, alpha) -> Picture:
+    """:func:`apply` on a picture read for bands (8- or 16-bit pixels made
+    float32 first): for jobs the bands would not give the same numbers."""
+    if picture.pixels.dtype != np.float32:
+        picture = picture.with_pixels(np.asarray(picture.pixels, dtype=np.float32))
+    return apply(picture, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
 
 
 def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha, threads) -> list[str]:
@@ -292,21 +309,13 @@ def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha,
     notes: list[str] = []
     first: list[Picture] = []
 
-    def convert(band: Picture):
-        notes.extend(band.notes)
-        if not first:
-            first.append(band)  # its metadata goes into the output
-        return band.pixels
-
     def write(f):
         rows = images.NpyRows(f)
-        if tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
-                                allocate=rows.allocate) is not None:
+        if tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads,
+                                convert=_float_rows(notes, first), allocate=rows.allocate) is not None:
             f.write(images.npy_trailer(first[0].metadata()))
             return
-        whole = picture if picture.pixels.dtype == np.float32 else picture.with_pixels(
-            np.asarray(picture.pixels, dtype=np.float32))
-        result = apply(whole, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+        result = _apply_whole(picture, conv, relu, pool, gray, alpha)
         notes.extend(result.notes)
         for chunk in images.npy_chunks(result):
             f.write(chunk)
@@ -400,9 +409,8 @@ def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
             band, first = (new if kept is None else np.concatenate([kept, new])), lo
             f.write(memoryview(np.ascontiguousarray(compute(band), dtype=np.float32)).cast("B"))
         skip_to(h)  # rows left over at the bottom, then kernelcli's metadata
-        placeholder = np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32)
-        meta = images._picture_from_npy(placeholder, images.read_rest(npy.stream, npy.name), npy.name)
-        notes.extend(meta.notes + images.nonfinite_note(placeholder, npy.name, taken[1]))
+        meta = images.npy_metadata(shape, images.read_rest(npy.stream, npy.name), npy.name)
+        notes.extend(meta.notes + images.nonfinite_note(meta.pixels, npy.name, taken[1]))
         f.write(images.npy_trailer(meta.metadata()))
 
     images.stream_to(target, write, "NPY")

@@ -108,8 +108,7 @@ def open_source(path) -> Source:
             raise ImageReadError(f"{name}: truncated .npy: {size - offset:,} of {nbytes:,} data bytes")
         f.seek(offset + nbytes)
         trailer = f.read(_MAX_TRAILER)
-    placeholder = np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32)
-    meta = images._picture_from_npy(placeholder, trailer, name)
+    meta = images.npy_metadata(shape, trailer, name)
     return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
 
 
