@@ -13,6 +13,12 @@ taken in the same run.
     python benchmarks/bench_engine.py --quick    # 1024x1024 (RGB 512x512x3)
     python benchmarks/bench_engine.py --case 31x31   # only the cases whose name contains this
 
+kernelcli lays a large result on the memory of an earlier result of its
+size that was dropped (kernelcli._memory), as a loop over images gets it;
+the rows marked "new memory every call" give that memory back before each
+call, as a single call gets it; the rows "into an existing array" give both
+tools an array made once (out= / dst=).
+
 For each convolution the path the engine's cost model picks (direct,
 separable or fft: ``kernelcli.engine._method``) is printed with its timing.
 
@@ -57,8 +63,11 @@ def _now():
     return time.perf_counter()
 
 
-def time_interleaved(funcs: dict, repeat: int) -> dict:
-    """Best-of-``repeat`` seconds for each function, calls interleaved in a rotating order."""
+def time_interleaved(funcs: dict, repeat: int, setups: dict | None = None) -> dict:
+    """Best-of-``repeat`` seconds for each function, calls interleaved in a
+    rotating order; ``setups[name]()``, if given, runs untimed before each
+    call of that function."""
+    setups = setups or {}
     names = list(funcs)
     best = {n: math.inf for n in names}
     gc_was = gc.isenabled()
@@ -68,6 +77,8 @@ def time_interleaved(funcs: dict, repeat: int) -> dict:
             k = r % len(names)
             for n in names[k:] + names[:k]:
                 f = funcs[n]
+                if n in setups:
+                    setups[n]()
                 t0 = _now()
                 result = f()
                 t1 = _now()
@@ -122,11 +133,12 @@ class Peer:
 
 
 class Case:
-    def __init__(self, name, ours, peers, path=None):
+    def __init__(self, name, ours, peers, path=None, setup=None):
         self.name = name
         self.ours = ours
         self.peers = [p for p in peers if p is not None]
         self.path = path  # the engine's method for a convolution ("direct", "separable", "fft")
+        self.setup = setup  # run untimed before each timed call of ours
 
 
 def tolerance(weights: np.ndarray, x: np.ndarray) -> float:
@@ -221,6 +233,18 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
                 target=0.4, atol=tolerance(k3, img), margin=1)],
         path=path_of(sharpen, img, stride=2),
     ))
+
+    # The same, with kernelcli's result on new memory every call, as a single
+    # call gets it: the memory of the results dropped before is given back to
+    # the system, untimed, before each call (see kernelcli._memory).
+    if cv2 is not None:
+        fresh = ", new memory every call"
+        for label, x in ((f"3x3 sharpen {size}x{size}", img), (f"RGB 3x3 sharpen {rgb_size}x{rgb_size}x3", rgb)):
+            cases.append(Case(
+                label + fresh, lambda x=x: kernelcli.convolve(x, sharpen),
+                [Peer("cv2.filter2D", lambda x=x: cv2.filter2D(x, -1, k3, borderType=BC),
+                      target=0.67, atol=tolerance(k3, x), margin=1)],
+                path=path_of(sharpen, x), setup=kernelcli.release_memory))
 
     # The same convolutions into arrays made once: kernelcli's out= against
     # OpenCV's dst=, so that neither side pays for fresh pages of memory.
@@ -355,7 +379,7 @@ def main(argv=None) -> int:
             del peer_out
         del ours_out
         funcs = {"ours": case.ours, **{p.name: p.func for p in case.peers}}
-        best = time_interleaved(funcs, repeat)
+        best = time_interleaved(funcs, repeat, {"ours": case.setup} if case.setup else None)
         for p in case.peers:
             ratio = best["ours"] / best[p.name]
             rows.append({

@@ -5,6 +5,7 @@ Public API::
     convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False, out=None)
     relu(x)
     pool(x, kind="max", size=2, stride=None)
+    release_memory()          # give back memory kept from large results that are gone
     get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
     read_image(source)        # path, "-", bytes or file -> Picture (.pixels float32)
     write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0)
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 
 # The rest is imported on first use, so that `kernelcli --help` stays fast.
 _LAZY = {
-    "convolve": "engine", "relu": "engine", "pool": "engine",
+    "convolve": "engine", "relu": "engine", "pool": "engine", "release_memory": "engine",
     "get_kernel": "kernels", "Kernel": "kernels",
     "read_image": "images", "write_image": "images", "Picture": "images",
 }
@@ -34,7 +35,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'kernelcli' has no attribute {name!r}")
 
 __all__ = [
-    "convolve", "relu", "pool", "get_kernel", "read_image", "write_image",
+    "convolve", "relu", "pool", "release_memory", "get_kernel", "read_image", "write_image",
     "Kernel", "Picture", "KernelcliError", "KernelError", "UsageError",
     "ImageReadError", "ImageWriteError", "__version__",
 ]

@@ -54,7 +54,7 @@ import threading
 
 import numpy as np
 
-from . import _threads
+from . import _memory, _threads
 
 #: The transforms below write into preallocated arrays (``out=``) and keep
 #: float32 as float32: both need NumPy 2.0. On older NumPy the engine does not
@@ -223,10 +223,10 @@ def correlate(rows, channels, weights, rowmap, colmap, stride, dilation, out_siz
     # a float scale factor, so every transform here passes a norm.
     spectrum = np.conj(np.fft.rfft2(kern, s=(ny, nx), norm="forward")) * np.float32(ny * nx)
     if depth:
-        out = np.empty((oh, ow), dtype=np.float32)
+        out = _memory.empty((oh, ow))
         out3 = out[:, :, None]
     else:
-        out = np.empty((oh, ow * c), dtype=np.float32)
+        out = _memory.empty((oh, ow * c))
         out3 = out.reshape(oh, ow, c)
     ty, _ = axis_tiles(oh, sy, ry, np.array([ny]))
     tx, _ = axis_tiles(ow, sx, rx, np.array([nx]))

@@ -2,7 +2,8 @@
 
 This is the numeric core's public face. It validates arguments (with messages
 saying what is allowed), works out padding and output sizes, allocates the
-output and hands plain arrays to the jitted kernels in :mod:`kernelcli._jit` (or,
+output (a large one on memory that an earlier result gave back:
+:mod:`kernelcli._memory`) and hands plain arrays to the jitted kernels in :mod:`kernelcli._jit` (or,
 for small work before Numba is loaded, to their NumPy twins in :mod:`kernelcli._npkernels`).
 
 Geometry, per axis, for an input of N samples and a kernel of K taps::
@@ -32,6 +33,7 @@ import sys
 
 import numpy as np
 
+from . import _memory
 from .errors import KernelcliError, UsageError
 
 PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
@@ -171,7 +173,11 @@ def as_image_array(x, what: str = "input") -> np.ndarray:
         raise UsageError(f"{what} must be 2-D (H x W) or 3-D (H x W x C), got shape {arr.shape}")
     if min(arr.shape) < 1:
         raise UsageError(f"{what} is empty (shape {arr.shape})")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+        return arr
+    copy = _memory.empty(arr.shape)
+    np.copyto(copy, arr, casting="unsafe")
+    return copy
 
 
 def available_memory() -> int | None:
@@ -196,11 +202,21 @@ def ensure_memory(nbytes: int, what: str) -> None:
     if nbytes < CHECK_MEMORY_FROM:
         return
     free = available_memory()
+    if free is not None and nbytes > free and _memory.kept_bytes():
+        _memory.release()  # memory kept for reuse counts as used
+        free = available_memory()
     if free is not None and nbytes > free:
         raise KernelcliError(
             f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
             "use a smaller input, a larger stride or less padding"
         )
+
+
+def release_memory() -> None:
+    """Give back to the system now the memory kept from large results that
+    are gone (at most 256 MiB, kept for the next results of their sizes:
+    :mod:`kernelcli._memory`)."""
+    _memory.release()
 
 
 def _rows_view(arr: np.ndarray) -> tuple[np.ndarray, int]:
@@ -244,7 +260,9 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     per call when many images of one size go through.
 
     Returns a float32 array with the same number of dimensions as ``x``
-    (``out`` itself when given).
+    (``out`` itself when given). A result of 32 MiB or more is laid on the
+    memory of an earlier result of the same size that is gone, when there is
+    one, which saves the system zeroing fresh pages (:func:`release_memory`).
 
     The way it is computed follows a cost model (``_method`` tells which):
     a direct loop over the taps, 1-D passes for a low-rank kernel, or FFTs in
@@ -287,7 +305,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
         if out is not None:
             out[...] = result
     else:
-        dest = np.empty(shape, dtype=np.float32) if out is None else out
+        dest = _memory.empty(shape) if out is None else out
         flat = dest.reshape(oh, ow * out_channels)
         kernels = backend(multiply_adds(weights, oh * ow * out_channels))
         if weights.ndim == 3:
@@ -647,11 +665,13 @@ def relu(x, slope: float = 0.0, inplace: bool = False):
     ``inplace=True`` overwrites ``x`` when it is already a writable float32 array.
     """
     arr = as_image_array(x)
-    out = arr if inplace and arr is x and arr.flags.writeable else None
+    inplace = inplace and arr is x and arr.flags.writeable
     if slope:
-        out = arr.copy() if out is None else out
+        out = arr if inplace else _memory.empty(arr.shape)
+        if out is not arr:
+            np.copyto(out, arr)
         return np.multiply(out, np.float32(slope), out=out, where=out < 0)
-    return np.maximum(arr, np.float32(0.0), out=out)
+    return np.maximum(arr, np.float32(0.0), out=arr if inplace else _memory.empty(arr.shape))
 
 
 def pool_geometry(shape, kind: str = "max", size=2, stride=None) -> tuple:
@@ -675,6 +695,6 @@ def pool(x, kind: str = "max", size=2, stride=None):
     src = as_image_array(x)
     ph, pw, sy, sx, oh, ow = pool_geometry(src.shape, kind, size, stride)
     rows, c = _rows_view(src)
-    out = np.empty((oh, ow * c), dtype=np.float32)
+    out = _memory.empty((oh, ow * c))
     backend(out.size * ph * pw).pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)
     return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
