@@ -120,25 +120,30 @@ class Picture:
 # reading
 
 
-def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False) -> Picture:
+def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False,
+               on_header=None) -> Picture:
     """Read an image or ``.npy`` from a path, ``"-"`` (stdin), bytes or a binary file.
 
     ``max_pixels`` bounds ``H x W`` of images and arrays alike (None: no bound).
     ``integers``: 8- and 16-bit images keep their uint8/uint16 pixels instead
     of a float32 copy (``.npy`` and float images are float32 either way).
+    ``on_header(height, width, bands)``, if given, is called for an image
+    Pillow reads once its header is read and checked, before its pixels are
+    decoded (``bands``: the file's, before any change of mode).
     """
-    with open_input(source, max_pixels, integers) as got:
+    with open_input(source, max_pixels, integers, on_header) as got:
         return got.picture() if isinstance(got, NpyInput) else got
 
 
-def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, integers: bool = False) -> Picture:
+def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, integers: bool = False,
+                    on_header=None) -> Picture:
     """A picture Pillow reads, from ``stream`` whose first bytes ``head`` were read already."""
     if opened and stream.seekable():  # a file: Pillow reads it a block at a time, no copy in memory
         stream.seek(0)
         fp = stream
     else:  # a pipe or a caller's stream: Pillow needs one it can seek in
         fp = io.BytesIO(head + stream.read())
-    return _read_pillow(fp, name, max_pixels, integers)
+    return _read_pillow(fp, name, max_pixels, integers, on_header)
 
 
 @dataclass
@@ -158,7 +163,7 @@ class NpyInput:
 
 
 @contextlib.contextmanager
-def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False):
+def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False, on_header=None):
     """Open an input (as :func:`read_image` takes it) for a reader that may
     go through a ``.npy`` a band at a time: yields an :class:`NpyInput` for
     a ``.npy`` (its header checked), else the :class:`Picture`, read whole.
@@ -172,7 +177,7 @@ def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
             if head == NPY_MAGIC:
                 got = NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels))
             else:
-                got = _pillow_picture(stream, head, name, closer, max_pixels, integers)
+                got = _pillow_picture(stream, head, name, closer, max_pixels, integers, on_header)
         except OSError as e:
             raise _read_error(name, e) from None
         yield got  # (what the caller does with it raises its own errors: a closed pipe it writes to...)
@@ -389,9 +394,21 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
     return Picture(arr, mode, "NPY", info, [], top, labels)
 
 
-def _read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False) -> Picture:
+#: Bytes of the file handed to Pillow's decoder at a time (Pillow's own is
+#: 64 KiB). The decoder lets go of the GIL while it decodes a block, and takes
+#: it back for the next: with another thread busy in Python (Numba loading
+#: while a large image decodes: :func:`kernelcli.tiled.load_numba_early`),
+#: each of those takes up to the interpreter's switch interval (5 ms).
+#: Measured 2026-11-23 on a 48 MP JPEG with Numba loading beside it: decoding
+#: took 0.75-0.81 s in 64 KiB blocks, 0.51-0.55 s in 1 MiB ones (0.42 s alone,
+#: either way).
+DECODE_BLOCK = 1 << 20
+
+
+def _read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None) -> Picture:
     """The picture in ``fp`` (a seekable binary file at its start), decoded
-    completely: nothing is read from ``fp`` afterwards."""
+    completely: nothing is read from ``fp`` afterwards. (``on_header``: as
+    :func:`read_image` takes it.)"""
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's
@@ -404,6 +421,9 @@ def _read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False) 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = _open_pillow(fp)
             _check_pixels(img, name, max_pixels)
+            if on_header is not None:
+                on_header(img.size[1], img.size[0], len(img.getbands()))
+            img.decodermaxblock = DECODE_BLOCK
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(_bomb_message(name, None, max_pixels)) from None

@@ -240,12 +240,23 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
     """
     from . import images
 
+    from . import tiled
+
     out_format = images.format_for(target, fmt)
     png_level = images.PNG_LEVEL if png_level is None else png_level
-    picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=True)
+    loading = []
+
+    def header(height, width, bands):  # Numba, if the image will need it, loads while the pixels decode
+        loading.append(tiled.load_numba_early(conv, pool, height, width, 1 if gray else bands))
+
+    try:
+        picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=True,
+                                    on_header=header)
+    finally:  # (on an error too: no thread is left compiling while the process ends)
+        for wait in loading:
+            wait()
     notes, picture.notes = picture.notes, []
     size = picture.pixels.shape[:2]
-    from . import tiled
 
     if out_format == "NPY":
         return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)

@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -323,6 +324,47 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
         for _ in pool_.map(one, bands):
             pass
     return out
+
+
+def load_numba_early(conv, pool, height: int, width: int, channels: int):
+    """Start loading Numba and the loops ``conv`` and ``pool`` run (compiling
+    them into an empty cache, else loading them from it) on another thread,
+    when an image of ``height x width x channels`` will surely need them in
+    :func:`apply_in_bands`: float32 bands of more multiply-adds than NumPy
+    takes. Called once the header is read, it runs while the pixels are
+    decoded (Pillow's decoders let go of the GIL).
+
+    Returns a callable that waits until it is done: call it before the image
+    is computed, so that no two threads ever enter Numba's parallel loops at
+    once. Errors here are dropped; the computation itself meets and reports
+    them.
+    """
+    import threading
+
+    try:
+        if "numba" in sys.modules or engine.exact_weights(conv.kernel, conv.flip) is not None:
+            return lambda: None  # loaded already; or an integer kernel's int16 bands, which need no Numba
+        values = height * width * channels  # (fewer than the bands read, with their overlaps)
+        if sum(engine.multiply_adds(k.array, values) for k in conv.kernels) <= engine.NUMPY_MAX_BANDED_WORK:
+            return lambda: None
+    except Exception:  # only a head start: never a reason for the read to fail
+        return lambda: None
+
+    def load():
+        try:
+            engine.load_numba()
+            # the same loops on a few rows of the image's width: what the bands will call
+            x = np.zeros((min(height, 8 + sum(k.shape[0] for k in conv.kernels)), width, channels), np.float32)
+            for k in conv.kernels:
+                y = conv.run(x, k)
+            if pool is not None:
+                engine.pool(y, pool.kind, pool.size, pool.stride)
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=load, name="kernelcli-load-numba", daemon=True)
+    thread.start()
+    return thread.join
 
 
 def _bands_compute_as_whole(job: Job, conv, rows: int) -> bool:

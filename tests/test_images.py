@@ -638,3 +638,27 @@ def test_clips_to_8bit_only_for_plain_8bit_conversions():
     assert not images.clips_to_8bit(pic("RGB"), "NPY")
     for mode in ("LA", "RGBA", "I;16", "F", None):
         assert not images.clips_to_8bit(Picture(np.zeros((2, 2), np.uint8), mode, "PNG"), "PNG"), mode
+
+
+def test_on_header_is_called_before_the_pixels_are_decoded(tmp_path, monkeypatch):
+    from PIL import Image, ImageFile
+
+    events = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        events.append("decode")
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    rgba = np.zeros((7, 9, 4), np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    Image.fromarray(rgba[:, :, 0]).save(tmp_path / "g.jpg")
+    for name, want in (("a.png", (7, 9, 4)), ("g.jpg", (7, 9, 1))):
+        events.clear()
+        images.read_image(str(tmp_path / name), on_header=lambda *a: events.append(a))
+        assert events[0] == want and "decode" in events[1:]
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
+    events.clear()
+    images.read_image(str(tmp_path / "x.npy"), on_header=lambda *a: events.append(a))
+    assert events == []  # a .npy has no pixels to decode

@@ -603,3 +603,76 @@ def test_other_jobs_keep_the_float_bands(why, mode, kernel, fmt, scaling, offset
     got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=5, **stages)
     assert not exact_calls, why
     assert np.array_equal(got, whole_then_converted(picture, conv, fmt, scaling, offset, **stages))
+
+
+# --------------------------------------------------------------------------
+# Numba loaded while a large image decodes (tiled.load_numba_early)
+
+_EARLY = """
+import sys
+import numpy as np
+from kernelcli import tiled
+from kernelcli.kernels import Kernel
+from kernelcli.pipeline import Pool, make_conv
+kernel = {kernel}
+conv, _ = make_conv([Kernel("k", np.array(kernel, dtype=np.float32))])
+wait = tiled.load_numba_early(conv, Pool("max", 2), {height}, 400, 3)
+wait()
+from_bands = "numba" in sys.modules
+if from_bands:
+    from kernelcli import _jit
+    compiled = sorted(f.__name__ for f in (_jit._rows_unit, _jit._rows_step, _jit.pool_rows) if f.signatures)
+else:
+    compiled = []
+print(from_bands, compiled)
+"""
+
+
+@pytest.mark.parametrize("kernel, height, loads", [
+    ("np.random.default_rng(1).random((9, 9))", 2_000_000, True),  # 9x9 x 2.4 G values: Numba
+    ("np.random.default_rng(1).random((9, 9))", 2_000, False),  # 2.4 M values: NumPy
+    ("[[0, -1, 0], [-1, 5, -1], [0, -1, 0]]", 2_000_000, False),  # integers: int16 bands, no Numba
+])
+def test_numba_loads_early_only_for_large_float_work(kernel, height, loads):
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-c", _EARLY.format(kernel=kernel, height=height)],
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    if loads:  # loaded, and the loops the bands call are ready (compiled or read from the cache)
+        assert got.stdout.split()[0] == "True" and "_rows_unit" in got.stdout and "pool_rows" in got.stdout
+    else:
+        assert got.stdout.strip() == "False []"
+
+
+def test_apply_file_waits_for_the_early_load_before_computing(tmp_path, monkeypatch):
+    order = []
+
+    def early(conv, pool, height, width, channels):
+        order.append(("header", height, width, channels))
+        return lambda: order.append("waited")
+
+    def bands(picture, *args, **kw):
+        order.append("bands")
+        return real_bands(picture, *args, **kw)
+
+    real_bands = tiled.apply_in_bands
+    monkeypatch.setattr(tiled, "load_numba_early", early)
+    monkeypatch.setattr(tiled, "apply_in_bands", bands)
+    rgb = (np.arange(30 * 40 * 3) % 256).astype(np.uint8).reshape(30, 40, 3)
+    from PIL import Image
+
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    conv, _ = make_conv([Kernel("k", np.full((3, 3), 0.1, dtype=np.float32))])
+    pipeline.apply_file(str(tmp_path / "in.png"), str(tmp_path / "out.png"), conv)
+    assert order == [("header", 30, 40, 3), "waited", "bands"]
+    order.clear()
+    pipeline.apply_file(str(tmp_path / "in.png"), str(tmp_path / "gray.png"), conv, gray=True)
+    assert order[0] == ("header", 30, 40, 1)
+    order.clear()
+    whole = (tmp_path / "in.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])  # the header, half the pixels
+    with pytest.raises(ImageReadError):
+        pipeline.apply_file(str(tmp_path / "cut.png"), str(tmp_path / "cut-out.png"), conv)
+    assert order == [("header", 30, 40, 3), "waited"]  # waited for, though decoding failed
