@@ -572,4 +572,39 @@ def main(argv=None):
         import warnings
 
         warnings.simplefilter("ignore")  # library warnings are not messages for users
-    cli.main(args=argv, prog_name="kernelcli")
+    try:
+        cli.main(args=argv, prog_name="kernelcli")
+    except SystemExit as done:
+        if argv is None:  # this process is the command's own: no caller to return to
+            exit_now(done.code)
+        raise
+
+
+def exit_now(code) -> None:
+    """End the command's process at once with ``code`` (as ``sys.exit`` takes
+    it), once stdout and stderr are flushed, skipping the interpreter's
+    teardown: freeing every module's objects took 15-25 ms after a command
+    here, against about 1 ms for ``python -c pass`` (2026-11-23). Every
+    output file is closed by then (written to a temporary file, renamed into
+    place). Returns, for the ordinary exit, where the teardown may matter:
+    while a thread that is not a daemon is still running (a Dask client's,
+    a process pool's), or when flushing fails (a closed pipe: the ordinary
+    exit handles it)."""
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() and not t.name.startswith("kernelcli")
+           for t in threading.enumerate()):
+        return
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(status)

@@ -771,3 +771,61 @@ def test_freed_buffers_are_reused_without_page_faults():
     # to the system each time (about 1280 page faults).
     on, off = page_faults("on"), page_faults("off")
     assert on < 64, (on, off)
+
+
+# --------------------------------------------------------------------------
+# the command's process ends without the interpreter's teardown (cli.exit_now)
+
+_ENDING = """
+import atexit, sys, threading, time
+atexit.register(lambda: open({marker!r}, "w").close())  # runs only on the ordinary exit
+if {busy}:  # a thread that is not a daemon, still running: the ordinary exit waits for it
+    threading.Thread(target=time.sleep, args=(0.5,)).start()
+sys.argv = ["kernelcli"] + {args!r}
+from kernelcli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("args, status", [
+    (["apply", "sharpen", "{photo}", "-"], 0),
+    (["apply", "no-such-kernel", "{photo}", "{out}"], 2),
+    (["apply", "sharpen", "{missing}", "{out}"], 1),
+])
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_command_ends_at_once_unless_a_thread_still_runs(tmp_path, samples, args, status, busy):
+    import sys
+
+    marker = tmp_path / "atexit-ran"
+    names = {"photo": str(samples / "photo.png"), "out": str(tmp_path / "o.png"),
+             "missing": str(tmp_path / "missing.png")}
+    args = [a.format(**names) for a in args]
+    got = subprocess.run([sys.executable, "-c", _ENDING.format(marker=str(marker), busy=busy, args=args)],
+                         capture_output=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
+    assert got.returncode == status, got.stderr
+    assert marker.exists() == busy
+    if status == 0:  # everything written to stdout arrived: the whole .npy
+        with Image.open(samples / "photo.png") as photo:
+            assert np.load(io.BytesIO(got.stdout)).shape[:2] == photo.size[::-1]
+    else:
+        assert got.stderr.decode().startswith("kernelcli: ") or b"Error" in got.stderr
+
+
+def test_exit_now_keeps_sys_exit_codes(tmp_path):
+    import sys
+
+    for code, status, err in (("None", 0, ""), ("3", 3, ""), ("'kernelcli: broken'", 1, "kernelcli: broken\n")):
+        got = subprocess.run([sys.executable, "-c", f"from kernelcli.cli import exit_now; exit_now({code})"],
+                             capture_output=True, text=True, timeout=60)
+        assert (got.returncode, got.stderr) == (status, err)
+
+
+def test_exit_now_flushes_what_is_still_buffered():
+    import sys
+
+    got = subprocess.run([sys.executable, "-c", "import sys; from kernelcli.cli import exit_now; "
+                          "print('on stdout', end=''); exit_now(0)"],
+                         capture_output=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})  # buffered
+    assert (got.returncode, got.stdout) == (0, b"on stdout")
