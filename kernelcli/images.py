@@ -400,8 +400,8 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
 #: while a large image decodes: :func:`kernelcli.tiled.load_numba_early`),
 #: each of those takes up to the interpreter's switch interval (5 ms).
 #: Measured 2026-11-23 on a 48 MP JPEG with Numba loading beside it: decoding
-#: took 0.75-0.81 s in 64 KiB blocks, 0.51-0.55 s in 1 MiB ones (0.42 s alone,
-#: either way).
+#: took 0.75-0.81 s in 64 KiB blocks, 0.51-0.54 s in 1 MiB ones (0.40-0.42 s
+#: alone, either way).
 DECODE_BLOCK = 1 << 20
 
 

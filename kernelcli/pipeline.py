@@ -238,9 +238,7 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
 
     Returns the input's ``(height, width)`` and the notes to show the user.
     """
-    from . import images
-
-    from . import tiled
+    from . import images, tiled
 
     out_format = images.format_for(target, fmt)
     png_level = images.PNG_LEVEL if png_level is None else png_level

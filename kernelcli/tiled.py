@@ -363,7 +363,10 @@ def load_numba_early(conv, pool, height: int, width: int, channels: int):
             pass
 
     thread = threading.Thread(target=load, name="kernelcli-load-numba", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: Numba loads later, as it would have
+        return lambda: None
     return thread.join
 
 
