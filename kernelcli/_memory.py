@@ -11,8 +11,9 @@ image after another pays for fresh pages on every call.
 So :func:`empty` lays arrays of at least :data:`MIN_BYTES` on private
 anonymous mappings. When the last array or view on one goes away, the mapping
 is kept, and the next array of exactly that many bytes is laid on it instead
-of a fresh one. At most :data:`KEEP_COUNT` mappings of :data:`KEEP_BYTES` in
-all are kept, the oldest dropped first; :func:`release` drops them now.
+of a fresh one. An array of a size none of them has gives every kept mapping
+back first. At most :data:`KEEP_COUNT` mappings of :data:`KEEP_BYTES` in all
+are kept, the oldest dropped first; :func:`release` drops them now.
 
 Such an array is an ordinary writable C-contiguous ndarray except that it
 does not own its data (``arr.base`` is the array laid on the mapping), so
@@ -54,6 +55,12 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
     size = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
     mapping = _take(size)
     if mapping is None:
+        # None of this size: the kept ones are of sizes this program has
+        # moved on from (a loop over same-size images finds its size every
+        # time). Give them back before new pages are touched, so that kept
+        # memory does not add to a peak (a whole-image job's stages: a
+        # convolution's result, then a smaller pooled one).
+        _kept.clear()
         mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         if hasattr(mmap, "MADV_HUGEPAGE"):
             mapping.madvise(mmap.MADV_HUGEPAGE)  # as NumPy asks for its own large arrays

@@ -595,7 +595,7 @@ def _choose(weights, channels, in_width, pad_left, out_size, stride, dilation, f
 def _method(weights, image_shape, stride=1, padding="same", dilation=1) -> str:
     """How :func:`convolve` would compute these (already flipped) weights on
     an image of this shape: "direct", "separable" or "fft". Nothing is
-    computed; for tests and reports."""
+    computed; for tests, reports and :func:`kernelcli.tiled.load_numba_early`."""
     weights = np.asarray(weights, dtype=np.float32)
     sy, sx = pair(stride, "stride")
     dy, dx = pair(dilation, "dilation")

@@ -331,8 +331,9 @@ def load_numba_early(conv, pool, height: int, width: int, channels: int):
     them into an empty cache, else loading them from it) on another thread,
     when an image of ``height x width x channels`` will surely need them in
     :func:`apply_in_bands`: float32 bands of more multiply-adds than NumPy
-    takes. Called once the header is read, it runs while the pixels are
-    decoded (Pillow's decoders let go of the GIL).
+    takes, and no kernel the engine would run by FFT (such a job goes whole,
+    without Numba). Called once the header is read, it runs while the pixels
+    are decoded (Pillow's decoders let go of the GIL).
 
     Returns a callable that waits until it is done: call it before the image
     is computed, so that no two threads ever enter Numba's parallel loops at
@@ -347,6 +348,10 @@ def load_numba_early(conv, pool, height: int, width: int, channels: int):
         values = height * width * channels  # (fewer than the bands read, with their overlaps)
         if sum(engine.multiply_adds(k.array, values) for k in conv.kernels) <= engine.NUMPY_MAX_BANDED_WORK:
             return lambda: None
+        shape = (height, width, channels) if channels > 1 else (height, width)
+        if any(engine._method(k.array, shape, conv.stride, conv.padding, conv.dilation) == "fft"
+               for k in conv.kernels):
+            return lambda: None  # the whole image by FFT, which needs no Numba (nor bands)
     except Exception:  # only a head start: never a reason for the read to fail
         return lambda: None
 

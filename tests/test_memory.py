@@ -81,8 +81,8 @@ def test_kept_mappings_are_capped_oldest_first(reuse, monkeypatch):
         del arrays[0]  # (256, 10) comes back first
     gc.collect()
     assert len(_memory._kept) == 2
-    taken = [_memory.empty((256, n)) for n in (10, 20, 30)]
-    assert [float(a[0, 0]) for a in taken] == [0.0, 20.0, 30.0]
+    taken = [_memory.empty((256, n)) for n in (20, 30, 10)]  # (the last one, a miss, clears the rest)
+    assert [float(a[0, 0]) for a in taken] == [20.0, 30.0, 0.0]
     assert _memory.kept_bytes() == 0
     del taken
 
@@ -240,3 +240,16 @@ def test_release_memory_is_public(reuse):
     assert _memory.kept_bytes() > 0
     kernelcli.release_memory()
     assert _memory.kept_bytes() == 0
+
+
+@pytest.mark.skipif(not _memory._MAPPED, reason="no private mappings on this system")
+def test_an_array_of_a_new_size_gives_the_kept_ones_back_first(reuse):
+    a, b = _memory.empty((64, 64)), _memory.empty((32, 32))
+    del a, b
+    gc.collect()
+    assert len(_memory._kept) == 2
+    same = _memory.empty((32, 32))  # a hit: the other one stays kept
+    assert _memory.kept_bytes() == 64 * 64 * 4
+    other = _memory.empty((50, 50))  # a miss: nothing stays kept beside it
+    assert _memory.kept_bytes() == 0
+    del same, other

@@ -632,6 +632,7 @@ print(from_bands, compiled)
     ("np.random.default_rng(1).random((9, 9))", 2_000_000, True),  # 9x9 x 2.4 G values: Numba
     ("np.random.default_rng(1).random((9, 9))", 2_000, False),  # 2.4 M values: NumPy
     ("[[0, -1, 0], [-1, 5, -1], [0, -1, 0]]", 2_000_000, False),  # integers: int16 bands, no Numba
+    ("np.random.default_rng(1).random((31, 31))", 2_000_000, False),  # whole, by FFT: no Numba
 ])
 def test_numba_loads_early_only_for_large_float_work(kernel, height, loads):
     import subprocess
