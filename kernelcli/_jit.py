@@ -256,8 +256,10 @@ def _interior_cols(kernel, width, pad_left, sx, dx, out_w):
     """Output columns ``lo <= ox < hi`` where every column of taps with a
     nonzero weight reads inside the image (as :func:`_interior` for each)."""
     lo, hi = 0, out_w
-    for kx in np.flatnonzero(np.any(kernel != 0.0, axis=0)):
-        off = int(kx) * dx - pad_left
+    for kx, used in enumerate(kernel.any(axis=0).tolist()):  # (plain ints: a third of the time)
+        if not used:
+            continue
+        off = kx * dx - pad_left
         lo = max(lo, min(-(off // sx), out_w) if off < 0 else 0)
         hi = min(hi, (width - 1 - off) // sx + 1 if width - 1 - off >= 0 else 0)
     return lo, max(hi, lo)

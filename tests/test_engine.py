@@ -21,7 +21,7 @@ from reference import (  # noqa: E402
 )
 
 from kernelcli import engine  # noqa: E402
-from kernelcli.errors import KernelcliError, UsageError  # noqa: E402
+from kernelcli.errors import KernelcliError, KernelError, UsageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -734,3 +734,29 @@ def test_exact_weights_only_where_int16_is_exact_and_cheaper():
     assert engine.exact_weights(Kernel("deep", np.ones((3, 3, 2)))) is None
     with pytest.raises(TypeError):
         engine.correlate_exact(np.zeros((4, 4), np.float32), engine.exact_weights(sharpen))
+
+
+def test_a_kernel_array_changed_in_place_is_seen_by_the_next_call():
+    # (small kernel arrays are looked up by their contents, never by identity)
+    x = rand_image((20, 24), 11)
+    k = rand_kernel((3, 3), 12)
+    first = engine.convolve(x, k)
+    np.testing.assert_allclose(first, correlate_ref(x, k, pads=((1, 1), (1, 1))), rtol=1e-5, atol=1e-4)
+    k[1, 1] += 2.0
+    second = engine.convolve(x, k)
+    np.testing.assert_allclose(second, correlate_ref(x, k, pads=((1, 1), (1, 1))), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(first, second)
+    flipped = engine.convolve(x, k, flip=True)
+    np.testing.assert_allclose(flipped, correlate_ref(x, k[::-1, ::-1], pads=((1, 1), (1, 1))), rtol=1e-5, atol=1e-4)
+
+
+def test_cached_kernel_weights_come_back_as_copies():
+    k = rand_kernel((3, 3), 13)
+    _, weights = engine._kernel_weights(k, False)
+    weights[...] = 0  # a caller's change must not reach the next call
+    _, again = engine._kernel_weights(k, False)
+    np.testing.assert_array_equal(again, k)
+    with pytest.raises(KernelError):
+        engine._kernel_weights(np.array([[1.0, np.nan]]), False)
+    with pytest.raises(KernelError):  # errors are not cached away
+        engine._kernel_weights(np.array([[1.0, np.nan]]), False)
