@@ -202,3 +202,15 @@ def test_rows_of_several_chunks(shape, stride):
         k[k == 0] = 0.5  # all taps nonzero
         got, want = run_both(x, k, (stride, stride), "same", "wrap", (1, 1))
         assert_bits(got, want)
+
+
+def test_strided_taps_weigh_more_in_the_threading_threshold(monkeypatch):
+    seen = []
+    real = _jit._spread
+    monkeypatch.setattr(_jit, "_spread", lambda run, n_rows, work: (seen.append(work), real(run, n_rows, work)))
+    x = np.zeros((64, 64), np.float32)
+    k = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32)
+    maps = engine.source_index(64, (1, 1), "zero")
+    for sx, out in ((1, np.empty((64, 64), np.float32)), (2, np.empty((64, 32), np.float32))):
+        _jit.correlate_rows(x, 1, k, maps, maps, 1, 1, sx, 1, 1, out)
+    assert seen == [64 * 64 * 5, 64 * 32 * 5 * _jit._STRIDED_TAP]
