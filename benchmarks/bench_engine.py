@@ -237,9 +237,10 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
     # The same, with kernelcli's result on new memory every call, as a single
     # call gets it: the memory of the results dropped before is given back to
     # the system, untimed, before each call (see kernelcli._memory).
+    threes = ((f"3x3 sharpen {size}x{size}", img, "3x3"), (f"RGB 3x3 sharpen {rgb_size}x{rgb_size}x3", rgb, "rgb"))
     if cv2 is not None:
         fresh = ", new memory every call"
-        for label, x in ((f"3x3 sharpen {size}x{size}", img), (f"RGB 3x3 sharpen {rgb_size}x{rgb_size}x3", rgb)):
+        for label, x, _ in threes:
             cases.append(Case(
                 label + fresh, lambda x=x: kernelcli.convolve(x, sharpen),
                 [Peer("cv2.filter2D", lambda x=x: cv2.filter2D(x, -1, k3, borderType=BC),
@@ -255,8 +256,7 @@ def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):
                 "s2": np.empty((size // 2, size // 2), np.float32)}
         theirs = {"3x3": np.empty_like(img), "rgb": np.empty_like(rgb)}
         into = " into an existing array (out= / dst=)"
-        for label, x, key in ((f"3x3 sharpen {size}x{size}", img, "3x3"),
-                              (f"RGB 3x3 sharpen {rgb_size}x{rgb_size}x3", rgb, "rgb")):
+        for label, x, key in threes:
             cases.append(Case(
                 label + into, lambda x=x, key=key: kernelcli.convolve(x, sharpen, out=mine[key]),
                 [Peer("cv2.filter2D", lambda x=x, key=key: cv2.filter2D(x, -1, k3, dst=theirs[key], borderType=BC),

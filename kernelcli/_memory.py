@@ -60,7 +60,7 @@ def empty(shape, dtype=np.float32) -> np.ndarray:
         # time). Give them back before new pages are touched, so that kept
         # memory does not add to a peak (a whole-image job's stages: a
         # convolution's result, then a smaller pooled one).
-        _kept.clear()
+        release()
         mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         if hasattr(mmap, "MADV_HUGEPAGE"):
             mapping.madvise(mmap.MADV_HUGEPAGE)  # as NumPy asks for its own large arrays
@@ -84,7 +84,7 @@ def _take(size: int):
 
 def _give_back(size: int, mapping) -> None:
     _kept.append((size, mapping))
-    while len(_kept) > KEEP_COUNT or sum(s for s, _ in list(_kept)) > KEEP_BYTES:
+    while len(_kept) > KEEP_COUNT or kept_bytes() > KEEP_BYTES:
         try:
             _kept.popleft()
         except IndexError:

@@ -322,8 +322,10 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     if method == "fft":  # (FFTs need no Numba; it is asked for only where its loops run)
         result = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
                                 (oh, ow), size).reshape(shape)
-        dest = result if out is None else out
-        if out is not None:
+        if out is None:
+            dest = result
+        else:
+            dest = out
             out[...] = result
     else:
         dest = _memory.empty(shape) if out is None else out
@@ -689,7 +691,7 @@ def relu(x, slope: float = 0.0, inplace: bool = False):
     inplace = inplace and arr is x and arr.flags.writeable
     if slope:
         out = arr if inplace else _memory.empty(arr.shape)
-        if out is not arr:
+        if not inplace:
             np.copyto(out, arr)
         return np.multiply(out, np.float32(slope), out=out, where=out < 0)
     return np.maximum(arr, np.float32(0.0), out=arr if inplace else _memory.empty(arr.shape))

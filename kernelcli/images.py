@@ -949,17 +949,16 @@ def _deliver(target, payload, fmt: str) -> None:
         buf = io.BytesIO()
         payload(buf)
         payload = [buf.getvalue()]
-    if hasattr(target, "write"):
-        for chunk in payload:
-            target.write(chunk)
-        return
-    if str(target) == "-":
-        out = _stdout(fmt)
-        for chunk in payload:
-            out.write(chunk)
-        out.flush()
-        return
-    write_atomic(Path(str(target)), payload)
+    if callable(payload):
+        stream_to(target, payload, fmt)
+    else:
+        stream_to(target, lambda f: write_chunks(f, payload), fmt)
+
+
+def write_chunks(f, chunks) -> None:
+    """Write byte chunks into the binary file ``f``, in order."""
+    for chunk in chunks:
+        f.write(chunk)
 
 
 def stream_to(target, write, fmt: str) -> None:
@@ -989,18 +988,12 @@ def _stdout(fmt: str):
     return out.buffer
 
 
-def write_atomic(path: Path, payload) -> None:
-    """Write bytes (a list of byte chunks, or a function that writes into a
-    binary file) to a temporary file beside ``path``, then rename it into place."""
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        payload = [payload]
+def write_atomic(path: Path, write) -> None:
+    """Let ``write(f)`` write into a temporary file beside ``path``, then
+    rename it into place."""
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
-            if callable(payload):
-                payload(f)
-            else:
-                for chunk in payload:
-                    f.write(chunk)
+            write(f)
 
 
 #: Temporary files being written now (removed by the SIGTERM handler).

@@ -326,8 +326,7 @@ def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha,
             return
         result = _apply_whole(picture, conv, relu, pool, gray, alpha)
         notes.extend(result.notes)
-        for chunk in images.npy_chunks(result):
-            f.write(chunk)
+        images.write_chunks(f, images.npy_chunks(result))
 
     images.stream_to(target, write, "NPY")
     return list(dict.fromkeys(notes))  # once, not once per band

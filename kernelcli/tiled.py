@@ -308,7 +308,7 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     out[:1] = first
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
     band_values = (rows + job.reach_y) * math.prod(px.shape[1:])
-    band_work = sum(engine.multiply_adds(k.array, band_values) for k in conv.kernels)
+    band_work = _multiply_adds(conv, band_values)
     if exact is None and band_work * len(bands) > engine.NUMPY_MAX_BANDED_WORK:
         engine.load_numba()  # decided once for the image, not band by band
     lock = threading.Lock() if exact is None and engine.uses_numba(band_work) else None
@@ -324,6 +324,12 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
         for _ in pool_.map(one, bands):
             pass
     return out
+
+
+def _multiply_adds(conv, values: int) -> int:
+    """Multiply-adds of every kernel of ``conv`` over ``values`` values
+    (:func:`kernelcli.engine.multiply_adds`)."""
+    return sum(engine.multiply_adds(k.array, values) for k in conv.kernels)
 
 
 def load_numba_early(conv, pool, height: int, width: int, channels: int):
@@ -346,7 +352,7 @@ def load_numba_early(conv, pool, height: int, width: int, channels: int):
         if "numba" in sys.modules or engine.exact_weights(conv.kernel, conv.flip) is not None:
             return lambda: None  # loaded already; or an integer kernel's int16 bands, which need no Numba
         values = height * width * channels  # (fewer than the bands read, with their overlaps)
-        if sum(engine.multiply_adds(k.array, values) for k in conv.kernels) <= engine.NUMPY_MAX_BANDED_WORK:
+        if _multiply_adds(conv, values) <= engine.NUMPY_MAX_BANDED_WORK:
             return lambda: None
         shape = (height, width, channels) if channels > 1 else (height, width)
         if any(engine._method(k.array, shape, conv.stride, conv.padding, conv.dilation) == "fft"
