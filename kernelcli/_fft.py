@@ -199,12 +199,13 @@ def dilate(weights: np.ndarray, dilation) -> np.ndarray:
     return out
 
 
-def correlate(rows, channels, weights, rowmap, colmap, stride, dilation, out_size, size, threads=1):
+def correlate(rows, channels, weights, rowmap, colmap, stride, dilation, out_size, size, threads=1, out=None):
     """Cross-correlate by FFT; same meaning as ``_jit.correlate_rows`` (2-D
     ``weights``: each channel, output ``(OH, OW*C)``) or ``_jit.correlate_depth``
     (``KY x KX x C`` weights: summed over channels, output ``(OH, OW)``).
 
     size: the transform size ``(NY, NX)`` from :func:`plan`.
+    out: the array to write into (every value is written), else a new one.
     Returns ``(out, redo)``: ``redo`` lists the output blocks
     ``(oy0, oy1, ox0, ox1)`` whose FFT result was not finite, for the caller
     to recompute directly.
@@ -222,12 +223,9 @@ def correlate(rows, channels, weights, rowmap, colmap, stride, dilation, out_siz
     # the default norm (a scale factor of integer 1) about 7x slower than with
     # a float scale factor, so every transform here passes a norm.
     spectrum = np.conj(np.fft.rfft2(kern, s=(ny, nx), norm="forward")) * np.float32(ny * nx)
-    if depth:
-        out = _memory.empty((oh, ow))
-        out3 = out[:, :, None]
-    else:
-        out = _memory.empty((oh, ow * c))
-        out3 = out.reshape(oh, ow, c)
+    if out is None:
+        out = _memory.empty((oh, ow) if depth else (oh, ow * c))
+    out3 = out.reshape(oh, ow, 1 if depth else c)
     ty, _ = axis_tiles(oh, sy, ry, np.array([ny]))
     tx, _ = axis_tiles(ow, sx, rx, np.array([nx]))
     # Per row of tiles (and per column): output range, padding-map stretch, runs.

@@ -319,17 +319,11 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     factors = low_rank_factors(weights) if weights.ndim == 2 else None
     method, size = _choose(weights, c, w, pads[1][0], (oh, ow), (sy, sx), (dy, dx), factors)
 
+    dest = _memory.empty(shape) if out is None else out
+    flat = dest.reshape(oh, ow * out_channels)
     if method == "fft":  # (FFTs need no Numba; it is asked for only where its loops run)
-        result = _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx),
-                                (oh, ow), size).reshape(shape)
-        if out is None:
-            dest = result
-        else:
-            dest = out
-            out[...] = result
+        _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), (oh, ow), size, flat)
     else:
-        dest = _memory.empty(shape) if out is None else out
-        flat = dest.reshape(oh, ow * out_channels)
         kernels = backend(multiply_adds(weights, oh * ow * out_channels))
         if weights.ndim == 3:
             kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
@@ -628,14 +622,15 @@ def _method(weights, image_shape, stride=1, padding="same", dilation=1) -> str:
     return _choose(weights, channels, image_shape[1], pads[1][0], out_size, (sy, sx), (dy, dx), factors)[0]
 
 
-def _fft_correlate(rows, c, weights, rowmap, colmap, pad_left, stride, dilation, out_size, size):
-    """Correlate through :mod:`kernelcli._fft`; tiles whose FFT result is not
+def _fft_correlate(rows, c, weights, rowmap, colmap, pad_left, stride, dilation, out_size, size, out):
+    """Correlate through :mod:`kernelcli._fft` into ``out`` (``OH x OW*C``,
+    or ``OH x OW`` for a depth kernel); tiles whose FFT result is not
     finite (NaN or infinity in their input, or overflow) are recomputed by the
     direct kernel, so non-finite values spread exactly as in the direct loop."""
     from . import _fft
 
-    out, redo = _fft.correlate(rows, c, weights, rowmap, colmap, stride, dilation, out_size, size,
-                               threads=_threads())
+    redo = _fft.correlate(rows, c, weights, rowmap, colmap, stride, dilation, out_size, size,
+                          threads=_threads(), out=out)[1]
     sy, sx = stride
     dy, dx = dilation
     depth = weights.ndim == 3
