@@ -393,10 +393,15 @@ def low_rank_factors(weights: np.ndarray):
     """``[(column, row), ...]`` whose outer products sum to ``weights``, when
     running them as 1-D passes costs less than half the direct taps; else None.
 
-    Found by SVD: singular values below 1e-6 of the largest are dropped, and
-    the factors are used only if they rebuild the kernel to within 1e-6 of its
-    largest weight (float32 noise). The SVD of one kernel is done once per
-    process (every band of an image asks again); the arrays are fresh copies.
+    Found by elimination with complete pivoting (in float64): take the
+    largest remaining weight as pivot, split off its row times its column,
+    and repeat until what remains is below 1e-6 of the largest weight. The
+    factors are used only if they rebuild the kernel to within 1e-6 of its
+    largest weight (float32 noise). Plain element-wise arithmetic, not SVD:
+    LAPACK and BLAS pick their kernels by CPU, and the factors (so every
+    separable result) would differ in the last bit between machines. Done
+    once per kernel per process (every band of an image asks again); the
+    arrays are fresh copies.
     """
     weights = np.asarray(weights, dtype=np.float32)
     factors = _low_rank_factors(weights.shape, weights.tobytes())
@@ -410,13 +415,22 @@ def _low_rank_factors(shape: tuple, data: bytes):
     if kh * kw < SEPARABLE_MIN_TAPS or kh == 1 or kw == 1:
         return None
     w64 = weights.astype(np.float64)
-    u, sv, vt = np.linalg.svd(w64)
-    if sv[0] == 0:
+    largest = float(np.max(np.abs(w64)))
+    if largest == 0:
         return None
-    rank = int(np.sum(sv > sv[0] * 1e-6))
-    if rank * (kh + kw) * 2 > kh * kw:
-        return None
-    factors = [(u[:, i] * np.sqrt(sv[i]), vt[i] * np.sqrt(sv[i])) for i in range(rank)]
+    most = (kh * kw) // (2 * (kh + kw))  # more factors than this cost more than the taps
+    rest, factors = w64.copy(), []
+    while True:
+        i, j = np.unravel_index(int(np.argmax(np.abs(rest))), rest.shape)
+        pivot = rest[i, j]
+        if abs(pivot) <= largest * 1e-6:
+            break
+        if len(factors) == most:
+            return None
+        size = np.sqrt(abs(pivot))
+        col, row = rest[:, j] / (size if pivot > 0 else -size), rest[i, :] / size
+        factors.append((col, row))
+        rest = rest - np.outer(col, row)
     rebuilt = sum(np.outer(col, row) for col, row in factors)
     if np.max(np.abs(rebuilt - w64)) > 1e-6 * np.max(np.abs(w64)):
         return None

@@ -85,6 +85,14 @@ class Kernel:
 
         return (self.values * self.scale).astype(np.float32)
 
+    def __array__(self, dtype=None, copy=None):
+        """The effective weights, as :attr:`array`, wherever NumPy expects an
+        array: ``np.asarray(kernel)``, ``np.allclose(kernel, expected)``.
+        The offset is not part of them. Always a new array, so ``copy`` is
+        satisfied whatever it asks."""
+        weights = self.array
+        return weights if dtype is None else weights.astype(dtype, copy=False)
+
     @property
     def shape(self) -> tuple[int, int]:
         """Rows and columns (a depth kernel's third axis is :attr:`depth`)."""

@@ -113,6 +113,18 @@ def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1
 # stages
 
 
+def luma_of(px: np.ndarray) -> np.ndarray:
+    """``0.299 R + 0.587 G + 0.114 B`` in float32, added in that order.
+
+    Element-wise on purpose: a BLAS product (``tensordot``, ``dot``, ``@``)
+    picks its kernel by CPU and blocks by array shape, so a band of rows and
+    the whole image would round differently, and so would two machines."""
+    luma = px[..., 0].astype(np.float32) * LUMA[0]
+    luma += px[..., 1].astype(np.float32) * LUMA[1]
+    luma += px[..., 2].astype(np.float32) * LUMA[2]
+    return luma
+
+
 def to_gray(picture: Picture) -> Picture:
     """One luminance channel (alpha, if any, is kept)."""
     px = picture.pixels
@@ -123,7 +135,7 @@ def to_gray(picture: Picture) -> Picture:
         return picture
     if colour_bands != 3:
         raise UsageError(f"--gray needs 3 colour channels (RGB), this input has {px.shape[2]}")
-    luma = np.ascontiguousarray(np.tensordot(px[..., :3], LUMA, axes=([2], [0])), dtype=np.float32)
+    luma = luma_of(px)
     if picture.has_alpha:
         return picture.with_pixels(np.dstack([luma, px[..., 3]]), mode="LA", labels=None)
     return picture.with_pixels(luma, mode=None if picture.mode is None else "L", labels=None)

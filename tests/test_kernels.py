@@ -573,3 +573,17 @@ def test_npy_depth_kernel_is_accepted(tmp_path):
     k = K.get_kernel(str(p))
     assert k.shape == (3, 3) and k.depth == 2
     assert "channel 1:" in k.format()
+
+
+def test_a_kernel_is_an_array_where_numpy_expects_one():
+    k = K.get_kernel("gaussian")
+    expected = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16
+    arr = np.asarray(k)
+    assert arr.dtype == np.float32 and arr.shape == (3, 3)
+    assert np.array_equal(arr, expected)
+    assert np.allclose(k, expected)
+    assert np.asarray(k, dtype=np.float64).dtype == np.float64
+    arr[0, 0] = 99  # a new array each time: the kernel is not changed through it
+    assert np.array_equal(np.asarray(k), expected)
+    scaled = K.get_kernel("1,2;3,4")
+    assert np.array_equal(np.asarray(scaled), scaled.array)
