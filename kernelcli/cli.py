@@ -328,7 +328,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
-    if _tiled_run_wanted(input, tile_rows, scheduler):
+    if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
         from . import images, tiled
 
         if output == "-" or images.format_for(output, fmt) != "NPY":
@@ -349,8 +349,9 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     note(ctx.obj["quiet"], notes)
 
 
-def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:
-    """Bands of rows for a .npy file when asked, or when it would not fit in memory."""
+def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
+    """Bands of rows between a .npy file and a .npy file when asked, or when
+    the input is large (tiled.goes_out_of_core)."""
     from . import images
 
     npy = input != "-" and images.is_npy(input)
@@ -360,10 +361,12 @@ def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:
         return False
     if tile_rows or scheduler:
         return True
+    if output == "-" or images.format_for(output, fmt) != "NPY":
+        return False
     from . import tiled
 
     try:
-        return tiled.too_big_for_memory(tiled.open_source(input))
+        return tiled.goes_out_of_core(tiled.open_source(input))
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return False
 

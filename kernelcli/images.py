@@ -17,6 +17,7 @@ import contextlib
 import io
 import math
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -175,7 +176,8 @@ def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
             if not head:
                 raise ImageReadError(f"{name}: empty input")
             if head == NPY_MAGIC:
-                got = NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels))
+                got = NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels,
+                                                                 stored=_stored_bytes(stream)))
             else:
                 got = _pillow_picture(stream, head, name, closer, max_pixels, integers, on_header)
         except OSError as e:
@@ -277,13 +279,28 @@ def check_npy_header(shape: tuple, dtype: np.dtype, name: str, max_pixels: int |
         raise ImageReadError(f"{name}: .npy array has {shape[2]} channels; at most 4096 are supported")
 
 
-def npy_header_checked(stream, name: str, max_pixels: int | None) -> tuple:
+def _stored_bytes(stream) -> int | None:
+    """The bytes a regular file holds, else None (a pipe, a socket, bytes)."""
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def npy_header_checked(stream, name: str, max_pixels: int | None, stored: int | None = None) -> tuple:
     """``(shape, fortran_order, dtype)`` of the ``.npy`` in ``stream``, whose
     magic string has just been read; the stream is left at the first data byte.
 
     The header is parsed by NumPy's format module (a literal, never pickled);
     object dtypes and arrays that are not images are refused here, before any
     data is read.
+
+    ``stored``: the size of the file the stream reads, if it is one. A
+    ``.npy`` file holds its pixels uncompressed, so its size is its claim:
+    the pixel limit (meant for formats where a small file can claim a huge
+    picture) does not apply to it; a file shorter than its header claims is
+    refused as truncated instead. A stream is held to the limit.
     """
     try:
         shape, fortran, dtype = read_npy_header(_Prefixed(NPY_MAGIC, stream))
@@ -293,6 +310,12 @@ def npy_header_checked(stream, name: str, max_pixels: int | None) -> tuple:
         raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
     except Exception as e:  # truncated or scrambled header
         raise ImageReadError(f"{name}: corrupt .npy header: {e}") from None
+    if stored is not None:
+        data = stream.tell() if hasattr(stream, "tell") else None
+        need = math.prod(shape) * dtype.itemsize
+        if data is not None and stored - data < need:
+            raise ImageReadError(f"{name}: truncated .npy: {max(stored - data, 0):,} of {need:,} data bytes")
+        max_pixels = None
     check_npy_header(shape, dtype, name, max_pixels)
     return shape, fortran, dtype
 

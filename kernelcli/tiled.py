@@ -113,6 +113,18 @@ def open_source(path) -> Source:
     return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
 
 
+#: A ``.npy`` file with more float32 data than this goes out of core (bands
+#: read from and written to the files) when its output is a ``.npy`` file:
+#: past it, reading it whole costs more in fresh memory than the bands'
+#: extra passes (docs: Performance).
+OUT_OF_CORE_BYTES = 512 * 2**20
+
+
+def goes_out_of_core(source: Source) -> bool:
+    """Should a ``.npy`` file into a ``.npy`` file run band by band between the files?"""
+    return math.prod(source.shape) * 4 >= OUT_OF_CORE_BYTES or too_big_for_memory(source)
+
+
 def too_big_for_memory(source: Source) -> bool:
     """Would the in-memory engine need more than half the available memory?
     (Input and result as float32, plus one intermediate.)"""

@@ -300,7 +300,11 @@ def test_npy_gigantic_header_is_refused_up_front(run_installed, tmp_path, out_di
     src.write_bytes(_npy_header((100000, 100000)) + b"\0" * 64)
     out = out_dir / "out.npy"
     proc = run_installed(["apply", "identity", src, out])
-    assert_error(proc, 1, ["100000x100000", "--max-pixels", "liar.npy"], [out])
+    # a .npy file's size is its claim: not the pixel limit, its length refuses it
+    assert_error(proc, 1, ["truncated", "liar.npy"], [out])
+    # a stream's claim is not backed by anything yet: the pixel limit holds it
+    proc = run_installed(["apply", "identity", "-", out], input=src.read_bytes())
+    assert_error(proc, 1, ["100000x100000", "--max-pixels", "stdin"], [out])
     # past the pixel limit, the memory check must refuse it (not the OOM killer)
     src.write_bytes(_npy_header((100000, 100000), "<f8") + b"\0" * 64)
     proc = run_installed(["apply", "identity", src, out, "--max-pixels", str(10**10)])

@@ -677,3 +677,59 @@ def test_apply_file_waits_for_the_early_load_before_computing(tmp_path, monkeypa
     with pytest.raises(ImageReadError):
         pipeline.apply_file(str(tmp_path / "cut.png"), str(tmp_path / "cut-out.png"), conv)
     assert order == [("header", 30, 40, 3), "waited"]  # waited for, though decoding failed
+
+
+# --------------------------------------------------------------------------
+# a .npy file is never held to the pixel limit; a large one goes out of core
+
+
+def test_a_npy_file_is_not_held_to_the_pixel_limit(kcli, tmp_path):
+    arr = RNG.standard_normal((40, 30)).astype(np.float32)
+    src = save(tmp_path, arr)
+    proc = kcli("apply", "box", src, tmp_path / "o.npy", "--max-pixels", "100")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert np.array_equal(np.load(tmp_path / "o.npy"), engine.convolve(arr, "box"))
+    # from a stream, whose claim nothing backs yet, the limit still holds
+    proc = kcli("apply", "box", "-", tmp_path / "p.npy", "--max-pixels", "100", input=src.read_bytes())
+    assert proc.returncode == 1 and b"--max-pixels" in proc.stderr
+
+
+def test_a_large_npy_file_goes_out_of_core_in_bounded_memory(tmp_path):
+    # Over the default pixel limit (178,956,970) and over OUT_OF_CORE_BYTES:
+    # a sparse file, zero but for a few rows at the top, so the test writes
+    # little. Read whole, it would take 716 MB and its result as much again.
+    import subprocess
+    import sys
+
+    from .conftest import _installed_command
+
+    h = w = 13400
+    assert h * w > images.DEFAULT_MAX_PIXELS and h * w * 4 > tiled.OUT_OF_CORE_BYTES
+    src = tmp_path / "big.npy"
+    header = images.npy_header((h, w))
+    with open(src, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + h * w * 4)
+    top = RNG.standard_normal((8, w)).astype(np.float32) * 100
+    mm = np.memmap(src, dtype=np.float32, mode="r+", offset=len(header), shape=(h, w))
+    mm[:8] = top
+    mm.flush()
+    del mm
+    out = tmp_path / "out.npy"
+    # A fresh Python runs the command and reports its one child's peak.
+    measure = ("import resource, subprocess, sys\n"
+               "r = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True)\n"
+               "sys.stderr.buffer.write(r.stderr)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+               "sys.exit(r.returncode)\n")
+    proc = subprocess.run([sys.executable, "-c", measure, *_installed_command(), "apply", "gaussian",
+                           str(src), str(out)], capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"bands" in proc.stderr
+    peak_kb = int(proc.stdout)
+    assert peak_kb < 2**20, f"peak {peak_kb / 2**10:.0f} MB"
+    result = np.load(out, mmap_mode="r")
+    assert result.shape == (h, w)
+    expected = engine.convolve(np.vstack([top, np.zeros((8, w), np.float32)]), "gaussian")
+    assert np.array_equal(result[:12], expected[:12])
+    assert not result[20:30].any()
