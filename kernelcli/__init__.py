@@ -6,11 +6,16 @@ Public API::
     relu(x)
     pool(x, kind="max", size=2, stride=None)
     release_memory()          # give back memory kept from large results that are gone
+    warm_up(wait=True)        # load Numba and the engine's loops now (else automatic, see below)
     get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
     read_image(source)        # path, "-", bytes or file -> Picture (.pixels float32)
     write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0)
 
-Importing kernelcli does not import Numba; the first computation does.
+Importing kernelcli does not import Numba. Small work runs on NumPy twins of
+the engine's loops, which spare a one-shot job Numba's start-up; large work
+loads Numba. A process that keeps calling gets the compiled loops: once it
+has done enough work on the twins, Numba loads on a background thread while
+they go on serving (``warm_up`` does it at once).
 """
 
 from .errors import ImageReadError, ImageWriteError, KernelcliError, KernelError, UsageError
@@ -20,6 +25,7 @@ __version__ = "0.1.0"
 # The rest is imported on first use, so that `kernelcli --help` stays fast.
 _LAZY = {
     "convolve": "engine", "relu": "engine", "pool": "engine", "release_memory": "engine",
+    "warm_up": "engine",
     "get_kernel": "kernels", "Kernel": "kernels",
     "read_image": "images", "write_image": "images", "Picture": "images",
 }
@@ -35,7 +41,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'kernelcli' has no attribute {name!r}")
 
 __all__ = [
-    "convolve", "relu", "pool", "release_memory", "get_kernel", "read_image", "write_image",
+    "convolve", "relu", "pool", "release_memory", "warm_up", "get_kernel", "read_image", "write_image",
     "Kernel", "Picture", "KernelcliError", "KernelError", "UsageError",
     "ImageReadError", "ImageWriteError", "__version__",
 ]

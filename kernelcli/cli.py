@@ -568,6 +568,9 @@ def _terminate(signum, frame):
 def main(argv=None):
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
+    from . import config
+
+    config.AUTO_WARM_UP = False  # one job per process: no Numba loading in the background
     skip_numba_blas()
     one_blas_thread()
     reuse_freed_memory()

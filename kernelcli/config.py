@@ -14,6 +14,11 @@ PARALLEL = True
 FASTMATH = False
 #: Cache compiled code on disk so that a second run does not recompile.
 CACHE = True
+#: Load Numba on a background thread once a process has done enough work on
+#: the NumPy twins (kernelcli.engine.warm_up): for processes that keep
+#: calling. The command line turns it off: each command is one job, which
+#: the engine already sends to the loop that suits its size.
+AUTO_WARM_UP = True
 
 
 def cpus() -> int:

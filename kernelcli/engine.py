@@ -28,8 +28,11 @@ the image without being flipped. ``flip=True`` gives true convolution.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -325,12 +328,13 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
         _fft_correlate(rows, c, weights, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), (oh, ow), size, flat)
     else:
         kernels = backend(multiply_adds(weights, oh * ow * out_channels))
-        if weights.ndim == 3:
-            kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
-        elif method == "direct":
-            kernels.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
-        else:
-            _separable(kernels, rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), flat)
+        with timed(kernels):
+            if weights.ndim == 3:
+                kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
+            elif method == "direct":
+                kernels.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
+            else:
+                _separable(kernels, rows, c, factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), flat)
     if k.offset:
         dest += np.float32(k.offset)
     return dest
@@ -564,14 +568,87 @@ def load_numba() -> None:
     from . import _jit  # noqa: F401
 
 
+#: A process that keeps calling (a notebook, a service) gets the compiled
+#: loops: once the NumPy twins have spent this many seconds in it,
+#: :func:`warm_up` starts on a background thread (when
+#: ``config.AUTO_WARM_UP`` allows), the twins serving every call until it is
+#: done. About Numba's own start-up: a process that has paid that much on
+#: the twins is likely to go on, and loading Numba then costs it at most as
+#: much again.
+WARM_UP_AFTER_SECONDS = 0.3
+
+_warming = threading.local()  # .active: this thread is the one warming up
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+_warm_done = threading.Event()
+_twin_seconds = 0.0
+
+
+def warm_up(wait: bool = True) -> None:
+    """Load Numba and the engine's loops (compiling them into an empty cache,
+    else loading them from it), on a background thread; with ``wait``,
+    return once they are ready. Calls made meanwhile run on the NumPy twins;
+    every call after it runs on the compiled loops. Done once per process;
+    calling again only waits (or not)."""
+    thread = _start_warm_up()
+    if wait and thread is not None and thread is not threading.current_thread():
+        thread.join()
+
+
+def _start_warm_up() -> threading.Thread | None:
+    global _warm_thread
+    with _warm_lock:
+        if _warm_thread is None:
+            thread = threading.Thread(target=_warm, name="kernelcli-warm-up", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: Numba loads when work needs it
+                return None
+            _warm_thread = thread
+        return _warm_thread
+
+
+def _warm() -> None:
+    """The loops that :func:`convolve` and :func:`pool` run, each called once
+    on a small array (same argument types as real calls: that is what is
+    compiled), on this thread while the others use the twins."""
+    _warming.active = True
+    try:
+        load_numba()
+        x = np.zeros((16, 16), np.float32)
+        convolve(x, np.ones((3, 3), np.float32))  # direct loop
+        convolve(x, np.ones((5, 5), np.float32))  # separable passes
+        pool(x, "max", 2)
+    except Exception:  # only a head start: a real call meets and reports the error
+        pass
+    finally:
+        _warming.active = False
+        _warm_done.set()
+
+
+def _warming_elsewhere() -> bool:
+    return _warm_thread is not None and not _warm_done.is_set() and not getattr(_warming, "active", False)
+
+
 def uses_numba(work: int) -> bool:
-    """Do ``work`` multiply-adds run on the Numba loops (:func:`backend`)?"""
-    return work > NUMPY_MAX_WORK or "numba" in sys.modules
+    """Do ``work`` multiply-adds run on the Numba loops (:func:`backend`)?
+
+    Yes for more than :data:`NUMPY_MAX_WORK`; else once Numba is loaded, except
+    while :func:`warm_up` is still at work on another thread (the twins serve)."""
+    if getattr(_warming, "active", False):
+        return True
+    if work > NUMPY_MAX_WORK:
+        if _warming_elsewhere():
+            _warm_done.wait()  # never two threads in the parallel loops at once
+        return True
+    return "numba" in sys.modules and not _warming_elsewhere()
 
 
 def backend(work: int):
     """The module whose loops run ``work`` multiply-adds: :mod:`kernelcli._npkernels`
-    for small work while Numba is not loaded, else :mod:`kernelcli._jit`."""
+    for small work while Numba is not loaded, else :mod:`kernelcli._jit`.
+    Run its loops inside :func:`timed` so that the twins' time counts
+    towards :data:`WARM_UP_AFTER_SECONDS`."""
     if not uses_numba(work):
         from . import _npkernels
 
@@ -579,6 +656,26 @@ def backend(work: int):
     from . import _jit
 
     return _jit
+
+
+@contextlib.contextmanager
+def timed(kernels):
+    """Time what runs inside when ``kernels`` (from :func:`backend`) are the
+    NumPy twins; past :data:`WARM_UP_AFTER_SECONDS` in all, :func:`warm_up`
+    starts (if ``config.AUTO_WARM_UP``)."""
+    if kernels.__name__ != "kernelcli._npkernels":
+        yield
+        return
+    global _twin_seconds
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        _twin_seconds += time.perf_counter() - started
+    from . import config
+
+    if _twin_seconds >= WARM_UP_AFTER_SECONDS and _warm_thread is None and config.AUTO_WARM_UP:
+        _start_warm_up()
 
 
 def _direct_cost(out_rows, out_cols, per_col, taps, in_width, pad_left, sx, dx, kw, tap):
@@ -728,5 +825,7 @@ def pool(x, kind: str = "max", size=2, stride=None):
     ph, pw, sy, sx, oh, ow = pool_geometry(src.shape, kind, size, stride)
     rows, c = _rows_view(src)
     out = _memory.empty((oh, ow * c))
-    backend(out.size * ph * pw).pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)
+    kernels = backend(out.size * ph * pw)
+    with timed(kernels):
+        kernels.pool_rows(rows, c, _POOL_CODES[kind], ph, pw, sy, sx, out)
     return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
