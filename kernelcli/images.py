@@ -326,7 +326,9 @@ def _open_source(source):
         return getattr(source, "name", "<stream>"), source, False
     if str(source) == "-":
         stdin = sys.stdin
-        if stdin is None or stdin.isatty():
+        if stdin is None:  # (Python's, when the command started with descriptor 0 closed)
+            raise UsageError("no input: stdin is closed; give an INPUT file or pipe data in")
+        if stdin.isatty():
             raise UsageError("no input: stdin is a terminal; give an INPUT file or pipe data in")
         return "<stdin>", stdin.buffer, False
     path = Path(source)
@@ -1188,14 +1190,26 @@ def stream_to(target, write, fmt: str) -> None:
         write(target)
     elif str(target) == "-":
         out = _stdout(fmt)
-        write(out)
-        out.flush()
+        try:
+            write(out)
+            out.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: the command line ends quietly
+        except OSError as e:
+            raise stdout_error(e) from None
     else:
         write_atomic(Path(str(target)), write)
 
 
+def stdout_error(e: OSError) -> ImageWriteError:
+    """The one-line error for a write to stdout that failed (a full disk, a closed stdout)."""
+    return ImageWriteError(f"cannot write to stdout: {e.strerror or e}")
+
+
 def _stdout(fmt: str):
     out = sys.stdout
+    if out is None:  # (Python's, when the command started with descriptor 1 closed)
+        raise ImageWriteError("cannot write to stdout: it is closed")
     if out.isatty():
         raise UsageError(
             f"refusing to write binary {fmt} data to a terminal; "
@@ -1235,7 +1249,7 @@ def atomic_file(path: Path):
         what = "is not a folder" if folder.exists() else "does not exist"
         raise ImageWriteError(f"{path}: the folder {folder} {what}")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temporary_prefix(path.name, folder), suffix=".part")
         os.close(fd)
     except OSError as e:
         raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
@@ -1265,6 +1279,30 @@ def atomic_file(path: Path):
         if isinstance(e, OSError):
             raise ImageWriteError(f"{path}: cannot write: {e.strerror or e}") from None
         raise
+
+
+#: Characters tempfile.mkstemp puts between the prefix and the suffix.
+_RANDOM_CHARS = 8
+
+
+def temporary_prefix(name: str, folder) -> str:
+    """``.NAME.`` for the temporary file ``.NAME.XXXXXXXX.part`` beside the
+    output ``NAME``, with NAME cut short (at a character) when the whole
+    would pass the longest file name ``folder``'s file system takes."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # (no pathconf on Windows)
+        longest = 255
+    if not longest or longest < 0:
+        longest = 255
+    room = longest - len(b"..") - _RANDOM_CHARS - len(b".part")
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        cut = max(room, 1)
+        while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+            cut -= 1
+        raw = raw[:cut]
+    return f".{os.fsdecode(raw)}."
 
 
 def _umask() -> int:
