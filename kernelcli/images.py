@@ -59,6 +59,10 @@ _MODE_BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "F": 1}
 _RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
 
 
+#: The order of kernelcli's metadata keys in a ``.npy``.
+_META_ORDER = {"mode": 0, "range_max": 1, "labels": 2, "icc_profile": 3, "dpi": 4, "exif": 5}
+
+
 @dataclass
 class Picture:
     """Pixels plus what is needed to write the same kind of picture back.
@@ -107,13 +111,14 @@ class Picture:
             meta["range_max"] = self.range_max
         if self.labels:
             meta["labels"] = [str(x) for x in self.labels]
-        if self.info.get("icc_profile"):
-            meta["icc_profile"] = base64.b64encode(self.info["icc_profile"]).decode("ascii")
         if self.info.get("dpi") and dpi_problem(self.info["dpi"]) is None:
             meta["dpi"] = [float(v) for v in self.info["dpi"]]
-        if self.info.get("exif"):
-            meta["exif"] = base64.b64encode(self.info["exif"]).decode("ascii")
-        return meta
+        room = META_LIMIT - 4096 - sum(len(str(v)) for v in meta.values())  # what a reader takes back
+        for key in ("exif", "icc_profile"):
+            if self.info.get(key) and 4 * (len(self.info[key]) + 2) // 3 <= room:
+                meta[key] = base64.b64encode(self.info[key]).decode("ascii")
+                room -= len(meta[key])
+        return dict(sorted(meta.items(), key=lambda item: _META_ORDER.get(item[0], 9)))
 
 
 # --------------------------------------------------------------------------
@@ -222,7 +227,19 @@ def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
     if icc is not None and fmt == "JPEG" and len(icc) > _JPEG_MAX_ICC:
         del kept["icc_profile"]
         notes.append(f"{name}: dropped the ICC profile ({len(icc):,} bytes): JPEG holds at most {_JPEG_MAX_ICC:,}")
+    elif icc is not None and fmt == "PNG" and len(icc) > _png_max_icc():
+        del kept["icc_profile"]
+        notes.append(f"{name}: dropped the ICC profile ({len(icc):,} bytes): Pillow opens no PNG "
+                     f"whose profile passes {_png_max_icc():,} bytes")
     return kept
+
+
+def _png_max_icc() -> int:
+    """The largest ICC profile Pillow opens in a PNG (it refuses the whole
+    file beyond: "Decompressed data too large")."""
+    from PIL import PngImagePlugin
+
+    return PngImagePlugin.MAX_TEXT_CHUNK
 
 
 def _exif_parses(exif: bytes) -> bool:
@@ -310,10 +327,16 @@ def _read_error(name: str, e: OSError) -> ImageReadError:
     return ImageReadError(f"{name}: cannot read: {e.strerror or e}")
 
 
+#: The most of kernelcli's metadata read after a ``.npy``'s data (an ICC
+#: profile of 16 MB, as much as a JPEG holds, takes 22 MB in base64); what
+#: would not fit is not written (:meth:`Picture.metadata`).
+META_LIMIT = 64 * 2**20
+
+
 def read_rest(stream, name: str) -> bytes:
-    """What follows a ``.npy``'s data, where kernelcli puts its metadata (1 MB at most)."""
+    """What follows a ``.npy``'s data, where kernelcli puts its metadata (:data:`META_LIMIT` at most)."""
     try:
-        return stream.read(1 << 20)
+        return stream.read(META_LIMIT)
     except OSError as e:
         raise _read_error(name, e) from None
 
@@ -659,6 +682,10 @@ def _put_raw_rows(img, start: int, values: np.ndarray) -> None:
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 
+#: The largest ICC profile read from a PNG.
+PNG_READ_ICC = 64 * 2**20
+
+
 def _open_pillow(fp):
     """``Image.open(fp)``, except that PNG and JPEG go straight to their plugin:
     ``Image.open`` first imports five plugins (about 25 ms of a command)."""
@@ -669,7 +696,15 @@ def _open_pillow(fp):
     if signature.startswith(b"\x89PNG\r\n\x1a\n"):
         from PIL import PngImagePlugin
 
-        return PngImagePlugin.PngImageFile(fp)
+        # Pillow refuses a whole PNG whose ICC profile (read while the file is
+        # opened) inflates past MAX_TEXT_CHUNK, 1 MiB; profiles are larger at
+        # times (TIFF and JPEG carry them). Still bounded: zlib bombs stop there.
+        limit = PngImagePlugin.MAX_TEXT_CHUNK
+        PngImagePlugin.MAX_TEXT_CHUNK = max(limit, PNG_READ_ICC)
+        try:
+            return PngImagePlugin.PngImageFile(fp)
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK = limit
     if signature.startswith(b"\xff\xd8\xff"):
         from PIL import JpegImagePlugin
 
