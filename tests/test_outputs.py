@@ -312,7 +312,7 @@ def test_longest_output_names(run_installed, tmp_path, stem, ext):
 
 
 @pytest.mark.parametrize("name", ["x.png", "a" * 251 + ".png", "é" * 125 + ".tif", "a" + "é" * 125 + ".png",
-                                  "€" * 80 + ".png"])
+                                  "€" * 80 + ".png"], ids=["short", "ascii", "2-byte", "2-byte-odd", "3-byte"])
 def test_temporary_names_fit(tmp_path, name):
     from kernelcli.images import temporary_prefix
 
