@@ -1018,6 +1018,8 @@ def _encode(img, fmt: str, info: dict, quality: int, into, name: str = "the outp
     try:
         _save(img, fmt, _save_options(img, fmt, info, quality), into)
         return
+    except MemoryError:
+        raise
     except Exception as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise  # writing into the file failed (disk full...): atomic_file names the file
@@ -1029,6 +1031,8 @@ def _encode(img, fmt: str, info: dict, quality: int, into, name: str = "the outp
         into.truncate()
         try:
             _save(img, fmt, _save_options(img, fmt, {}, quality), into)
+        except MemoryError:
+            raise
         except Exception as e:
             if isinstance(e, OSError) and e.errno is not None:
                 raise
@@ -1041,7 +1045,9 @@ def _encode(img, fmt: str, info: dict, quality: int, into, name: str = "the outp
 
 
 def _reason(e: Exception) -> str:
-    return str(e) or type(e).__name__
+    reason = str(e) or type(e).__name__
+    printed = getattr(e, "libtiff", None)
+    return f"{reason}; libtiff: {printed}" if printed else reason
 
 
 def _save_options(img, fmt: str, info: dict, quality: int) -> dict:
@@ -1075,8 +1081,10 @@ def _save(img, fmt: str, kwargs: dict, into) -> None:
         try:
             img.save(buf, fmt, **kwargs)
         except Exception as e:
-            if printed() and not (isinstance(e, OSError) and e.errno is not None):
-                raise type(e)(f"{_reason(e)}; libtiff: {printed()[0]}") from None
+            lines = printed()
+            if lines:
+                with contextlib.suppress(AttributeError):
+                    e.libtiff = lines[0]
             raise
     into.write(buf.getbuffer())
 
@@ -1196,7 +1204,8 @@ def _deliver(target, payload, fmt: str) -> None:
     """Send ``payload`` (byte chunks, or a function that writes them into a
     binary file) to a binary file, ``"-"`` or a path. A function writes a
     path's temporary file itself (Pillow encodes straight into it: for a
-    12-megapixel JPEG, 10 MB less to grow and copy in memory), and a stream's
+    12-megapixel JPEG, 10 MB less to grow and copy in memory; TIFF excepted,
+    see :func:`_save`), and a stream's
     bytes into memory first, so that an encoder that fails sends nothing."""
     if callable(payload) and (hasattr(target, "write") or str(target) == "-"):
         buf = io.BytesIO()
