@@ -9,7 +9,9 @@ become ``kernelcli: error: ...`` on stderr with exit status 1 (processing) or 2
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import io
 import os
 import signal
 import sys
@@ -33,7 +35,7 @@ class Failure(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None):
-        click.echo(f"kernelcli: error: {self.format_message()}", err=True)
+        say(f"kernelcli: error: {self.format_message()}")
 
 
 class KernelcliGroup(click.Group):
@@ -50,7 +52,7 @@ class KernelcliGroup(click.Group):
                 raise
             raise Failure(str(e), e.exit_code) from None
         except KeyboardInterrupt:
-            click.echo("kernelcli: interrupted", err=True)
+            say("kernelcli: interrupted")
             raise click.exceptions.Exit(130) from None
         except BrokenPipeError:
             _quiet_stdout()
@@ -71,27 +73,100 @@ class KernelcliGroup(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as e:
             where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            click.echo(f"kernelcli: error: {e.format_message()}{where}", err=True)
+            say(f"kernelcli: error: {e.format_message()}{where}")
             rv = e.exit_code
         except click.ClickException as e:
             e.show()
             rv = e.exit_code
         except click.exceptions.Abort:
-            click.echo("kernelcli: interrupted", err=True)
+            say("kernelcli: interrupted")
             rv = 130
+        except BrokenPipeError:  # --help or --version into a pipe whose reader went away
+            _quiet_stdout()
+            rv = 0
+        except OSError as e:  # what --help and --version print (all else is translated in invoke)
+            if os.environ.get("KERNELCLI_DEBUG") or "--debug" in (args if args is not None else sys.argv[1:]):
+                raise
+            say(f"kernelcli: error: cannot write to stdout: {e.strerror or e}")
+            _quiet_stdout()
+            rv = 1
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _quiet_stdout() -> None:
-    """After the reader of our stdout went away: point stdout at /dev/null so the
-    interpreter's final flush does not complain."""
+    """After the reader of our stdout went away, or writing to it failed:
+    point stdout at /dev/null so the interpreter's final flush does not
+    complain (and a stdout that was closed at start has nothing left to
+    write)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
+        try:
+            sys.stdout = open(os.devnull, "w")  # (a stream with no descriptor: the closed stdout's)
+        except OSError:
+            pass
+
+
+def say(message: str) -> None:
+    """A line on stderr; nothing when stderr cannot be written (closed, a
+    full disk): the exit status still tells."""
+    try:
+        click.echo(message, err=True)
+    except OSError:
         pass
+
+
+def emit(text: str) -> None:
+    """A command's text output on stdout; a failed write is a one-line error."""
+    try:
+        click.echo(text)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise Failure(f"cannot write to stdout: {e.strerror or e}", 1) from None
+
+
+class _ClosedStdout(io.RawIOBase):
+    """What stdout writes into when the command started with descriptor 1
+    closed: every write fails with "it is closed"."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+
+def guard_standard_streams() -> None:
+    """Descriptors 0, 1 and 2 closed at start (``2>&-``) are opened on
+    /dev/null, so that no file the command opens takes their numbers (libtiff
+    prints on descriptor 2; it must not land in an output). Python has made
+    ``sys.stdin``, ``sys.stdout``, ``sys.stderr`` None for them: stdin stays
+    None (reading it says it is closed), stderr writes into /dev/null (a run
+    whose notes cannot be shown still succeeds), and stdout fails on the
+    first write with "it is closed" (output that cannot be delivered is an
+    error; a run that writes nothing there succeeds). Only for kernelcli's
+    own processes."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            continue
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if fd == 1 and sys.stdout is None:
+            sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
+        elif fd == 2 and sys.stderr is None:
+            sys.stderr = open(os.devnull, "w")
 
 
 def skip_numba_blas() -> None:
@@ -137,7 +212,7 @@ def reuse_freed_memory() -> None:
 def note(ctx_quiet: bool, messages) -> None:
     if not ctx_quiet:
         for m in messages:
-            click.echo(f"kernelcli: note: {m}", err=True)
+            say(f"kernelcli: note: {m}")
 
 
 # --------------------------------------------------------------------------
@@ -341,8 +416,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
         note(ctx.obj["quiet"], report.notes)
         if not ctx.obj["quiet"]:
             where = "on the cluster" if client is not None else "on local threads"
-            click.echo(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
-                       f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s", err=True)
+            say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
+                f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
         return
     _, notes = pipeline.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
                                    quality, png_level, max_pixels)
@@ -527,7 +602,7 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
     """
     from . import explain as show
 
-    click.echo(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride))
+    emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride))
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -539,16 +614,16 @@ def kernels(ctx):
 
         found = catalogue()
         width = max(len(name) for name, *_ in found)
-        for name, rows, cols, description in found:
-            click.echo(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}")
-        click.echo("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE")
+        emit("\n".join(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}"
+                       for name, rows, cols, description in found))
+        emit("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE")
 
 
 @kernels.command("show", context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec())
 def kernels_show(kernel):
     """Print KERNEL's matrix, scale and offset (any kernel spec works)."""
-    click.echo(kernel.format())
+    emit(kernel.format())
 
 
 def _terminate(signum, frame):
@@ -568,6 +643,7 @@ def _terminate(signum, frame):
 def main(argv=None):
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminate)
+    guard_standard_streams()
     from . import config
 
     config.AUTO_WARM_UP = False  # one job per process: no Numba loading in the background
@@ -582,35 +658,43 @@ def main(argv=None):
         cli.main(args=argv, prog_name="kernelcli")
     except SystemExit as done:
         if argv is None:  # this process is the command's own: no caller to return to
-            exit_now(done.code)
+            raise SystemExit(exit_now(done.code)) from None
         raise
 
 
-def exit_now(code) -> None:
+def exit_now(code) -> int:
     """End the command's process at once with ``code`` (as ``sys.exit`` takes
     it), once stdout and stderr are flushed, skipping the interpreter's
     teardown: freeing every module's objects took 15-25 ms after a command
     here, against about 1 ms for ``python -c pass`` (2026-11-23). Every
     output file is closed by then (written to a temporary file, renamed into
-    place). Returns, for the ordinary exit, where the teardown may matter:
-    while a thread that is not a daemon is still running (a Dask client's,
-    a process pool's), or when flushing fails (a closed pipe: the ordinary
-    exit handles it)."""
+    place). Output still buffered for stdout that cannot be written (a full
+    disk, stdout closed) makes a successful run fail with one line on stderr;
+    a reader that went away does not. Returns the exit status, for the
+    ordinary exit, where the teardown may matter: while a thread that is not
+    a daemon is still running (a Dask client's, a process pool's)."""
     import threading
 
-    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() and not t.name.startswith("kernelcli")
-           for t in threading.enumerate()):
-        return
     if code is None:
         status = 0
     elif isinstance(code, int):
         status = code
     else:
-        print(code, file=sys.stderr)
+        say(str(code))
         status = 1
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    except (OSError, ValueError) as e:
+        if status == 0:
+            say(f"kernelcli: error: cannot write to stdout: {getattr(e, 'strerror', None) or e}")
+            status = 1
+        _quiet_stdout()
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         sys.stderr.flush()
-    except (OSError, ValueError):
-        return
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() and not t.name.startswith("kernelcli")
+           for t in threading.enumerate()):
+        return status
     os._exit(status)

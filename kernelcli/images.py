@@ -60,6 +60,10 @@ _MODE_BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "F": 1}
 _RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
 
 
+#: The order of kernelcli's metadata keys in a ``.npy``.
+_META_ORDER = {"mode": 0, "range_max": 1, "labels": 2, "icc_profile": 3, "dpi": 4, "exif": 5}
+
+
 @dataclass
 class Picture:
     """Pixels plus what is needed to write the same kind of picture back.
@@ -108,13 +112,146 @@ class Picture:
             meta["range_max"] = self.range_max
         if self.labels:
             meta["labels"] = [str(x) for x in self.labels]
-        if self.info.get("icc_profile"):
-            meta["icc_profile"] = base64.b64encode(self.info["icc_profile"]).decode("ascii")
-        if self.info.get("dpi"):
+        if self.info.get("dpi") and dpi_problem(self.info["dpi"]) is None:
             meta["dpi"] = [float(v) for v in self.info["dpi"]]
-        if self.info.get("exif"):
-            meta["exif"] = base64.b64encode(self.info["exif"]).decode("ascii")
-        return meta
+        room = META_LIMIT - 4096 - sum(len(str(v)) for v in meta.values())  # what a reader takes back
+        for key in ("exif", "icc_profile"):
+            if self.info.get(key) and 4 * (len(self.info[key]) + 2) // 3 <= room:
+                meta[key] = base64.b64encode(self.info[key]).decode("ascii")
+                room -= len(meta[key])
+        return dict(sorted(meta.items(), key=lambda item: _META_ORDER.get(item[0], 9)))
+
+
+# --------------------------------------------------------------------------
+# metadata: an ICC profile, the resolution (dpi) and EXIF travel with the
+# pixels when they are usable, and are dropped with a note when they are not:
+# metadata never costs the pixels.
+
+#: dpi each format can store, as (lowest, highest): JPEG's JFIF holds whole
+#: numbers up to 65535; PNG's pHYs and BMP hold whole pixels per metre up to
+#: 2**31 - 1; TIFF's rationals go through libtiff as 32-bit floats (4e9
+#: came back as NaN). WebP keeps none (nothing is said about it).
+_DPI_RANGE = {
+    "JPEG": (0.5, 65535.49),
+    "PNG": (0.0127, (2**31 - 1.5) * 0.0254),
+    "BMP": (0.0127, (2**31 - 1.5) * 0.0254),
+    "TIFF": (1e-6, 2**31 - 1.0),
+}
+#: Largest EXIF block (with its "Exif\0\0" header) a JPEG APP1 segment holds.
+_JPEG_MAX_EXIF = 65533
+#: Largest ICC profile a JPEG holds: 255 APP2 segments of 65519 bytes.
+_JPEG_MAX_ICC = 255 * 65519
+
+
+def dpi_problem(dpi, fmt: str | None = None) -> str | None:
+    """Why ``dpi`` cannot be stored (in ``fmt``, if given), or None when it can."""
+    import numbers
+
+    if (not isinstance(dpi, (tuple, list)) or len(dpi) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in dpi)):
+        return "not a pair of numbers"  # (Pillow gives TIFF's as IFDRational, a numbers.Real)
+    try:
+        dpi = [float(v) for v in dpi]
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        return "not a pair of numbers"
+    if not all(math.isfinite(v) and v > 0 for v in dpi):
+        return "not positive and finite"
+    if fmt in _DPI_RANGE:
+        lo, hi = _DPI_RANGE[fmt]
+        if not all(lo <= v <= hi for v in dpi):
+            return f"{fmt} stores {lo:g} to {hi:.10g}"
+    return None
+
+
+def icc_problem(profile) -> str | None:
+    """Why ``profile`` is not an ICC profile (its 128-byte header: the size, then
+    the signature ``acsp`` at byte 36), or None when it looks like one."""
+    if not isinstance(profile, (bytes, bytearray)):
+        return "not bytes"
+    if len(profile) < 128 or profile[36:40] != b"acsp":
+        return "not an ICC profile"
+    if int.from_bytes(profile[:4], "big") > len(profile):
+        return "truncated"
+    return None
+
+
+def _show_dpi(dpi) -> str:
+    try:
+        return " x ".join(f"{float(v):g}" for v in dpi)
+    except (TypeError, ValueError):
+        return repr(dpi)[:40]
+
+
+def checked_info(info: dict, name: str, notes: list) -> dict:
+    """``info`` without the metadata no format can use (dpi that is not two
+    positive finite numbers, bytes that are not an ICC profile, EXIF that is
+    not bytes), with a note naming ``name`` and what was dropped."""
+    kept = {}
+    for key, value in info.items():
+        if key == "dpi":
+            why = dpi_problem(value)
+            what = f"dpi {_show_dpi(value)}"
+        elif key == "icc_profile":
+            why = icc_problem(value)
+            what = f"ICC profile ({len(value):,} bytes)" if isinstance(value, (bytes, bytearray)) else "ICC profile"
+        elif key == "exif":
+            why = None if isinstance(value, (bytes, bytearray)) else "not bytes"
+            what = "EXIF"
+        else:
+            kept[key] = value
+            continue
+        if why is None:
+            kept[key] = tuple(float(v) for v in value) if key == "dpi" else value
+        else:
+            notes.append(f"{name}: dropped its {what}: {why}")
+    return kept
+
+
+def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
+    """The metadata in ``info`` that ``fmt`` can store; a note naming the
+    output ``name`` for each thing dropped."""
+    kept = checked_info(info, name, notes)
+    dpi = kept.get("dpi")
+    if dpi is not None and dpi_problem(dpi, fmt):
+        del kept["dpi"]
+        notes.append(f"{name}: dropped the dpi {_show_dpi(dpi)}: {dpi_problem(dpi, fmt)}")
+    exif = kept.get("exif")
+    if exif is not None:
+        if fmt == "JPEG" and len(exif) > _JPEG_MAX_EXIF:
+            del kept["exif"]
+            notes.append(f"{name}: dropped the EXIF ({len(exif):,} bytes): JPEG holds at most {_JPEG_MAX_EXIF:,}")
+        elif fmt == "TIFF" and not _exif_parses(exif):
+            del kept["exif"]
+            notes.append(f"{name}: dropped the EXIF ({len(exif):,} bytes): TIFF stores EXIF as tags, "
+                         "and these bytes are not readable as tags")
+    icc = kept.get("icc_profile")
+    if icc is not None and fmt == "JPEG" and len(icc) > _JPEG_MAX_ICC:
+        del kept["icc_profile"]
+        notes.append(f"{name}: dropped the ICC profile ({len(icc):,} bytes): JPEG holds at most {_JPEG_MAX_ICC:,}")
+    elif icc is not None and fmt == "PNG" and len(icc) > _png_max_icc():
+        del kept["icc_profile"]
+        notes.append(f"{name}: dropped the ICC profile ({len(icc):,} bytes): Pillow opens no PNG "
+                     f"whose profile passes {_png_max_icc():,} bytes")
+    return kept
+
+
+def _png_max_icc() -> int:
+    """The largest ICC profile Pillow opens in a PNG (it refuses the whole
+    file beyond: "Decompressed data too large")."""
+    from PIL import PngImagePlugin
+
+    return PngImagePlugin.MAX_TEXT_CHUNK
+
+
+def _exif_parses(exif: bytes) -> bool:
+    """Can Pillow read ``exif`` as tags (as its TIFF writer must)?"""
+    from PIL import Image
+
+    try:
+        Image.Exif().load(bytes(exif))
+        return True
+    except Exception:  # Pillow raises SyntaxError, struct.error, ValueError... on scrambled EXIF
+        return False
 
 
 # --------------------------------------------------------------------------
@@ -192,10 +329,16 @@ def _read_error(name: str, e: OSError) -> ImageReadError:
     return ImageReadError(f"{name}: cannot read: {e.strerror or e}")
 
 
+#: The most of kernelcli's metadata read after a ``.npy``'s data (an ICC
+#: profile of 16 MB, as much as a JPEG holds, takes 22 MB in base64); what
+#: would not fit is not written (:meth:`Picture.metadata`).
+META_LIMIT = 64 * 2**20
+
+
 def read_rest(stream, name: str) -> bytes:
-    """What follows a ``.npy``'s data, where kernelcli puts its metadata (1 MB at most)."""
+    """What follows a ``.npy``'s data, where kernelcli puts its metadata (:data:`META_LIMIT` at most)."""
     try:
-        return stream.read(1 << 20)
+        return stream.read(META_LIMIT)
     except OSError as e:
         raise _read_error(name, e) from None
 
@@ -208,7 +351,9 @@ def _open_source(source):
         return getattr(source, "name", "<stream>"), source, False
     if str(source) == "-":
         stdin = sys.stdin
-        if stdin is None or stdin.isatty():
+        if stdin is None:  # (Python's, when the command started with descriptor 0 closed)
+            raise UsageError("no input: stdin is closed; give an INPUT file or pipe data in")
+        if stdin.isatty():
             raise UsageError("no input: stdin is a terminal; give an INPUT file or pipe data in")
         return "<stdin>", stdin.buffer, False
     path = Path(source)
@@ -407,14 +552,15 @@ def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
             info["exif"] = base64.b64decode(meta["exif"], validate=True)
     except ValueError:
         info = {}
-    dpi = meta.get("dpi")
-    if isinstance(dpi, list) and len(dpi) == 2 and all(isinstance(v, (int, float)) for v in dpi):
-        info["dpi"] = tuple(dpi)
+    if "dpi" in meta:
+        info["dpi"] = meta["dpi"]
+    notes: list[str] = []
+    info = checked_info(info, name, notes)
     top = meta.get("range_max")
-    top = float(top) if isinstance(top, (int, float)) and top > 0 else None
+    top = float(top) if isinstance(top, (int, float)) and math.isfinite(top) and top > 0 else None
     labels = meta.get("labels")
     labels = [str(x) for x in labels] if isinstance(labels, list) and len(labels) == bands else None
-    return Picture(arr, mode, "NPY", info, [], top, labels)
+    return Picture(arr, mode, "NPY", info, notes, top, labels)
 
 
 #: Bytes of the file handed to Pillow's decoder at a time (Pillow's own is
@@ -467,7 +613,7 @@ def _read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, 
         raise ImageReadError(f"{name}: damaged after its first frame ({type(e).__name__}: {e})") from None
     if frames > 1:
         notes.append(f"{name}: has {frames} frames; using the first")
-    info = {k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}
+    info = checked_info({k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}, name, notes)
     fmt = img.format
     try:
         img.seek(0)
@@ -559,6 +705,10 @@ def _put_raw_rows(img, start: int, values: np.ndarray) -> None:
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 
+#: The largest ICC profile read from a PNG.
+PNG_READ_ICC = 64 * 2**20
+
+
 def _open_pillow(fp):
     """``Image.open(fp)``, except that PNG and JPEG go straight to their plugin:
     ``Image.open`` first imports five plugins (about 25 ms of a command)."""
@@ -569,7 +719,15 @@ def _open_pillow(fp):
     if signature.startswith(b"\x89PNG\r\n\x1a\n"):
         from PIL import PngImagePlugin
 
-        return PngImagePlugin.PngImageFile(fp)
+        # Pillow refuses a whole PNG whose ICC profile (read while the file is
+        # opened) inflates past MAX_TEXT_CHUNK, 1 MiB; profiles are larger at
+        # times (TIFF and JPEG carry them). Still bounded: zlib bombs stop there.
+        limit = PngImagePlugin.MAX_TEXT_CHUNK
+        PngImagePlugin.MAX_TEXT_CHUNK = max(limit, PNG_READ_ICC)
+        try:
+            return PngImagePlugin.PngImageFile(fp)
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK = limit
     if signature.startswith(b"\xff\xd8\xff"):
         from PIL import JpegImagePlugin
 
@@ -676,16 +834,21 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     if fmt == "NPY":
         _deliver(target, npy_chunks(picture), fmt)
     else:
-        write_pixels(target, to_array(picture, fmt, scaling, offset, notes), fmt, picture.info, quality, png_level)
+        pixels = to_array(picture, fmt, scaling, offset, notes)
+        notes += write_pixels(target, pixels, fmt, picture.info, quality, png_level)
     return notes
 
 
-def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_level: int = PNG_LEVEL) -> None:
+def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_level: int = PNG_LEVEL) -> list[str]:
     """Write pixels already in the format's terms (:func:`to_array`) as an
-    image: an array, or for Pillow's formats a :class:`PillowCanvas`."""
+    image: an array, or for Pillow's formats a :class:`PillowCanvas`.
+    Returns notes about metadata the format could not store (dropped)."""
+    notes: list[str] = []
+    name = _target_name(target)
+    info = fit_info(info, fmt, name, notes)
     if fmt == "PNG":
         _deliver(target, _encode_png(np.asarray(pixels), info, png_level), fmt)
-        return
+        return notes
     if isinstance(pixels, PillowCanvas):
         img = pixels.img
     else:
@@ -693,7 +856,14 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
 
         # Pillow picks L, LA, RGB, RGBA, I;16 or F from the array's shape and dtype.
         img = Image.fromarray(pixels)
-    _deliver(target, lambda f: _encode(img, fmt, info, quality, f), fmt)
+    _deliver(target, lambda f: _encode(img, fmt, info, quality, f, name, notes), fmt)
+    return notes
+
+
+def _target_name(target) -> str:
+    if hasattr(target, "write"):
+        return str(getattr(target, "name", "<stream>"))
+    return "<stdout>" if str(target) == "-" else str(target)
 
 
 class PillowCanvas:
@@ -862,8 +1032,49 @@ def _encode_png(pixels: np.ndarray, info: dict, level: int = PNG_LEVEL) -> list:
         raise ImageWriteError(f"cannot encode as PNG: {e}") from None
 
 
-def _encode(img, fmt: str, info: dict, quality: int, into) -> None:
-    """Every format but PNG and .npy, through Pillow, written into the binary file ``into``."""
+def _encode(img, fmt: str, info: dict, quality: int, into, name: str = "the output", notes=None) -> None:
+    """Every format but PNG and .npy, through Pillow, written into the binary
+    file ``into`` (at its start). When Pillow refuses the metadata in ``info``
+    the picture is encoded again without it, with a note (``notes``) naming
+    the output ``name``: metadata never costs the pixels."""
+    _load_plugin(fmt)
+    try:
+        _save(img, fmt, _save_options(img, fmt, info, quality), into)
+        return
+    except MemoryError:
+        raise
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # writing into the file failed (disk full...): atomic_file names the file
+        failure = e
+    dropped = [what for key, what in (("icc_profile", "ICC profile"), ("dpi", "dpi"), ("exif", "EXIF"))
+               if info.get(key) is not None and key in _save_options(img, fmt, info, quality)]
+    if dropped:
+        into.seek(0)
+        into.truncate()
+        try:
+            _save(img, fmt, _save_options(img, fmt, {}, quality), into)
+        except MemoryError:
+            raise
+        except Exception as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise
+        else:
+            if notes is not None:
+                notes.append(f"{name}: dropped the {' and '.join(dropped)}: the {fmt} encoder refused them "
+                             f"({_reason(failure)})")
+            return
+    raise ImageWriteError(f"cannot encode {img.mode} pixels as {fmt}: {_reason(failure)}") from None
+
+
+def _reason(e: Exception) -> str:
+    reason = str(e) or type(e).__name__
+    printed = getattr(e, "libtiff", None)
+    return f"{reason}; libtiff: {printed}" if printed else reason
+
+
+def _save_options(img, fmt: str, info: dict, quality: int) -> dict:
+    """Pillow's keyword arguments for saving ``img`` as ``fmt`` with ``info``'s metadata."""
     kwargs = {}
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
@@ -873,16 +1084,66 @@ def _encode(img, fmt: str, info: dict, quality: int, into) -> None:
         kwargs["dpi"] = info["dpi"]
     if info.get("exif") and fmt in ("JPEG", "TIFF", "WEBP"):
         kwargs["exif"] = info["exif"]
-    if fmt == "TIFF":
-        kwargs["compression"] = "tiff_deflate" if img.mode != "F" else None
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    _load_plugin(fmt)
-    try:
+    if fmt == "TIFF" and img.mode != "F":
+        kwargs["compression"] = "tiff_deflate"
+    return kwargs
+
+
+def _save(img, fmt: str, kwargs: dict, into) -> None:
+    """``img.save`` into the binary file ``into``. TIFF is encoded in memory
+    first, then written with Python's own writes: libtiff, given the file
+    itself, reports a failed write (a full disk) as "encoder error -2" and
+    prints its own lines on stderr; in memory it cannot fail that way, and
+    what it prints while it encodes is kept off stderr (:func:`_stderr_kept`),
+    its first line added to the error if encoding fails."""
+    if fmt != "TIFF":
         img.save(into, fmt, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise  # writing into the file failed (disk full...): atomic_file names the file
-        raise ImageWriteError(f"cannot encode {img.mode} pixels as {fmt}: {e}") from None
+        return
+    buf = io.BytesIO()
+    with _stderr_kept() as printed:
+        try:
+            img.save(buf, fmt, **kwargs)
+        except Exception as e:
+            lines = printed()
+            if lines:
+                with contextlib.suppress(AttributeError):
+                    e.libtiff = lines[0]
+            raise
+    into.write(buf.getbuffer())
+
+
+@contextlib.contextmanager
+def _stderr_kept():
+    """File descriptor 2 pointed at a temporary file while the block runs
+    (C libraries such as libtiff print there directly, past ``sys.stderr``);
+    yields a function giving the lines printed so far. Without a usable
+    descriptor 2, or a temporary file, nothing is redirected."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield lambda: []
+        return
+    try:
+        kept = tempfile.TemporaryFile()
+    except OSError:
+        os.close(saved)
+        yield lambda: []
+        return
+
+    def printed() -> list:
+        kept.flush()
+        kept.seek(0)
+        return [line.strip() for line in kept.read(4096).decode("utf-8", "replace").splitlines() if line.strip()]
+
+    try:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(kept.fileno(), 2)
+        yield printed
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        kept.close()
 
 
 #: Pillow's plugin module for each format kernelcli writes through Pillow.
@@ -966,7 +1227,8 @@ def _deliver(target, payload, fmt: str) -> None:
     """Send ``payload`` (byte chunks, or a function that writes them into a
     binary file) to a binary file, ``"-"`` or a path. A function writes a
     path's temporary file itself (Pillow encodes straight into it: for a
-    12-megapixel JPEG, 10 MB less to grow and copy in memory), and a stream's
+    12-megapixel JPEG, 10 MB less to grow and copy in memory; TIFF excepted,
+    see :func:`_save`), and a stream's
     bytes into memory first, so that an encoder that fails sends nothing."""
     if callable(payload) and (hasattr(target, "write") or str(target) == "-"):
         buf = io.BytesIO()
@@ -995,14 +1257,26 @@ def stream_to(target, write, fmt: str) -> None:
         write(target)
     elif str(target) == "-":
         out = _stdout(fmt)
-        write(out)
-        out.flush()
+        try:
+            write(out)
+            out.flush()
+        except BrokenPipeError:
+            raise  # the reader went away: the command line ends quietly
+        except OSError as e:
+            raise stdout_error(e) from None
     else:
         write_atomic(Path(str(target)), write)
 
 
+def stdout_error(e: OSError) -> ImageWriteError:
+    """The one-line error for a write to stdout that failed (a full disk, a closed stdout)."""
+    return ImageWriteError(f"cannot write to stdout: {e.strerror or e}")
+
+
 def _stdout(fmt: str):
     out = sys.stdout
+    if out is None:  # (Python's, when the command started with descriptor 1 closed)
+        raise ImageWriteError("cannot write to stdout: it is closed")
     if out.isatty():
         raise UsageError(
             f"refusing to write binary {fmt} data to a terminal; "
@@ -1042,7 +1316,7 @@ def atomic_file(path: Path):
         what = "is not a folder" if folder.exists() else "does not exist"
         raise ImageWriteError(f"{path}: the folder {folder} {what}")
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temporary_prefix(path.name, folder), suffix=".part")
         os.close(fd)
     except OSError as e:
         raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
@@ -1072,6 +1346,30 @@ def atomic_file(path: Path):
         if isinstance(e, OSError):
             raise ImageWriteError(f"{path}: cannot write: {e.strerror or e}") from None
         raise
+
+
+#: Characters tempfile.mkstemp puts between the prefix and the suffix.
+_RANDOM_CHARS = 8
+
+
+def temporary_prefix(name: str, folder) -> str:
+    """``.NAME.`` for the temporary file ``.NAME.XXXXXXXX.part`` beside the
+    output ``NAME``, with NAME cut short (at a character) when the whole
+    would pass the longest file name ``folder``'s file system takes."""
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # (no pathconf on Windows)
+        longest = 255
+    if not longest or longest < 0:
+        longest = 255
+    room = longest - len(b"..") - _RANDOM_CHARS - len(b".part")
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        cut = max(room, 1)
+        while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+            cut -= 1
+        raw = raw[:cut]
+    return f".{os.fsdecode(raw)}."
 
 
 def _umask() -> int:

@@ -289,7 +289,7 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
                                                                                   scaling, offset))
     if pixels is not None:
         if per_band:
-            images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+            band_notes += images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
         else:
             band_notes += images.write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
                                              quality, png_level)

@@ -462,16 +462,50 @@ def test_overwrite_replaces_the_file(samples, tmp_path):
     assert _files(tmp_path) == ["out.png"]
 
 
-def test_failing_encode_keeps_previous_output(tmp_path):
+def test_failing_encode_keeps_previous_output(tmp_path, monkeypatch):
+    from PIL import Image
+
     target = tmp_path / "out.jpg"
     target.write_bytes(b"previous output")
-    # JPEG cannot carry more than 64 KiB of EXIF: the encoder fails
-    pic = Picture(np.zeros((4, 4, 3), np.float32), "RGB", "PNG", {"exif": b"x" * 70000})
-    with pytest.raises(ImageWriteError):
-        write_image(target, pic)
+
+    def refuse(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise ValueError("the encoder refuses")
+
+    monkeypatch.setattr(Image.Image, "save", refuse)
+    with pytest.raises(ImageWriteError, match="cannot encode RGB pixels as JPEG: the encoder refuses"):
+        write_image(target, np.zeros((4, 4, 3), np.float32))
     assert target.read_bytes() == b"previous output"
     assert _files(tmp_path) == ["out.jpg"]
     assert not any(name.endswith(".part") for name in _files(tmp_path))
+
+
+def test_metadata_the_encoder_refuses_is_dropped_with_a_note(tmp_path, monkeypatch):
+    # JPEG holds 65533 bytes of EXIF: dropped before encoding; and when Pillow
+    # refuses metadata for a reason not known in advance, the picture is
+    # encoded again without it
+    from PIL import Image
+
+    target = tmp_path / "out.jpg"
+    pic = Picture(np.zeros((4, 4, 3), np.float32), "RGB", "PNG", {"exif": b"x" * 70000})
+    notes = write_image(target, pic)
+    assert notes == [f"{target}: dropped the EXIF (70,000 bytes): JPEG holds at most 65,533"]
+    assert Image.open(target).size == (4, 4)
+
+    save = Image.Image.save
+
+    def picky(self, fp, fmt=None, **kwargs):
+        if "exif" in kwargs:
+            fp.write(b"partial")
+            raise ValueError("no EXIF today")
+        return save(self, fp, fmt, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", picky)
+    pic = Picture(np.zeros((4, 4, 3), np.float32), "RGB", "PNG", {"exif": b"Exif\0\0tiny", "dpi": (72, 72)})
+    notes = write_image(target, pic)
+    assert notes == [f"{target}: dropped the dpi and EXIF: the JPEG encoder refused them (no EXIF today)"]
+    assert Image.open(target).size == (4, 4) and not target.read_bytes().startswith(b"partial")
+    assert _files(tmp_path) == ["out.jpg"]
 
 
 def test_failing_write_removes_the_part_file(tmp_path, monkeypatch):
