@@ -172,10 +172,20 @@ def stream_limit(max_pixels: int | None) -> int | None:
     return None if max_pixels is None else max_pixels * STREAM_BYTES_PER_PIXEL + STREAM_SLACK_BYTES
 
 
+#: Bytes of a stream after which its header is looked for, to know the
+#: picture's size before the rest is read (an ICC profile or EXIF block may
+#: come before the size).
+_PEEK_AT = (READ_CHUNK, 16 * READ_CHUNK)
+
+
 def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.BytesIO:
     """The rest of ``stream`` after ``head``, in memory, a chunk at a time;
-    refused once it is longer than any picture within ``max_pixels`` can be."""
+    refused once it is longer than any picture within ``max_pixels`` can be,
+    or, once its header is read, than the picture it declares (a picture
+    over ``max_pixels`` is refused then)."""
     limit = stream_limit(max_pixels)
+    declared = None
+    peeks = list(_PEEK_AT) if max_pixels is not None else []
     buf = io.BytesIO()
     buf.write(head)
     while True:
@@ -183,13 +193,39 @@ def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.
         if not chunk:
             break
         buf.write(chunk)
+        if peeks and buf.tell() >= peeks[0]:
+            while peeks and buf.tell() >= peeks[0]:
+                peeks.pop(0)
+            declared = _declared_size(buf.getvalue())
+            if declared is not None:
+                peeks = []
+                if declared[0] * declared[1] > max_pixels:
+                    raise ImageReadError(_bomb_message(name, declared, max_pixels))
+                limit = min(limit, 2 * declared[0] * declared[1] * STREAM_BYTES_PER_PIXEL + STREAM_SLACK_BYTES)
         if limit is not None and buf.tell() > limit:
-            raise ImageReadError(
-                f"{name}: stopped reading after {limit:,} bytes, more than an image of up to "
-                f"{max_pixels:,} pixels takes (raise the limit with --max-pixels)"
-            )
+            what = (f"its {declared[0]}x{declared[1]} image" if declared
+                    else f"an image of up to {max_pixels:,} pixels")
+            raise ImageReadError(f"{name}: stopped reading after {limit:,} bytes, more than {what} takes"
+                                 + ("" if declared else " (raise the limit with --max-pixels)"))
     buf.seek(0)
     return buf
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the header at the start of ``data`` (the first
+    part of a picture), or None when Pillow cannot tell yet."""
+    from PIL import Image
+
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is what is asked, even a bomb's
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tuple(_open_pillow(io.BytesIO(data)).size)
+    except Exception:  # not enough of it yet, or not a picture: the reader will say
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
 
 
 # --------------------------------------------------------------------------

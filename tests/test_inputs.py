@@ -155,6 +155,39 @@ def test_endless_stream_after_an_image_signature_stops_at_a_bound_from_max_pixel
     assert os.listdir(tmp_path) == []
 
 
+def _png_up_to_its_data(size: tuple, mode: str = "L") -> bytes:
+    """A PNG's signature and chunks up to the start of its pixel data."""
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, "PNG")
+    data = buf.getvalue()
+    return data[:data.index(b"IDAT") + 4]
+
+
+@pytest.mark.parametrize("size, words", [
+    ((64, 64), ["stopped reading after 16,842,752 bytes", "its 64x64 image"]),
+    ((20000, 20000), ["image claims 20000x20000 = 400,000,000 pixels", "--max-pixels"]),
+])
+def test_endless_stream_after_an_image_header_stops_at_the_size_it_declares(tmp_path, size, words):
+    (tmp_path / "head.png").write_bytes(_png_up_to_its_data(size, "L" if size[0] < 100 else "1"))
+    proc = shell("(cat head.png; cat /dev/zero) | $K relu - o.npy", cwd=tmp_path)
+    line = error_of(proc, 1)
+    assert "<stdin>" in line
+    for word in words:
+        assert word in line
+    assert os.listdir(tmp_path) == ["head.png"]
+
+
+def test_pictures_on_stdin_are_read_whole(tmp_path):
+    # more than the first look at a header takes: a 1600x1200 noise PNG of about 5.8 MB
+    noise = np.random.default_rng(1).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png", compress_level=0)
+    assert (tmp_path / "noise.png").stat().st_size > 4 << 20
+    with open(tmp_path / "noise.png", "rb") as f:
+        succeeded(run(["apply", "identity", "-", tmp_path / "o.png"], stdin=f))
+    with Image.open(tmp_path / "o.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), noise)
+
+
 def test_npy_on_stdin_is_read_to_its_declared_size_and_no_further(tmp_path):
     # a 20x30 array, then endless zeros: the header says where the data ends
     arr = np.arange(600, dtype=np.float32).reshape(20, 30) - 300
