@@ -777,10 +777,11 @@ def test_freed_buffers_are_reused_without_page_faults():
 # the command's process ends without the interpreter's teardown (cli.exit_now)
 
 _ENDING = """
-import atexit, sys, threading, time
+import atexit, sys, threading
 atexit.register(lambda: open({marker!r}, "w").close())  # runs only on the ordinary exit
-if {busy}:  # a thread that is not a daemon, still running: the ordinary exit waits for it
-    threading.Thread(target=time.sleep, args=(0.5,)).start()
+if {busy}:  # a thread that is not a daemon, running until the main thread is done with the
+    # command (however long it takes): the ordinary exit waits for it
+    threading.Thread(target=threading.main_thread().join).start()
 sys.argv = ["kernelcli"] + {args!r}
 from kernelcli.cli import main
 main()
