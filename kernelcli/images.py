@@ -1,7 +1,10 @@
 """Reading and writing images and ``.npy`` arrays.
 
 Inputs are recognised by their bytes, never by their name: ``.npy`` by NumPy's
-magic ``\\x93NUMPY``, everything else by Pillow. Pixels become float32 arrays in
+magic ``\\x93NUMPY``, pictures by Pillow's raster decoders only
+(:data:`RASTER_FORMATS`: never EPS, PostScript or PDF). Garbage is refused by
+its first bytes; every input is opened and read once (a FIFO or pipe works
+like a file), a pipe a chunk at a time within a bound (:func:`stream_limit`). Pixels become float32 arrays in
 their own value range (8-bit: 0-255, 16-bit: 0-65535, float TIFF: as stored),
 ``H x W`` for one band and ``H x W x C`` otherwise, and the facts needed to
 write the same kind of picture back (mode, bit depth, alpha, ICC profile, DPI,
