@@ -4,11 +4,12 @@ Inputs are recognised by their bytes, never by their name: ``.npy`` by NumPy's
 magic ``\\x93NUMPY``, pictures by Pillow's raster decoders only
 (:data:`RASTER_FORMATS`: never EPS, PostScript or PDF). Garbage is refused by
 its first bytes; every input is opened and read once (a FIFO or pipe works
-like a file), a pipe a chunk at a time within a bound (:func:`stream_limit`). Pixels become float32 arrays in
-their own value range (8-bit: 0-255, 16-bit: 0-65535, float TIFF: as stored),
-``H x W`` for one band and ``H x W x C`` otherwise, and the facts needed to
-write the same kind of picture back (mode, bit depth, alpha, ICC profile, DPI,
-EXIF) travel with them in a :class:`Picture`.
+like a file), a pipe a chunk at a time within a bound (:func:`stream_limit`).
+
+Pixels become float32 arrays in their own value range (8-bit: 0-255, 16-bit:
+0-65535, float TIFF: as stored), ``H x W`` for one band and ``H x W x C``
+otherwise, and the facts needed to write the same kind of picture back (mode,
+bit depth, alpha, ICC profile, DPI, EXIF) travel with them in a :class:`Picture`.
 
 Outputs are written to a temporary file beside the target and renamed into
 place, so an existing file is only ever replaced by a complete new one.
@@ -199,12 +200,15 @@ def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.
         if peeks and buf.tell() >= peeks[0]:
             while peeks and buf.tell() >= peeks[0]:
                 peeks.pop(0)
-            declared = _declared_size(buf.getvalue())
-            if declared is not None:
+            found = _declared_size(buf.getvalue())
+            if found is not None:
                 peeks = []
-                if declared[0] * declared[1] > max_pixels:
-                    raise ImageReadError(_bomb_message(name, declared, max_pixels))
-                limit = min(limit, 2 * declared[0] * declared[1] * STREAM_BYTES_PER_PIXEL + STREAM_SLACK_BYTES)
+                size, single = found
+                if size[0] * size[1] > max_pixels:
+                    raise ImageReadError(_bomb_message(name, size, max_pixels))
+                if single:  # (more frames may follow in other formats: the pixel limit bounds them)
+                    declared = size
+                    limit = min(limit, 2 * size[0] * size[1] * STREAM_BYTES_PER_PIXEL + STREAM_SLACK_BYTES)
         if limit is not None and buf.tell() > limit:
             what = (f"its {declared[0]}x{declared[1]} image" if declared
                     else f"an image of up to {max_pixels:,} pixels")
@@ -214,9 +218,15 @@ def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.
     return buf
 
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from the header at the start of ``data`` (the first
-    part of a picture), or None when Pillow cannot tell yet."""
+#: Formats that hold one picture, whose header tells all there is to read
+#: (an animated PNG says so in its header too).
+_ONE_PICTURE = frozenset({"PNG", "JPEG", "BMP", "DIB", "PPM", "TGA", "PCX", "SGI", "QOI"})
+
+
+def _declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
+    """``((width, height), one picture only)`` from the header at the start
+    of ``data`` (the first part of a picture), or None when Pillow cannot
+    tell yet."""
     from PIL import Image
 
     old_limit = Image.MAX_IMAGE_PIXELS
@@ -224,7 +234,9 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return tuple(_open_pillow(io.BytesIO(data)).size)
+            img = _open_pillow(io.BytesIO(data))
+            single = img.format in _ONE_PICTURE and not getattr(img, "is_animated", False)
+            return tuple(img.size), single
     except Exception:  # not enough of it yet, or not a picture: the reader will say
         return None
     finally:
