@@ -60,10 +60,19 @@ def run(args, stdin=subprocess.DEVNULL, input=None, cwd=None):
 
 
 def shell(script: str, cwd=None):
-    """A bash script (the installed command is ``$K``), under the memory limit and the timeout."""
+    """A bash script (the installed command is ``$K``), under the memory limit
+    and the timeout; on the timeout, the script's whole process group is killed."""
     env = dict(_env(), K=" ".join(shlex.quote(c) for c in _command()))
-    return subprocess.run(["bash", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=env, cwd=cwd, timeout=TIMEOUT, preexec_fn=_limit_memory)
+    proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=cwd, preexec_fn=_limit_memory,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def error_of(proc, status: int) -> str:
