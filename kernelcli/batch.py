@@ -64,11 +64,15 @@ class Summary:
 # choosing files
 
 
-def find_inputs(indir: Path, outdir: Path, recursive: bool = False, pattern: str | None = None) -> list[Path]:
+def find_inputs(indir: Path, outdir: Path, recursive: bool = False, pattern: str | None = None,
+                note=None) -> list[Path]:
     """Relative paths of the images under ``indir``, sorted.
 
     Symlinked folders are followed once (a loop cannot hang the walk); the
     output folder, when it lies inside ``indir``, is never taken as input.
+    Only regular files are taken: a FIFO (reading it could wait forever), a
+    socket or a device with an image's name is left out, and ``note(message)``
+    is called naming it.
     """
     indir = Path(indir)
     out_real = os.path.realpath(outdir)
@@ -96,8 +100,33 @@ def find_inputs(indir: Path, outdir: Path, recursive: bool = False, pattern: str
             rel = Path(os.path.relpath(os.path.join(root, name), indir))
             if pattern and not _matches(rel.as_posix(), name, pattern):
                 continue
+            kind = _not_regular(os.path.join(root, name))
+            if kind:
+                if note is not None:
+                    note(f"{Path(indir) / rel}: skipped, a {kind}, not a regular file")
+                continue
             found.append(rel)
     return found
+
+
+def _not_regular(path: str) -> str:
+    """What ``path`` is when it is not a regular file ("FIFO", "socket",
+    "device"...), else "" (also when it cannot be examined: reading it will say why)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def _matches(rel: str, name: str, pattern: str) -> bool:
@@ -212,8 +241,9 @@ class Progress:
 
 
 def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=None, jobs=None,
-        skip_existing=False, progress=False, report=None, client=None) -> Summary:
-    """Process a folder. ``report(path, reason)`` is called for each failure.
+        skip_existing=False, progress=False, report=None, client=None, note=None) -> Summary:
+    """Process a folder. ``report(path, reason)`` is called for each failure,
+    ``note(message)`` for each file left out (:func:`find_inputs`).
 
     With a Dask ``client`` the files are processed on its cluster (whose
     workers must see the same paths) instead of local processes.
@@ -222,7 +252,7 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
     started = time.monotonic()
     summary = Summary()
     tasks = []
-    for rel in find_inputs(indir, outdir, recursive, pattern):
+    for rel in find_inputs(indir, outdir, recursive, pattern, note=note):
         dst = output_for(rel, outdir, settings.fmt)
         if skip_existing and dst.exists():
             summary.skipped += 1

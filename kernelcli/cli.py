@@ -13,6 +13,7 @@ import errno
 import functools
 import io
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -38,8 +39,41 @@ class Failure(click.ClickException):
         say(f"kernelcli: error: {self.format_message()}")
 
 
+#: A word that is an inline matrix starting with a minus sign ("-1,0,1;-2,0,2;-1,0,1").
+_NEGATIVE_MATRIX = re.compile(r"^-[0-9.]")
+
+
+class MatrixArgsCommand(click.Command):
+    """A command whose arguments may be inline matrices that start with a
+    minus sign, as the kernel table prints them: such a word is an argument,
+    not an unknown option (unless it is the value of the option before it,
+    as in ``--offset -128``, or comes after ``--``)."""
+
+    def parse_args(self, ctx, args):
+        valued = {name for p in self.get_params(ctx)
+                  if isinstance(p, click.Option) and not p.is_flag and not p.count
+                  for name in p.opts + p.secondary_opts}
+        words, shielded, value_next = [], set(), False
+        for i, arg in enumerate(args):
+            if arg == "--":
+                words.extend(args[i:])
+                break
+            if not value_next and _NEGATIVE_MATRIX.match(arg):
+                arg = " " + arg  # not an option to click's parser; the value is stripped below
+                shielded.add(arg)
+            value_next = arg in valued
+            words.append(arg)
+        rest = super().parse_args(ctx, words)
+        for name, value in ctx.params.items():
+            if isinstance(value, str) and value in shielded:
+                ctx.params[name] = value[1:]
+        return rest
+
+
 class KernelcliGroup(click.Group):
     """Turns every exception from a command into a clear message and exit status."""
+
+    command_class = MatrixArgsCommand
 
     def invoke(self, ctx):
         debug = bool(ctx.params.get("debug"))
@@ -475,7 +509,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 
     summary = batch.run(Path(input), outdir, settings, recursive=recursive, pattern=pattern, jobs=jobs,
                         skip_existing=skip_existing, progress=not quiet and sys.stderr.isatty(),
-                        report=report, client=client)
+                        report=report, client=client, note=lambda message: note(quiet, [message]))
     if not quiet:
         click.echo(f"kernelcli: {summary.line()}", err=True)
     if summary.interrupted:
@@ -619,7 +653,7 @@ def kernels(ctx):
         emit("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE")
 
 
-@kernels.command("show", context_settings=CONTEXT)
+@kernels.command("show", cls=MatrixArgsCommand, context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec())
 def kernels_show(kernel):
     """Print KERNEL's matrix, scale and offset (any kernel spec works)."""

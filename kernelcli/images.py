@@ -1,11 +1,15 @@
 """Reading and writing images and ``.npy`` arrays.
 
 Inputs are recognised by their bytes, never by their name: ``.npy`` by NumPy's
-magic ``\\x93NUMPY``, everything else by Pillow. Pixels become float32 arrays in
-their own value range (8-bit: 0-255, 16-bit: 0-65535, float TIFF: as stored),
-``H x W`` for one band and ``H x W x C`` otherwise, and the facts needed to
-write the same kind of picture back (mode, bit depth, alpha, ICC profile, DPI,
-EXIF) travel with them in a :class:`Picture`.
+magic ``\\x93NUMPY``, pictures by Pillow's raster decoders only
+(:data:`RASTER_FORMATS`: never EPS, PostScript or PDF). Garbage is refused by
+its first bytes; every input is opened and read once (a FIFO or pipe works
+like a file), a pipe a chunk at a time within a bound (:func:`stream_limit`).
+
+Pixels become float32 arrays in their own value range (8-bit: 0-255, 16-bit:
+0-65535, float TIFF: as stored), ``H x W`` for one band and ``H x W x C``
+otherwise, and the facts needed to write the same kind of picture back (mode,
+bit depth, alpha, ICC profile, DPI, EXIF) travel with them in a :class:`Picture`.
 
 Outputs are written to a temporary file beside the target and renamed into
 place, so an existing file is only ever replaced by a complete new one.
@@ -276,12 +280,168 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
 def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, integers: bool = False,
                     on_header=None) -> Picture:
     """A picture Pillow reads, from ``stream`` whose first bytes ``head`` were read already."""
-    if opened and stream.seekable():  # a file: Pillow reads it a block at a time, no copy in memory
+    if opened and _is_regular(stream):  # a file: Pillow reads it a block at a time, no copy in memory
         stream.seek(0)
         fp = stream
-    else:  # a pipe or a caller's stream: Pillow needs one it can seek in
-        fp = io.BytesIO(head + stream.read())
+    else:  # a pipe, a device or a caller's stream: Pillow needs one it can seek in
+        fp = _read_bounded(stream, head, name, max_pixels)
     return _read_pillow(fp, name, max_pixels, integers, on_header)
+
+
+def _is_regular(stream) -> bool:
+    """Is ``stream`` a file in memory or a regular file on disk (a known,
+    finite size), not a pipe, FIFO, socket or device?"""
+    if isinstance(stream, io.BytesIO):
+        return True
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+#: A picture from a pipe may take this many bytes for each pixel the limit
+#: allows (16-bit RGBA stored uncompressed takes 8), plus
+#: :data:`STREAM_SLACK_BYTES` for its headers and metadata (ICC profile, EXIF).
+STREAM_BYTES_PER_PIXEL = 8
+STREAM_SLACK_BYTES = 16 << 20
+#: Bytes read from a pipe at a time (between reads, Ctrl-C and SIGTERM are handled).
+READ_CHUNK = 1 << 20
+
+
+def stream_limit(max_pixels: int | None) -> int | None:
+    """The most bytes a picture read from a pipe may take under ``max_pixels``."""
+    return None if max_pixels is None else max_pixels * STREAM_BYTES_PER_PIXEL + STREAM_SLACK_BYTES
+
+
+#: Bytes of a stream after which its header is looked for, to know the
+#: picture's size before the rest is read (an ICC profile or EXIF block may
+#: come before the size).
+_PEEK_AT = (READ_CHUNK, 16 * READ_CHUNK)
+
+
+def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.BytesIO:
+    """The rest of ``stream`` after ``head``, in memory, a chunk at a time;
+    refused once it is longer than any picture within ``max_pixels`` can be,
+    or, once its header is read, than the picture it declares (a picture
+    over ``max_pixels`` is refused then)."""
+    limit = stream_limit(max_pixels)
+    declared = None
+    peeks = list(_PEEK_AT) if max_pixels is not None else []
+    buf = io.BytesIO()
+    buf.write(head)
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        if not chunk:
+            break
+        buf.write(chunk)
+        if peeks and buf.tell() >= peeks[0]:
+            while peeks and buf.tell() >= peeks[0]:
+                peeks.pop(0)
+            found = _declared_size(buf.getvalue())
+            if found is not None:
+                peeks = []
+                size, single = found
+                if size[0] * size[1] > max_pixels:
+                    raise ImageReadError(_bomb_message(name, size, max_pixels))
+                if single:  # (more frames may follow in other formats: the pixel limit bounds them)
+                    declared = size
+                    limit = min(limit, 2 * size[0] * size[1] * STREAM_BYTES_PER_PIXEL + STREAM_SLACK_BYTES)
+        if limit is not None and buf.tell() > limit:
+            what = (f"its {declared[0]}x{declared[1]} image" if declared
+                    else f"an image of up to {max_pixels:,} pixels")
+            raise ImageReadError(f"{name}: stopped reading after {limit:,} bytes, more than {what} takes"
+                                 + ("" if declared else " (raise the limit with --max-pixels)"))
+    buf.seek(0)
+    return buf
+
+
+#: Formats that hold one picture, whose header tells all there is to read
+#: (an animated PNG says so in its header too).
+_ONE_PICTURE = frozenset({"PNG", "JPEG", "BMP", "DIB", "PPM", "TGA", "PCX", "SGI", "QOI"})
+
+
+def _declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
+    """``((width, height), one picture only)`` from the header at the start
+    of ``data`` (the first part of a picture), or None when Pillow cannot
+    tell yet."""
+    from PIL import Image
+
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is what is asked, even a bomb's
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _open_pillow(io.BytesIO(data))
+            single = img.format in _ONE_PICTURE and not getattr(img, "is_animated", False)
+            return tuple(img.size), single
+    except Exception:  # not enough of it yet, or not a picture: the reader will say
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+# --------------------------------------------------------------------------
+# recognising an input by its first bytes
+
+#: Bytes read to recognise an input (Pillow's plugins judge the first 16;
+#: a TGA header is 18).
+SNIFF_BYTES = 32
+
+#: The Pillow decoders kernelcli reads with: raster formats only, by name
+#: (``Image.open(..., formats=RASTER_FORMATS)``). Pillow would otherwise hand
+#: an EPS file to Ghostscript, a PostScript interpreter that runs whatever
+#: program the file holds (an endless loop, for one).
+RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
+                  "SGI", "QOI", "JPEG2000")
+#: The Pillow module of each format of :data:`RASTER_FORMATS` but PNG and
+#: JPEG (recognised without Pillow).
+_RASTER_PLUGINS = {"TIFF": "TiffImagePlugin", "BMP": "BmpImagePlugin", "DIB": "BmpImagePlugin",
+                   "WEBP": "WebPImagePlugin", "GIF": "GifImagePlugin", "PPM": "PpmImagePlugin",
+                   "TGA": "TgaImagePlugin", "ICO": "IcoImagePlugin", "PCX": "PcxImagePlugin",
+                   "SGI": "SgiImagePlugin", "QOI": "QoiImagePlugin", "JPEG2000": "Jpeg2KImagePlugin"}
+#: Documents that are programs for an interpreter, refused by name.
+_DOCUMENTS = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def sniff(head: bytes, name: str) -> str:
+    """``"NPY"`` or ``"IMAGE"`` for an input whose first bytes are ``head``
+    (:data:`SNIFF_BYTES` of them, fewer for a shorter input), judged before
+    anything more is read; anything else is refused at once."""
+    if head.startswith(NPY_MAGIC):
+        return "NPY"
+    if head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC):
+        return "IMAGE"
+    for magic, kind in _DOCUMENTS:
+        if head.lstrip(b"\r\n\t ").startswith(magic):
+            raise ImageReadError(
+                f"{name}: a {kind} document, not a raster image; kernelcli does not run PostScript "
+                "or PDF interpreters: convert it to PNG or TIFF first"
+            )
+    if any(_accepts(fmt, head) for fmt in RASTER_FORMATS if fmt in _RASTER_PLUGINS):
+        return "IMAGE"
+    raise ImageReadError(f"{name}: not a recognised image or .npy file")
+
+
+def _accepts(fmt: str, head: bytes) -> bool:
+    """Does the Pillow plugin of ``fmt`` take a file starting with ``head``?"""
+    import importlib
+
+    from PIL import Image
+
+    if fmt == "TGA":  # no signature: the fields Pillow's reader checks first
+        return len(head) >= 17 and head[1] in (0, 1) and head[2] in (1, 2, 3, 9, 10, 11) \
+            and head[16] in (1, 8, 15, 16, 24, 32)
+    try:
+        importlib.import_module(f"PIL.{_RASTER_PLUGINS[fmt]}")
+    except ImportError:  # Pillow built without it
+        return False
+    accept = Image.OPEN.get(fmt, (None, None))[1]
+    try:
+        return bool(accept and accept(head[:16]))
+    except Exception:
+        return False
 
 
 @dataclass
@@ -309,12 +469,13 @@ def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
     name, stream, closer = _open_source(source)
     try:
         try:
-            head = _read_exactly(stream, len(NPY_MAGIC))
+            head = _read_exactly(stream, SNIFF_BYTES)
             if not head:
                 raise ImageReadError(f"{name}: empty input")
-            if head == NPY_MAGIC:
-                got = NpyInput(name, stream, *npy_header_checked(stream, name, max_pixels,
-                                                                 stored=_stored_bytes(stream)))
+            if sniff(head, name) == "NPY":
+                stored = _stored_bytes(stream)
+                rest = _Prefixed(head, stream)
+                got = NpyInput(name, rest, *npy_header_checked(rest, name, max_pixels, stored=stored))
             else:
                 got = _pillow_picture(stream, head, name, closer, max_pixels, integers, on_header)
         except OSError as e:
@@ -384,12 +545,24 @@ class _Prefixed:
     def __init__(self, prefix: bytes, stream):
         self.prefix, self.stream = prefix, stream
 
+    def tell(self) -> int:
+        return self.stream.tell() - len(self.prefix)
+
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             data, self.prefix = self.prefix + self.stream.read(), b""
             return data
         head, self.prefix = self.prefix[:n], self.prefix[n:]
         return head + (_read_exactly(self.stream, n - len(head)) if n > len(head) else b"")
+
+    def readinto(self, view) -> int:
+        if not self.prefix:
+            readinto = getattr(self.stream, "readinto", None)
+            if readinto is not None:
+                return readinto(view)
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
 
 
 def read_npy_header(f) -> tuple:
@@ -434,8 +607,8 @@ def _stored_bytes(stream) -> int | None:
 
 
 def npy_header_checked(stream, name: str, max_pixels: int | None, stored: int | None = None) -> tuple:
-    """``(shape, fortran_order, dtype)`` of the ``.npy`` in ``stream``, whose
-    magic string has just been read; the stream is left at the first data byte.
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` in ``stream``, at its
+    start; the stream is left at the first data byte.
 
     The header is parsed by NumPy's format module (a literal, never pickled);
     object dtypes and arrays that are not images are refused here, before any
@@ -448,7 +621,7 @@ def npy_header_checked(stream, name: str, max_pixels: int | None, stored: int | 
     refused as truncated instead. A stream is held to the limit.
     """
     try:
-        shape, fortran, dtype = read_npy_header(_Prefixed(NPY_MAGIC, stream))
+        shape, fortran, dtype = read_npy_header(stream)
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
@@ -716,7 +889,7 @@ def _open_pillow(fp):
 
     signature = fp.read(8)
     fp.seek(0)
-    if signature.startswith(b"\x89PNG\r\n\x1a\n"):
+    if signature.startswith(PNG_MAGIC):
         from PIL import PngImagePlugin
 
         # Pillow refuses a whole PNG whose ICC profile (read while the file is
@@ -728,11 +901,11 @@ def _open_pillow(fp):
             return PngImagePlugin.PngImageFile(fp)
         finally:
             PngImagePlugin.MAX_TEXT_CHUNK = limit
-    if signature.startswith(b"\xff\xd8\xff"):
+    if signature.startswith(JPEG_MAGIC):
         from PIL import JpegImagePlugin
 
         return JpegImagePlugin.jpeg_factory(fp)  # JPEG, or MPO (several pictures)
-    return Image.open(fp)
+    return Image.open(fp, formats=RASTER_FORMATS)
 
 
 def _check_pixels(img, name, max_pixels):
@@ -785,8 +958,12 @@ def _normalise_mode(img, name: str, notes: list):
 
 
 def is_npy(path) -> bool:
-    """True for a file that starts like a ``.npy`` (judged by content)."""
+    """True for a regular file that starts like a ``.npy`` (judged by content).
+    Anything else is not opened: a FIFO or a pipe (``/dev/fd/N``) is read once,
+    by the reader, and what was read here would be lost to it."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as f:
             return f.read(len(NPY_MAGIC)) == NPY_MAGIC
     except OSError:

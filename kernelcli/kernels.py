@@ -338,22 +338,48 @@ def _int(token: str, where: str) -> int:
     return int(value)
 
 
+#: The largest kernel file read (a 1025x1025 kernel as text with ten digits a
+#: value takes about 12 MB): ``/dev/zero`` given as a kernel file is refused
+#: after this much, not read forever.
+MAX_FILE_BYTES = 32 << 20
+
+
 def load_file(path: str | os.PathLike) -> Kernel:
-    """Read a kernel file: ``.npy``, libvips ``.mat`` or plain text (detected by content)."""
+    """Read a kernel file: ``.npy``, libvips ``.mat`` or plain text (detected
+    by content). A FIFO or a pipe (``<(...)``) is read once, like a file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise KernelError(f"{path}: cannot read kernel file: {e.strerror or e}") from None
+    if path.is_dir():
+        raise KernelError(f"{path}: is a folder, not a kernel file")
+    data = _read_limited(path)
     if data.startswith(b"\x93NUMPY"):
         return _load_npy(path, data)
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not a value
     except UnicodeDecodeError:
         raise KernelError(f"{path}: not a kernel file (neither .npy nor text)") from None
     if path.suffix.lower() == ".mat" or _looks_like_vips(text):
         return parse_vips_mat(text, str(path))
     return parse_text(text, str(path), name=path.name)
+
+
+def _read_limited(path: Path) -> bytes:
+    """The bytes of a kernel file, read a block at a time (Ctrl-C is heard
+    between blocks); refused past :data:`MAX_FILE_BYTES`."""
+    parts, size = [], 0
+    try:
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(1 << 20)
+                if not block:
+                    break
+                parts.append(block)
+                size += len(block)
+                if size > MAX_FILE_BYTES:
+                    raise KernelError(f"{path}: more than {MAX_FILE_BYTES >> 20} MB: too large for a kernel "
+                                      f"file (kernels are at most {MAX_SIDE}x{MAX_SIDE})")
+    except OSError as e:
+        raise KernelError(f"{path}: cannot read kernel file: {e.strerror or e}") from None
+    return b"".join(parts)
 
 
 def _looks_like_vips(text: str) -> bool:
@@ -476,8 +502,10 @@ def get_kernel(spec) -> Kernel:
         return parse_sized(text)
     if text.lower() in _library_files():
         return _named(text.lower())  # its file alone: the other kernels are not parsed
-    if os.path.isfile(text):
+    if _is_kernel_file(text):
         return load_file(text)
+    if os.path.isdir(text):
+        raise KernelError(f"{text}: is a folder, not a kernel file")
     if _NUMBERISH.match(text) or ";" in text:
         return parse_inline(text)
     if "/" in text or os.sep in text or Path(text).suffix.lower() in (".txt", ".npy", ".mat"):
@@ -493,6 +521,12 @@ def get_kernel(spec) -> Kernel:
     )
 
 
+def _is_kernel_file(text: str) -> bool:
+    """Does ``text`` name something to read a kernel from: a file, or a FIFO,
+    pipe (``/dev/fd/N``) or device (anything that exists and is not a folder)?"""
+    return os.path.exists(text) and not os.path.isdir(text)
+
+
 def get_kernels(spec) -> list[Kernel]:
     """Like :func:`get_kernel`, but ``"edge,sharpen,box"`` gives a filter bank.
 
@@ -504,7 +538,7 @@ def get_kernels(spec) -> list[Kernel]:
         return [get_kernel(spec)]
     text = spec.strip()
     if ("," not in text or ";" in text or _MAGICK.match(text) or _NUMBERISH.match(text)
-            or os.path.isfile(text)):
+            or _is_kernel_file(text)):
         return [get_kernel(text)]
     items: list[str] = []
     for part in (p.strip() for p in text.split(",")):
