@@ -110,6 +110,20 @@ def test_sigterm_while_workers_start_prints_no_traceback(pictures, tmp_path):
     no_temporaries(out)
 
 
+def test_workers_do_not_outlive_a_killed_command(pictures, tmp_path):
+    """SIGKILL cannot be caught: the kernel tells the workers (SIGTERM) instead."""
+    out = tmp_path / "out"
+    proc = start(["apply", "gaussian:2", pictures, out, "--jobs", "2"])
+    try:
+        workers = wait_for_children(proc, 2)
+        proc.kill()
+        proc.communicate(timeout=60)
+        assert wait_until_gone(workers, timeout=60) == []
+    finally:
+        kill_group(proc)
+    no_temporaries(out)
+
+
 # --------------------------------------------------------------------------
 # a worker killed (the OOM killer, kill -9)
 
