@@ -269,7 +269,8 @@ def _worker_main(parent: int) -> None:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
         signal.signal(signal.SIGTERM, _worker_stop)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent while starting us
+        if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while starting us
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         _stop_with_parent(parent)
         tasks, results = os.dup(0), os.dup(1)
         null = os.open(os.devnull, os.O_RDWR)
@@ -534,6 +535,9 @@ def _stop(workers, interrupted: bool) -> None:
 @contextlib.contextmanager
 def _signals_blocked():
     """Delay SIGINT and SIGTERM to the end of the block (this thread only)."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover (POSIX has it)
+        yield
+        return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         yield
