@@ -78,8 +78,10 @@ def wait_for_children(proc: subprocess.Popen, count: int, timeout: float = 120) 
     """The command's first ``count`` child processes, once each runs its own
     program (a child stopped between fork and exec would hold its parent)."""
     deadline = time.monotonic() + timeout
-    own = _cmdline(proc.pid)
     while time.monotonic() < deadline:
+        # Read each time: a process that has children is past its own exec (just
+        # after it, its cmdline may still be empty, and would match every child).
+        own = _cmdline(proc.pid)
         kids = [pid for pid in children(proc.pid) if _cmdline(pid) not in (own, None, b"")]
         if len(kids) >= count:
             return kids
