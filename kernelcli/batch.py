@@ -170,7 +170,8 @@ def _nothing_found(indir: Path, recursive: bool, pattern: str | None) -> Kernelc
         return KernelcliError(f"{indir}: no image matches --glob {pattern!r}"
                               + ("" if recursive else " (subfolders are searched with --recursive)"))
     kinds = ", ".join(sorted(e.lstrip(".") for e in INPUT_EXTENSIONS))
-    return KernelcliError(f"{indir}: no images in this folder ({kinds})"
+    where = "this folder or its subfolders" if recursive else "this folder"
+    return KernelcliError(f"{indir}: no images in {where} ({kinds})"
                           + ("" if recursive else "; subfolders are searched with --recursive"))
 
 
