@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import glob
 import os
+import pickle
+import select
 import signal
+import struct
+import subprocess
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KernelcliError, UsageError
+from .errors import ImageWriteError, KernelcliError, UsageError
 from .images import EXTENSIONS
 
 #: Input files are chosen by these extensions (any case).
@@ -51,6 +56,8 @@ class Summary:
     megapixels: float = 0.0
     seconds: float = 0.0
     interrupted: bool = False
+    #: The exit status an interrupted run ends with: 130 (SIGINT), 143 (SIGTERM).
+    interrupted_status: int = 130
     failures: list = field(default_factory=list)
 
     def line(self) -> str:
@@ -146,16 +153,55 @@ def output_for(rel: Path, outdir: Path, fmt: str | None) -> Path:
     return target
 
 
-def check_output_folder(output: str) -> Path:
-    """A folder INPUT needs a folder OUTPUT (created if missing)."""
+def check_output_folder(output: str, input: str | None = None) -> Path:
+    """A folder INPUT needs a folder OUTPUT, and not the input folder itself:
+    outputs written among the inputs would be taken as inputs by the next run
+    (and, with the same format, replace them). The folder is created by
+    :func:`run` once there is something to write."""
     path = Path(output)
     if output == "-" or path.is_file() or (not path.exists() and path.suffix.lower() in EXTENSIONS):
         raise UsageError(f"the input is a folder, so OUTPUT must be a folder too, not {output!r}")
+    if input is not None and os.path.realpath(output) == os.path.realpath(input):
+        raise UsageError(f"OUTPUT {output!r} is the input folder: the outputs would be written among "
+                         f"the inputs; choose another folder")
+    return path
+
+
+def _make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise KernelcliError(f"{path}: cannot create the output folder: {e.strerror or e}") from None
-    return path
+    if not path.is_dir():
+        raise KernelcliError(f"{path}: cannot create the output folder: it is not a folder")
+
+
+def _refuse_collisions(indir: Path, targets) -> None:
+    """Two inputs whose outputs would have the same name (ignoring case, as
+    case-insensitive file systems do) would overwrite each other: refuse the
+    run before any work, naming them."""
+    by_name: dict = {}
+    for rel, dst in targets:
+        by_name.setdefault(os.path.normcase(str(dst)).casefold(), []).append((rel, dst))
+    clashes = [group for group in by_name.values() if len(group) > 1]
+    if not clashes:
+        return
+    group = clashes[0]
+    names = [str(Path(indir) / rel) for rel, _ in group]
+    listed = ", ".join(names[:-1]) + " and " + names[-1]
+    more = f" (and {len(clashes) - 1} more such groups)" if len(clashes) > 1 else ""
+    raise UsageError(f"{listed} would be written to the same output, {group[0][1]} (names are compared "
+                     f"ignoring case){more}; rename them or process them separately")
+
+
+def _nothing_found(indir: Path, recursive: bool, pattern: str | None) -> KernelcliError:
+    if pattern:
+        return KernelcliError(f"{indir}: no image matches --glob {pattern!r}"
+                              + ("" if recursive else " (subfolders are searched with --recursive)"))
+    kinds = ", ".join(sorted(e.lstrip(".") for e in INPUT_EXTENSIONS))
+    where = "this folder or its subfolders" if recursive else "this folder"
+    return KernelcliError(f"{indir}: no images in {where} ({kinds})"
+                          + ("" if recursive else "; subfolders are searched with --recursive"))
 
 
 # --------------------------------------------------------------------------
@@ -168,8 +214,12 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
 
     fmt = settings.fmt or images.format_for(dst)
     missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
-    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, a read-only file system...
+            where = e.filename or dst.parent
+            raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
         # one thread per file: the worker processes share the cores already
         (h, w), _ = pipeline.apply_file(src, dst, settings.conv, settings.relu, settings.pool, settings.gray,
                                         settings.alpha, fmt, settings.scaling, settings.offset, settings.quality,
@@ -194,11 +244,100 @@ def _work(task):
         return str(src), False, 0.0, f"internal error: {type(e).__name__}: {e}"
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped a folder run; ``status`` is the exit status it asks for
+    (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, status: int = 130):
+        super().__init__(status)
+        self.status = status
+
+
+# --------------------------------------------------------------------------
+# worker processes
+#
+# Each worker is a fresh interpreter (never a fork of a process that may hold
+# Numba's threads) that reads tasks from its stdin and writes results to its
+# stdout, one file at a time, as length-prefixed pickles. The parent knows
+# which file each worker holds, so a worker that dies (the kernel's OOM
+# killer, kill -9) fails that one file and is replaced; and the parent alone
+# decides when workers stop.
+
+_FRAME = struct.Struct("<Q")
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _send(fd: int, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _receive(fd: int):
+    """The next object, or None at the end of the stream (also mid-frame: the writer died)."""
+    head = _read_exactly(fd, _FRAME.size)
+    if head is None:
+        return None
+    body = _read_exactly(fd, _FRAME.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _worker_main(parent: int) -> None:
+    """A worker process: take tasks until the parent closes the stream."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+        signal.signal(signal.SIGTERM, _worker_stop)
+        if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while starting us
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        _stop_with_parent(parent)
+        tasks, results = os.dup(0), os.dup(1)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)  # nothing else may write into the results stream
+        _worker_init()
+        while True:
+            task = _receive(tasks)
+            if task is None:
+                break
+            _send(results, _work(task))
+    except BaseException:  # the parent reports the file this worker held
+        os._exit(1)
+    os._exit(0)
+
+
+def _worker_stop(signum, frame):
+    """SIGTERM in a worker: remove the temporary output being written, leave at once."""
+    images = sys.modules.get("kernelcli.images")
+    if images is not None:
+        images.remove_temporaries()
+    os._exit(128 + signum)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Linux: have the kernel send SIGTERM when the parent dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: a worker left alone stops at the end of its stream
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(128 + signal.SIGTERM)
+
+
 def _worker_init():
-    # The parent decides what Ctrl-C means; a worker told to stop (SIGTERM)
-    # unwinds, so write_atomic removes its temporary file.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_exit)
     from .cli import reuse_freed_memory, skip_numba_blas
 
     skip_numba_blas()
@@ -211,8 +350,59 @@ def _worker_init():
         pass
 
 
-def _raise_exit(signum, frame):
-    raise SystemExit(128 + signum)
+class _Worker:
+    """The parent's handle on one worker process and the file it holds."""
+
+    def __init__(self):
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+                f"from kernelcli.batch import _worker_main; _worker_main({os.getpid()})")
+        env = dict(os.environ)
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, close_fds=True)
+        self.task = None
+
+    def give(self, task) -> None:
+        """Send a task (if the worker has died, its closed stream tells)."""
+        self.task = task
+        with contextlib.suppress(OSError):  # EPIPE
+            _send(self.proc.stdin.fileno(), task)
+
+    def result(self):
+        """The result of the task it holds, or None if the worker died."""
+        result = _receive(self.proc.stdout.fileno())
+        if result is not None:
+            self.task = None
+        return result
+
+    def death(self) -> str:
+        """How it ended (it has closed its end, so it is gone or going)."""
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "a signal"
+            return f"worker died (killed by {name}, signal {-code})"
+        return f"worker died (exit status {code})"
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def _remove_partial_output(dst: Path) -> None:
+    """A worker killed while writing ``dst`` may leave its temporary file."""
+    with contextlib.suppress(OSError):
+        for tmp in Path(dst).parent.glob(f".{glob.escape(Path(dst).name)}.*.part"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 # --------------------------------------------------------------------------
@@ -245,15 +435,22 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
     """Process a folder. ``report(path, reason)`` is called for each failure,
     ``note(message)`` for each file left out (:func:`find_inputs`).
 
-    With a Dask ``client`` the files are processed on its cluster (whose
-    workers must see the same paths) instead of local processes.
+    Refused before any work: a folder with no image (or none matching
+    ``pattern``) and inputs whose outputs would have the same name. With a
+    Dask ``client`` the files are processed on its cluster (whose workers must
+    see the same paths) instead of local processes.
     """
     report = report or (lambda path, reason: None)
     started = time.monotonic()
     summary = Summary()
+    found = find_inputs(indir, outdir, recursive, pattern, note=note)
+    if not found:
+        raise _nothing_found(indir, recursive, pattern)
+    targets = [(rel, output_for(rel, outdir, settings.fmt)) for rel in found]
+    _refuse_collisions(indir, targets)
+    _make_folder(Path(outdir))
     tasks = []
-    for rel in find_inputs(indir, outdir, recursive, pattern, note=note):
-        dst = output_for(rel, outdir, settings.fmt)
+    for rel, dst in targets:
         if skip_existing and dst.exists():
             summary.skipped += 1
             continue
@@ -273,85 +470,133 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
             report(path, reason)
         bar.update(summary.done + summary.failed)
 
+    global POOL_RUNNING
     try:
         if client is not None:
+            POOL_RUNNING = True
             _run_cluster(client, tasks, record)
         elif jobs == 1:
             for task in tasks:
                 record(_work(task))
         else:
+            POOL_RUNNING = True
             _run_pool(tasks, jobs, record)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         summary.interrupted = True
+        summary.interrupted_status = getattr(e, "status", 130)
+    finally:
+        POOL_RUNNING = False
     bar.close()
     summary.seconds = time.monotonic() - started
     return summary
 
 
-#: True while this process is the parent of a pool of worker processes.
+#: True while this process only waits on workers (local processes or a
+#: cluster): a SIGTERM then raises :class:`Interrupted` here, so the run stops
+#: its workers and ends with a summary.
 POOL_RUNNING = False
+
+#: Seconds workers have to stop after SIGTERM before they are killed.
+STOP_GRACE = 2.0
 
 
 def _run_pool(tasks, jobs, record):
-    global POOL_RUNNING
-    POOL_RUNNING = True
+    """Run ``tasks`` on ``jobs`` worker processes, one file per worker at a time."""
+    queue = deque(tasks)
+    workers: list = []
+    interrupted = True
     try:
-        _run_pool_inner(tasks, jobs, record)
+        while queue or any(w.task is not None for w in workers):
+            for w in [w for w in workers if w.task is None and w.proc.poll() is not None]:
+                w.close()  # died between files: replaced below
+                workers.remove(w)
+            for w in workers:
+                if w.task is None and queue:
+                    w.give(queue.popleft())
+            while len(workers) < jobs and queue:
+                # SIGINT and SIGTERM wait (blocked, not lost) until the new worker
+                # is known, so none is left running untracked; it inherits the
+                # mask and unblocks them once its own handlers are set.
+                with _signals_blocked():
+                    w = _Worker()
+                    workers.append(w)
+                w.give(queue.popleft())
+            busy = {w.proc.stdout.fileno(): w for w in workers if w.task is not None}
+            ready, _, _ = select.select(list(busy), [], [])
+            for fd in ready:
+                w = busy[fd]
+                result = w.result()
+                if result is not None:
+                    record(result)
+                    continue
+                src, dst, _ = w.task  # the worker died holding this file
+                reason = w.death()
+                w.close()
+                workers.remove(w)
+                _remove_partial_output(dst)
+                record((str(src), False, 0.0, reason))
+        interrupted = False
     finally:
-        POOL_RUNNING = False
+        _stop(workers, interrupted)
 
 
-def _run_pool_inner(tasks, jobs, record):
-    import multiprocessing
+def _stop(workers, interrupted: bool) -> None:
+    """End the workers. After the work: close their streams (they exit). On an
+    interruption: SIGTERM (a stopped worker is continued to receive it), then
+    SIGKILL after :data:`STOP_GRACE` seconds, and remove what those held half-written.
+    Further SIGINT/SIGTERM wait until this is done, so no worker is left behind."""
+    with _signals_held():
+        for w in workers:
+            w.close()
+            if interrupted:
+                with contextlib.suppress(OSError):
+                    w.proc.send_signal(signal.SIGTERM)
+                    w.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + (STOP_GRACE if interrupted else 30.0)
+        for w in workers:
+            try:
+                w.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            if w.task is not None:
+                _remove_partial_output(w.task[1])
 
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
-    pending = set()
-    queue = iter(tasks)
+
+@contextlib.contextmanager
+def _signals_blocked():
+    """Delay SIGINT and SIGTERM to the end of the block (this thread only)."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover (POSIX has it)
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        # Keep a few tasks per worker in flight, so an interrupt has little to cancel.
-        for task in queue:
-            pending.add(pool.submit(_work, task))
-            if len(pending) >= 2 * jobs:
-                break
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                record(future.result())
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.add(pool.submit(_work, nxt))
-        pool.shutdown(wait=True)
-    except KeyboardInterrupt:
-        _stop_workers(pool)
-        for future in pending:  # files that completed while we were stopping
-            if future.done() and not future.cancelled() and future.exception() is None:
-                record(future.result())
-        raise
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _stop_workers(pool, grace: float = 2.0) -> None:
-    """Cancel queued files, let running ones finish for ``grace`` seconds, then
-    terminate the workers (SIGTERM: they unwind and remove their temporary files)."""
-    processes = list(getattr(pool, "_processes", {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    deadline = time.monotonic() + grace
-    for p in processes:
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-    for p in processes:
-        p.join(2.0)
-        if p.is_alive():
-            p.kill()
+@contextlib.contextmanager
+def _signals_held():
+    """Ignore SIGINT and SIGTERM in the block (the main thread only can)."""
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _run_cluster(client, tasks, record):
     """The same per-file work as local processes, as tasks on a Dask cluster."""
     from distributed import as_completed
 
-    from .cluster import serial
+    from .cluster import _first_line, serial
 
     futures = {}
     for src, dst, settings in tasks:  # workers have their own working folder
@@ -363,8 +608,9 @@ def _run_cluster(client, tasks, record):
                 _, ok, mp, reason = future.result()
                 shown, absolute = futures[future]
                 record((shown, ok, mp, reason.replace(absolute, shown)))
-            except Exception as e:  # the worker died or the task was lost
-                record((futures[future][0], False, 0.0, f"the cluster could not run it: {e}"))
+            except Exception as e:  # the worker died, the task or the scheduler was lost
+                reason = _first_line(e).replace(future.key, "task") if isinstance(future.key, str) else _first_line(e)
+                record((futures[future][0], False, 0.0, f"the cluster could not run it: {reason}"))
     except KeyboardInterrupt:
         client.cancel(list(futures))
         raise

@@ -501,7 +501,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
         from .images import format_for
 
         format_for("-", settings.fmt)  # an unknown --format is a usage error before any work
-    outdir = batch.check_output_folder(output)
+    outdir = batch.check_output_folder(output, input)
 
     def report(path, reason):
         message = reason if reason.startswith(path) else f"{path}: {reason}"
@@ -513,7 +513,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
     if not quiet:
         click.echo(f"kernelcli: {summary.line()}", err=True)
     if summary.interrupted:
-        raise click.exceptions.Exit(130)
+        raise click.exceptions.Exit(summary.interrupted_status)
     if summary.failed:
         raise click.exceptions.Exit(1)
 
@@ -666,7 +666,7 @@ def _terminate(signum, frame):
     Numba compiler, which would print it and carry on.)"""
     batch = sys.modules.get("kernelcli.batch")
     if batch is not None and batch.POOL_RUNNING:
-        raise SystemExit(128 + signum)  # the folder run's parent: unwind, as before
+        raise batch.Interrupted(128 + signum)  # a folder run's parent: stop the workers, print the summary
     images = sys.modules.get("kernelcli.images")
     if images is not None:
         images.remove_temporaries()

@@ -40,8 +40,7 @@ def connect(address: str, timeout: float = DEFAULT_TIMEOUT, debug: bool = False)
             "--scheduler needs Dask distributed: pip install 'kernelcli[distributed]'"
         ) from None
     if not debug:
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _quiet_logs()
     if os.path.isfile(address):
         where = f"the Dask scheduler in {address}"
         address = _address_from_file(address)
@@ -51,12 +50,44 @@ def connect(address: str, timeout: float = DEFAULT_TIMEOUT, debug: bool = False)
         raise UsageError(
             f"--scheduler {address!r} is neither a scheduler file nor an address like tcp://HOST:PORT"
         )
-    try:
-        return Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError) as e:
+    # Client's own timeout does not cover the handshake: a server that accepts
+    # the connection and never answers (not a Dask scheduler) would hold it
+    # forever. So the whole attempt runs in a thread that is waited for at most
+    # ``timeout`` seconds (and a moment for Client to give its own reason),
+    # and left behind (a daemon) if it does not finish.
+    outcome: dict = {}
+
+    def attempt():
+        try:
+            outcome["client"] = Client(address, timeout=timeout, set_as_default=False)
+        except BaseException as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=attempt, name="kernelcli-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    if thread.is_alive():
+        raise KernelcliError(f"cannot reach {where} within {timeout:g} s: no answer (is it a Dask scheduler?)")
+    e = outcome.get("error")
+    if e is None:
+        return outcome["client"]
+    if isinstance(e, (OSError, TimeoutError)):
         raise KernelcliError(f"cannot reach {where} within {timeout:g} s: {_first_line(e)}") from None
-    except Exception as e:  # an unknown protocol, a version mismatch...
-        raise KernelcliError(f"cannot connect to {where}: {type(e).__name__}: {_first_line(e)}") from None
+    # an unknown protocol, a version mismatch...
+    raise KernelcliError(f"cannot connect to {where}: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _quiet_logs() -> None:
+    """No log records from Dask and its event loop reach stderr: a lost
+    scheduler is reported per file and in the summary, not as tracebacks.
+    Dask's own configuration gives some loggers a level of their own
+    (``distributed.client: warning``), so each one is silenced, not only the
+    parents."""
+    prefixes = ("distributed", "tornado", "asyncio")
+    names = [name for name in logging.root.manager.loggerDict
+             if name in prefixes or name.startswith(tuple(p + "." for p in prefixes))]
+    for name in {*prefixes, *names}:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _address_from_file(path: str) -> str:

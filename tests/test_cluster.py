@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -152,3 +155,98 @@ def test_bad_scheduler_values(tree, tmp_path, where, code, words, kcli):
                 "--scheduler-timeout", "3")
     assert proc.returncode == code, proc.stderr
     assert words in proc.stderr.decode() and b"Traceback" not in proc.stderr
+
+
+def test_a_server_that_never_answers_is_a_clear_error_in_bounded_time(tree, tmp_path, kcli):
+    """A listening socket that accepts and stays silent (a plain HTTP server, say):
+    --scheduler-timeout bounds the handshake too."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        proc = kcli("apply", "box:3", tree, tmp_path / "out", "--scheduler", address, "--scheduler-timeout", "3",
+                    timeout=60)
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+    assert accepted, "the command never connected"
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.decode()
+    assert err.startswith(f"kernelcli: error: cannot reach the Dask scheduler at {address} within 3 s")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_lost_mid_run_fails_the_files_quietly(tree, tmp_path, kcli):
+    """The scheduler killed while the run waits on it: each file is reported on
+    one line, the summary ends the run, and no Dask log or traceback follows."""
+    folder = tmp_path / "lost"
+    folder.mkdir()
+    sched_file = folder / "scheduler.json"
+    common = dict(cwd=folder, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(folder / "scheduler.log", "wb") as slog, open(folder / "worker.log", "wb") as wlog:
+        scheduler = subprocess.Popen(DASK + ["--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                             "--scheduler-file", str(sched_file)],
+                                     stdout=slog, stderr=subprocess.STDOUT, **common)
+        worker = None
+        command = None
+        try:
+            deadline = time.monotonic() + 60
+            while not sched_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            worker = subprocess.Popen(WORKER + ["--scheduler-file", str(sched_file), "--nthreads", "1",
+                                                "--no-dashboard", "--host", "127.0.0.1"],
+                                      stdout=wlog, stderr=subprocess.STDOUT, **common)
+            from distributed import Client
+
+            with Client(scheduler_file=str(sched_file), timeout=30) as client:
+                client.wait_for_workers(1, timeout=60)
+            os.killpg(worker.pid, signal.SIGSTOP)  # the files wait on the cluster
+            env = dict(os.environ)
+            env.pop("KERNELCLI_DEBUG", None)
+            command = subprocess.Popen([shutil.which("kernelcli") or "kernelcli", "apply", "box:3", str(tree),
+                                        str(tmp_path / "out"), "--recursive", "--scheduler", str(sched_file)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                       env=env)
+            log = folder / "scheduler.log"
+            connections = log.read_text().count("Receive client connection")  # the test's own client
+            deadline = time.monotonic() + 60
+            while log.read_text().count("Receive client connection") <= connections:
+                assert time.monotonic() < deadline and command.poll() is None, command.communicate()
+                time.sleep(0.05)
+            os.killpg(scheduler.pid, signal.SIGKILL)
+            _, err = command.communicate(timeout=120)
+        finally:
+            if command is not None and command.poll() is None:
+                command.kill()
+                command.communicate()
+            for proc in (worker, scheduler):  # each leads a process group of its own
+                if proc is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    text = err.decode()
+    assert command.returncode == 1, text
+    lines = text.splitlines()
+    assert all(line.startswith("kernelcli: ") for line in lines), text
+    assert "Traceback" not in text and "ERROR" not in text
+    failed = [line for line in lines if line.startswith("kernelcli: failed: ")]
+    assert len(failed) == 7 and all("the cluster could not run it: " in line for line in failed), text
+    assert lines[-1].startswith("kernelcli: 0 done, 0 skipped, 7 failed")
