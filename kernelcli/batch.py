@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import stopping
 from .errors import ImageWriteError, KernelcliError, UsageError
 from .images import EXTENSIONS
 
@@ -294,60 +295,21 @@ def _receive(fd: int):
     return None if body is None else pickle.loads(body)
 
 
-def _worker_main(parent: int) -> None:
-    """A worker process: take tasks until the parent closes the stream."""
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
-        signal.signal(signal.SIGTERM, _worker_stop)
-        if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while starting us
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        _stop_with_parent(parent)
-        tasks, results = os.dup(0), os.dup(1)
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)  # nothing else may write into the results stream
-        _worker_init()
-        while True:
-            task = _receive(tasks)
-            if task is None:
-                break
-            _send(results, _work(task))
-    except BaseException:  # the parent reports the file this worker held
-        os._exit(1)
-    os._exit(0)
-
-
-def _worker_stop(signum, frame):
-    """SIGTERM in a worker: remove the temporary output being written, leave at once."""
-    images = sys.modules.get("kernelcli.images")
-    if images is not None:
-        images.remove_temporaries()
-    os._exit(128 + signum)
-
-
-def _stop_with_parent(parent: int) -> None:
-    """Linux: have the kernel send SIGTERM when the parent dies, however it dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: a worker left alone stops at the end of its stream
-        return
-    if os.getppid() != parent:  # the parent died before prctl
-        os._exit(128 + signal.SIGTERM)
-
-
-def _worker_init():
-    from .cli import reuse_freed_memory, skip_numba_blas
-
-    skip_numba_blas()
-    reuse_freed_memory()
+def serve(tasks: int, results: int) -> None:
+    """A worker process's loop (:func:`kernelcli._process.worker_main`): take
+    tasks from the ``tasks`` descriptor and send each result to ``results``,
+    until the parent closes the stream."""
     try:
         import numba
 
         numba.set_num_threads(1)  # the processes share the cores already
     except Exception:
         pass
+    while True:
+        task = _receive(tasks)
+        if task is None:
+            return
+        _send(results, _work(task))
 
 
 class _Worker:
@@ -356,7 +318,7 @@ class _Worker:
     def __init__(self):
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-                f"from kernelcli.batch import _worker_main; _worker_main({os.getpid()})")
+                f"from kernelcli._process import worker_main; worker_main({os.getpid()})")
         env = dict(os.environ)
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -470,31 +432,23 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
             report(path, reason)
         bar.update(summary.done + summary.failed)
 
-    global POOL_RUNNING
     try:
         if client is not None:
-            POOL_RUNNING = True
-            _run_cluster(client, tasks, record)
+            with stopping.raising(Interrupted):  # a SIGTERM: stop the cluster's work, then the summary
+                _run_cluster(client, tasks, record)
         elif jobs == 1:
             for task in tasks:
                 record(_work(task))
         else:
-            POOL_RUNNING = True
-            _run_pool(tasks, jobs, record)
+            with stopping.raising(Interrupted):  # a SIGTERM: stop the workers, then the summary
+                _run_pool(tasks, jobs, record)
     except KeyboardInterrupt as e:
         summary.interrupted = True
         summary.interrupted_status = getattr(e, "status", 130)
-    finally:
-        POOL_RUNNING = False
     bar.close()
     summary.seconds = time.monotonic() - started
     return summary
 
-
-#: True while this process only waits on workers (local processes or a
-#: cluster): a SIGTERM then raises :class:`Interrupted` here, so the run stops
-#: its workers and ends with a summary.
-POOL_RUNNING = False
 
 #: Seconds workers have to stop after SIGTERM before they are killed.
 STOP_GRACE = 2.0

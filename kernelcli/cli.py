@@ -9,17 +9,16 @@ become ``kernelcli: error: ...`` on stderr with exit status 1 (processing) or 2
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
-import io
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
 import click
 
+from . import _process
+from ._process import quiet_stdout, say
 from .errors import KernelcliError
 from .params import KernelSpec, PaddingType, PairType, TileRowsType
 
@@ -89,7 +88,7 @@ class KernelcliGroup(click.Group):
             say("kernelcli: interrupted")
             raise click.exceptions.Exit(130) from None
         except BrokenPipeError:
-            _quiet_stdout()
+            quiet_stdout()
             raise click.exceptions.Exit(0) from None
         except MemoryError:
             if debug:
@@ -116,41 +115,17 @@ class KernelcliGroup(click.Group):
             say("kernelcli: interrupted")
             rv = 130
         except BrokenPipeError:  # --help or --version into a pipe whose reader went away
-            _quiet_stdout()
+            quiet_stdout()
             rv = 0
         except OSError as e:  # what --help and --version print (all else is translated in invoke)
             if os.environ.get("KERNELCLI_DEBUG") or "--debug" in (args if args is not None else sys.argv[1:]):
                 raise
             say(f"kernelcli: error: cannot write to stdout: {e.strerror or e}")
-            _quiet_stdout()
+            quiet_stdout()
             rv = 1
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _quiet_stdout() -> None:
-    """After the reader of our stdout went away, or writing to it failed:
-    point stdout at /dev/null so the interpreter's final flush does not
-    complain (and a stdout that was closed at start has nothing left to
-    write)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        try:
-            sys.stdout = open(os.devnull, "w")  # (a stream with no descriptor: the closed stdout's)
-        except OSError:
-            pass
-
-
-def say(message: str) -> None:
-    """A line on stderr; nothing when stderr cannot be written (closed, a
-    full disk): the exit status still tells."""
-    try:
-        click.echo(message, err=True)
-    except OSError:
-        pass
 
 
 def emit(text: str) -> None:
@@ -161,86 +136,6 @@ def emit(text: str) -> None:
         raise
     except OSError as e:
         raise Failure(f"cannot write to stdout: {e.strerror or e}", 1) from None
-
-
-class _ClosedStdout(io.RawIOBase):
-    """What stdout writes into when the command started with descriptor 1
-    closed: every write fails with "it is closed"."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        raise OSError(errno.EBADF, "it is closed")
-
-
-def guard_standard_streams() -> None:
-    """Descriptors 0, 1 and 2 closed at start (``2>&-``) are opened on
-    /dev/null, so that no file the command opens takes their numbers (libtiff
-    prints on descriptor 2; it must not land in an output). Python has made
-    ``sys.stdin``, ``sys.stdout``, ``sys.stderr`` None for them: stdin stays
-    None (reading it says it is closed), stderr writes into /dev/null (a run
-    whose notes cannot be shown still succeeds), and stdout fails on the
-    first write with "it is closed" (output that cannot be delivered is an
-    error; a run that writes nothing there succeeds). Only for kernelcli's
-    own processes."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-            continue
-        except OSError:
-            pass
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-        except OSError:
-            continue
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
-        if fd == 1 and sys.stdout is None:
-            sys.stdout = io.TextIOWrapper(io.BufferedWriter(_ClosedStdout()), encoding="utf-8")
-        elif fd == 2 and sys.stderr is None:
-            sys.stderr = open(os.devnull, "w")
-
-
-def skip_numba_blas() -> None:
-    """Keep Numba from importing SciPy's BLAS (about 0.2 s per command when SciPy
-    is installed): ``import numba`` probes ``scipy.linalg.cython_blas`` to
-    support ``np.dot`` and ``np.linalg`` in jitted code, which kernelcli never
-    uses. Only for kernelcli's own processes, never when used as a library."""
-    if "scipy.linalg.cython_blas" not in sys.modules and "numba" not in sys.modules:
-        sys.modules["scipy.linalg.cython_blas"] = None  # makes that import fail at once
-
-
-def one_blas_thread() -> None:
-    """Ask NumPy's OpenBLAS for one thread (unless the user set a count):
-    starting its thread pool made ``import numpy`` about 0.07 s slower here,
-    and kernelcli does no large matrix products (only the SVD of a kernel).
-    Only for kernelcli's own processes, and only before NumPy is imported."""
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-#: glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def reuse_freed_memory() -> None:
-    """Have glibc's malloc keep freed blocks of up to 32 MiB for the next
-    request instead of returning them to the system. Bands of rows allocate
-    and free the same few megabytes over and over; by default each of them
-    came back as fresh pages (first touch cost 0.65-0.9 ms per MB here):
-    120-170 thousand page faults for bands of a 12-megapixel .npy, 16-18
-    thousand with this. Larger arrays still come from and go back to the system.
-    Only for kernelcli's own processes; nothing where there is no mallopt."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # the largest glibc takes
-        libc.mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
-    except Exception:  # not glibc (musl, macOS, Windows): their own allocator's defaults
-        pass
 
 
 def note(ctx_quiet: bool, messages) -> None:
@@ -660,75 +555,12 @@ def kernels_show(kernel):
     emit(kernel.format())
 
 
-def _terminate(signum, frame):
-    """SIGTERM: remove the temporary output being written, if any, and exit at
-    once. (Raising an exception here instead could land in a callback of the
-    Numba compiler, which would print it and carry on.)"""
-    batch = sys.modules.get("kernelcli.batch")
-    if batch is not None and batch.POOL_RUNNING:
-        raise batch.Interrupted(128 + signum)  # a folder run's parent: stop the workers, print the summary
-    images = sys.modules.get("kernelcli.images")
-    if images is not None:
-        images.remove_temporaries()
-    sys.stderr.flush()
-    os._exit(128 + signum)
-
-
 def main(argv=None):
     """Console-script entry point."""
-    signal.signal(signal.SIGTERM, _terminate)
-    guard_standard_streams()
-    from . import config
-
-    config.AUTO_WARM_UP = False  # one job per process: no Numba loading in the background
-    skip_numba_blas()
-    one_blas_thread()
-    reuse_freed_memory()
-    if not os.environ.get("KERNELCLI_DEBUG") and "--debug" not in (argv or sys.argv[1:]):
-        import warnings
-
-        warnings.simplefilter("ignore")  # library warnings are not messages for users
+    _process.command_process(argv)
     try:
         cli.main(args=argv, prog_name="kernelcli")
     except SystemExit as done:
         if argv is None:  # this process is the command's own: no caller to return to
-            raise SystemExit(exit_now(done.code)) from None
+            raise SystemExit(_process.exit_now(done.code)) from None
         raise
-
-
-def exit_now(code) -> int:
-    """End the command's process at once with ``code`` (as ``sys.exit`` takes
-    it), once stdout and stderr are flushed, skipping the interpreter's
-    teardown: freeing every module's objects took 15-25 ms after a command
-    here, against about 1 ms for ``python -c pass`` (2026-11-23). Every
-    output file is closed by then (written to a temporary file, renamed into
-    place). Output still buffered for stdout that cannot be written (a full
-    disk, stdout closed) makes a successful run fail with one line on stderr;
-    a reader that went away does not. Returns the exit status, for the
-    ordinary exit, where the teardown may matter: while a thread that is not
-    a daemon is still running (a Dask client's, a process pool's)."""
-    import threading
-
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:
-        say(str(code))
-        status = 1
-    try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_stdout()
-    except (OSError, ValueError) as e:
-        if status == 0:
-            say(f"kernelcli: error: cannot write to stdout: {getattr(e, 'strerror', None) or e}")
-            status = 1
-        _quiet_stdout()
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.flush()
-    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() and not t.name.startswith("kernelcli")
-           for t in threading.enumerate()):
-        return status
-    os._exit(status)

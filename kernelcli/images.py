@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stopping
 from .errors import ImageReadError, ImageWriteError, UsageError
 
 # json and base64 serve only kernelcli's .npy metadata: they are imported
@@ -1474,7 +1475,9 @@ def write_atomic(path: Path, write) -> None:
 _TEMPORARIES: set = set()
 
 
+@stopping.at_stop
 def remove_temporaries() -> None:
+    """Remove every temporary output being written (the process is stopped)."""
     for tmp in list(_TEMPORARIES):
         try:
             os.unlink(tmp)

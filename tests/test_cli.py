@@ -732,7 +732,7 @@ def test_apply_on_one_picture_imports_only_what_it_uses(samples, tmp_path, name,
 _REUSE_PROBE = """
 import resource, sys
 import numpy as np
-from kernelcli.cli import reuse_freed_memory
+from kernelcli._process import reuse_freed_memory
 
 if sys.argv[1] == "on":
     reuse_freed_memory()
@@ -774,7 +774,7 @@ def test_freed_buffers_are_reused_without_page_faults():
 
 
 # --------------------------------------------------------------------------
-# the command's process ends without the interpreter's teardown (cli.exit_now)
+# the command's process ends without the interpreter's teardown (_process.exit_now)
 
 _ENDING = """
 import atexit, sys, threading
@@ -817,7 +817,7 @@ def test_exit_now_keeps_sys_exit_codes(tmp_path):
     import sys
 
     for code, status, err in (("None", 0, ""), ("3", 3, ""), ("'kernelcli: broken'", 1, "kernelcli: broken\n")):
-        got = subprocess.run([sys.executable, "-c", f"from kernelcli.cli import exit_now; exit_now({code})"],
+        got = subprocess.run([sys.executable, "-c", f"from kernelcli._process import exit_now; exit_now({code})"],
                              capture_output=True, text=True, timeout=60)
         assert (got.returncode, got.stderr) == (status, err)
 
@@ -825,7 +825,7 @@ def test_exit_now_keeps_sys_exit_codes(tmp_path):
 def test_exit_now_flushes_what_is_still_buffered():
     import sys
 
-    got = subprocess.run([sys.executable, "-c", "import sys; from kernelcli.cli import exit_now; "
+    got = subprocess.run([sys.executable, "-c", "import sys; from kernelcli._process import exit_now; "
                           "print('on stdout', end=''); exit_now(0)"],
                          capture_output=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})  # buffered
