@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from .errors import KernelcliError
-from .params import KernelSpec, PaddingType, PairType, TileRowsType
+from .params import FiniteFloat, KernelSpec, PaddingType, PairType, TileRowsType, whole_range
 
 __all__ = ["cli", "main"]
 
@@ -191,7 +191,7 @@ def output_options(f):
                      show_default=True,
                      help="How values become pixels: clip to the range, absolute value, or "
                           "stretch min..max to the full range. Not applied to .npy."),
-        click.option("--offset", type=float, default=0.0, show_default=True,
+        click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
         click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
                      help="JPEG/WebP quality."),
@@ -207,8 +207,9 @@ def batch_options(f):
         click.option("--recursive", "-r", is_flag=True, help="Folders: descend into subfolders."),
         click.option("--glob", "pattern", default=None, metavar="PATTERN",
                      help="Folders: only files whose relative path or name matches (e.g. '*.jpg'; any case)."),
-        click.option("--jobs", "-j", type=click.IntRange(1), default=None,
-                     help="Folders: worker processes.  [default: all cores]"),
+        click.option("--jobs", "-j", type=whole_range(1), default=None,
+                     help="Folders: worker processes (at most one per file, and as many as the "
+                          "cores and memory allow).  [default: all cores]"),
         click.option("--skip-existing", is_flag=True,
                      help="Folders: leave outputs that already exist alone (resume a run)."),
         click.option("--quiet", "-q", "quiet", is_flag=True,
@@ -227,14 +228,14 @@ def scale_options(f):
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
                           "file by file, a .npy INPUT band by band; workers must see the same paths."),
-        click.option("--scheduler-timeout", type=click.FloatRange(min=0.1), default=10.0,
+        click.option("--scheduler-timeout", type=FiniteFloat(min=0.1, max=86400.0), default=10.0,
                      show_default=True, help="Seconds to wait for the scheduler before giving up."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
 def input_options(f):
-    return click.option("--max-pixels", type=click.IntRange(1), default=None,
+    return click.option("--max-pixels", type=whole_range(1, 2**62), default=None,
                         help="Refuse images with more pixels than this (default 178956970).")(f)
 
 
@@ -440,7 +441,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 @cli.command(context_settings=CONTEXT)
 @click.argument("input", metavar="[INPUT]", default="-")
 @click.argument("output", metavar="[OUTPUT]", default="-")
-@click.option("--leaky", type=float, default=0.0, metavar="SLOPE",
+@click.option("--leaky", type=FiniteFloat(), default=0.0, metavar="SLOPE",
               help="Leaky ReLU: multiply negative values by SLOPE instead of setting them to 0.")
 @output_options
 @input_options
@@ -481,7 +482,8 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
 @cli.command(context_settings=CONTEXT)
 @click.argument("stack", metavar="STACK")
 @click.argument("output", metavar="OUTPUT")
-@click.option("--columns", type=click.IntRange(1), default=None, help="Maps per row (default: about square).")
+@click.option("--columns", type=whole_range(1), default=None,
+              help="Maps per row (default: about square; at most the number of maps).")
 @click.option("--scale", "zoom", type=click.IntRange(1, 64), default=None,
               help="Enlarge each map by this factor (default: small maps are enlarged to ~128 px).")
 @click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", help="Output format (default: from OUTPUT).")

@@ -120,6 +120,11 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
     dy, dx = pair(dilation, "dilation")
     reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
     pads = resolve_padding(padding, reach)
+    padded = (h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1])
+    ensure_memory(INDEX_BYTES * (padded[0] + padded[1]),
+                  f"indexing a {padded[0]}x{padded[1]} padded input (padding {_padding_text(padding, pads)}, "
+                  f"dilation {_show((dy, dx))}, kernel reach {reach[0]}x{reach[1]})",
+                  "use less padding or a smaller dilation")
     oh = output_size(h, kh, pads[0], sy, dy)
     ow = output_size(w, kw, pads[1], sx, dx)
     if oh < 1 or ow < 1:
@@ -129,6 +134,18 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
             "use more padding (e.g. same) or a smaller kernel"
         )
     return pads, (oh, ow)
+
+
+#: Bytes per coordinate of a padded axis that :func:`source_index` takes at
+#: its peak: the int64 coordinates, masks, the int64 map, and its copy.
+INDEX_BYTES = 27
+
+
+def _padding_text(padding, pads) -> str:
+    if isinstance(padding, str):
+        return padding.strip().lower()
+    (t, b), (l, r) = pads
+    return str(t) if t == b == l == r else f"{t}+{b},{l}+{r}"
 
 
 def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int = 1) -> int:
@@ -181,15 +198,37 @@ def as_image_array(x, what: str = "input") -> np.ndarray:
 
 
 def available_memory() -> int | None:
-    """Bytes the system says it can still give us (Linux MemAvailable), or None."""
+    """Bytes the system says it can still give us (Linux MemAvailable), or
+    None; less when this process's address space is limited (``ulimit -v``,
+    RLIMIT_AS) and that leaves less room."""
+    free = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    room = _address_space_left()
+    if room is not None:
+        free = room if free is None else min(free, room)
+    return free
+
+
+def _address_space_left() -> int | None:
+    """Bytes of address space this process may still map under its RLIMIT_AS, or None."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm", encoding="ascii") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+    except (ImportError, OSError, ValueError, IndexError):
+        return None
+    return max(0, limit - mapped)
 
 
 #: Allocations below this are not checked against the free memory (reading
@@ -197,8 +236,10 @@ def available_memory() -> int | None:
 CHECK_MEMORY_FROM = 64 * 2**20
 
 
-def ensure_memory(nbytes: int, what: str) -> None:
-    """Refuse up front, with the figure, work whose output cannot fit in memory."""
+def ensure_memory(nbytes: int, what: str,
+                  advice: str = "use a smaller input, a larger stride or less padding") -> None:
+    """Refuse up front, with the figure, work whose output cannot fit in memory
+    (``what`` names it, ``advice`` says what to change)."""
     if nbytes < CHECK_MEMORY_FROM:
         return
     free = available_memory()
@@ -208,7 +249,7 @@ def ensure_memory(nbytes: int, what: str) -> None:
     if free is not None and nbytes > free:
         raise KernelcliError(
             f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
-            "use a smaller input, a larger stride or less padding"
+            f"{advice}"
         )
 
 

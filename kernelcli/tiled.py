@@ -144,6 +144,11 @@ def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep"):
         ph, psy, final_h = 1, 1, oh
     job = Job(source, "", 0, (), band_conv, pads[0], conv.pad_mode, sy, reach_y,
               pool, (ph, psy), bool(relu), bool(gray), alpha)
+    p0, p1 = _input_rows(job, 0, 1)  # the fewest input rows a band reads
+    pooled = f", pool window {ph} rows with stride {psy}" if pool is not None else ""
+    engine.ensure_memory((p1 - p0) * math.prod(source.shape[1:]) * 4,
+                         f"a band of {p1 - p0} input rows (kernel reach {reach_y} rows with dilation {dy}, "
+                         f"stride {sy}{pooled})", "use a smaller dilation, stride or pool window")
     return job, final_h
 
 
