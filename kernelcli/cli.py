@@ -495,13 +495,15 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     Each channel of STACK (an .npy stream or file, or an image) becomes one
     tile, stretched from its own minimum to its own maximum, labelled with the
     kernel that made it when the stack came from a kernelcli filter bank.
+    --max-pixels limits the sheet too.
     """
     from . import images, montage as draw
 
     out_format = images.format_for(output, fmt)
-    picture = images.read_image(stack, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
+    max_pixels = max_pixels or images.DEFAULT_MAX_PIXELS
+    picture = images.read_image(stack, max_pixels=max_pixels)
     note(ctx.obj["quiet"], picture.notes)
-    sheet = draw.montage(picture, columns=columns, zoom=zoom)
+    sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels)
     note(ctx.obj["quiet"], images.write_image(output, sheet, out_format))
 
 
