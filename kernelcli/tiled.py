@@ -109,7 +109,7 @@ def open_source(path) -> Source:
             raise ImageReadError(f"{name}: truncated .npy: {size - offset:,} of {nbytes:,} data bytes")
         f.seek(offset + nbytes)
         trailer = f.read(_MAX_TRAILER)
-    meta = images.npy_metadata(shape, trailer, name)
+    meta = images.npy_metadata(shape, trailer, name, dtype)
     return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
 
 
