@@ -322,6 +322,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     if is_folder:
         from . import batch
 
+        jobs = _workers(ctx, jobs)
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
         settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels,
@@ -348,6 +349,18 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     _, notes = pipeline.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
                                    quality, png_level, max_pixels)
     note(ctx.obj["quiet"], notes)
+
+
+def _workers(ctx, jobs):
+    """``--jobs``, lowered with a note to what the cores and memory allow (config.max_workers)."""
+    from . import config
+
+    most = config.max_workers()
+    if jobs is not None and jobs > most:
+        note(ctx.obj["quiet"], [f"--jobs {jobs} is more than {config.cpus()} cores and the available memory "
+                                f"can use; running {most} worker processes"])
+        return most
+    return jobs
 
 
 def _tiled_run_wanted(input, tile_rows, scheduler) -> bool:

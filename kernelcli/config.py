@@ -22,3 +22,23 @@ def cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+#: Memory set aside for each worker process of a folder run: the interpreter
+#: with NumPy, Numba and Pillow loaded, and an image's work.
+WORKER_BYTES = 256 * 2**20
+#: Worker processes per core, at most: more only wait for a core.
+WORKERS_PER_CPU = 2
+
+
+def max_workers() -> int:
+    """The most worker processes a folder run starts: :data:`WORKERS_PER_CPU`
+    per core, and no more than the available memory holds at
+    :data:`WORKER_BYTES` each (at least one)."""
+    from .engine import available_memory
+
+    most = WORKERS_PER_CPU * cpus()
+    free = available_memory()
+    if free is not None:
+        most = min(most, free // WORKER_BYTES)
+    return max(1, int(most))
