@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
@@ -287,15 +287,14 @@ EXTREMES = ["nan", "-nan", "inf", "-inf", "+inf", "1e999", "-1e999", "1e308", "-
             "9223372036854775808", "99999999999999999999999", "1" + "0" * 60, "1e38", "3.5", "0x10", ""]
 NUMBERS = st.one_of(
     st.sampled_from(EXTREMES),
-    st.integers(-100, 100).map(str),
+    st.integers(1, 64).map(str),
     st.integers(10**6, 2**80).map(str),
-    st.integers(-(2**80), -1).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
 PAIRS = st.one_of(NUMBERS, st.tuples(NUMBERS, NUMBERS).map(",".join))
 
 LIMITS = settings(
-    max_examples=30,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     database=None,
@@ -303,44 +302,47 @@ LIMITS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-#: For each command: its arguments ({in}: a small input, {out}: the output)
+#: For each command: its arguments ({in}: a small RGB input, {gray}: a gray one, {out}: the output)
 #: and its numeric options with the values Hypothesis draws for them.
 FAMILIES = {
     "apply": (["apply", "sharpen", "{in}", "{out}"],
               {"--stride": PAIRS, "--padding": PAIRS, "--dilation": PAIRS, "--offset": NUMBERS,
                "--quality": NUMBERS, "--png-level": NUMBERS, "--max-pixels": NUMBERS}),
     "apply-pool": (["apply", "sharpen", "{in}", "{out}", "--pool", "max"],
-                   {"--pool-size": PAIRS, "--pool-stride": PAIRS, "--stride": PAIRS}),
+                   {"--pool-size": PAIRS, "--pool-stride": PAIRS}),
     "conv": (["conv", "box", "{in}", "{npy}"],
              {"--stride": PAIRS, "--padding": PAIRS, "--dilation": PAIRS, "--offset": NUMBERS}),
     "relu": (["relu", "{in}", "{out}"], {"--leaky": NUMBERS, "--offset": NUMBERS}),
     "pool": (["pool", "avg", "{in}", "{out}"], {"--size": PAIRS, "--stride": PAIRS, "--offset": NUMBERS}),
     "montage": (["montage", "{in}", "{out}"], {"--columns": NUMBERS, "--scale": NUMBERS, "--max-pixels": NUMBERS}),
-    "explain": (["explain", "box", "{in}", "--pool", "max"],
+    "explain": (["explain", "box", "{gray}", "--pool", "max"],
                 {"--stride": PAIRS, "--padding": PAIRS, "--pool-size": PAIRS, "--pool-stride": PAIRS}),
 }
+CASES = [(family, option) for family in sorted(FAMILIES) for option in sorted(FAMILIES[family][1])]
 
 
-def _options(family):
-    options = FAMILIES[family][1]
-    return st.sets(st.sampled_from(sorted(options)), min_size=1).flatmap(
-        lambda chosen: st.fixed_dictionaries({name: options[name] for name in sorted(chosen)}))
-
-
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_extreme_numbers_never_crash(family):
+@pytest.mark.parametrize("family, option", CASES)
+def test_extreme_numbers_never_crash(family, option):
+    """One option at a time (others at their defaults, so that the drawn value
+    is the one tried): a few fixed extremes, then :data:`LIMITS` drawn values."""
     @LIMITS
-    @given(values=_options(family))
-    def check(values):
+    @given(value=FAMILIES[family][1][option])
+    @example(value="nan")
+    @example(value="-inf")
+    @example(value="0")
+    @example(value="2147483648")
+    @example(value=HUGE)
+    @example(value="3," + HUGE)
+    def check(value):
         with tempfile.TemporaryDirectory(prefix="kernelcli-limits-") as folder:
             folder = Path(folder)
             small = folder / "in.png"
             Image.fromarray(np.arange(7 * 6 * 3, dtype=np.uint8).reshape(7, 6, 3)).save(small)
+            gray = folder / "gray.png"
+            Image.fromarray(np.arange(7 * 6, dtype=np.uint8).reshape(7, 6)).save(gray)
             before = set(os.listdir(folder))
-            files = {"{in}": small, "{out}": folder / "out.png", "{npy}": folder / "out.npy"}
-            args = [files.get(a, a) for a in FAMILIES[family][0]]
-            for name, value in values.items():
-                args.append(f"{name}={value}")
+            files = {"{in}": small, "{gray}": gray, "{out}": folder / "out.png", "{npy}": folder / "out.npy"}
+            args = [files.get(a, a) for a in FAMILIES[family][0]] + [f"{option}={value}"]
             proc = run(args, timeout=TIMEOUT)
             err = proc.stderr.decode("utf-8", "replace")
             assert proc.returncode in (0, 1, 2), (args, proc.returncode, err)
