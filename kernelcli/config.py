@@ -15,6 +15,12 @@ FASTMATH = False
 #: Cache compiled code on disk so that a second run does not recompile.
 CACHE = True
 
+#: The largest stride, padding, dilation, pool window or band height taken:
+#: far beyond any image, and small enough that the geometry's arithmetic
+#: stays within 64-bit integers. What a smaller value would cost in memory
+#: is checked where it is known (kernelcli.engine.ensure_memory).
+MAX_SIZE = 2**31 - 1
+
 
 def cpus() -> int:
     """The cores this process may run on (its affinity mask where the system has one)."""

@@ -34,6 +34,7 @@ import sys
 import numpy as np
 
 from . import _memory
+from .config import MAX_SIZE
 from .errors import KernelcliError, UsageError
 
 PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
@@ -62,6 +63,8 @@ def pair(value, what: str) -> tuple[int, int]:
         values = (int(values[0]), int(values[1]))
     if min(values) < 1:
         raise UsageError(f"{what} must be at least 1, got {_show(values)}")
+    if max(values) > MAX_SIZE:
+        raise UsageError(f"{what} must be at most {MAX_SIZE}, got {_show(values)}")
     return values
 
 
@@ -87,6 +90,8 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
     elif _is_explicit(padding):  # ((top, bottom), (left, right)), as this function returns
         if min(min(side) for side in padding) < 0:
             raise UsageError(f"padding must not be negative, got {padding!r}")
+        if max(max(side) for side in padding) > MAX_SIZE:
+            raise UsageError(f"padding must be at most {MAX_SIZE} pixels a side, got {padding!r}")
         return tuple((int(a), int(b)) for a, b in padding)
     else:
         try:
@@ -98,6 +103,8 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
         py, px = int(py), int(px)
     if py < 0 or px < 0:
         raise UsageError(f"padding must not be negative, got {_show((py, px))}")
+    if max(py, px) > MAX_SIZE:
+        raise UsageError(f"padding must be at most {MAX_SIZE} pixels a side, got {_show((py, px))}")
     return ((py, py), (px, px))
 
 
@@ -136,9 +143,14 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
     return pads, (oh, ow)
 
 
-#: Bytes per coordinate of a padded axis that :func:`source_index` takes at
-#: its peak: the int64 coordinates, masks, the int64 map, and its copy.
-INDEX_BYTES = 27
+#: Bytes per coordinate of a padded axis at the peak of a convolution's
+#: index maps (:func:`source_index`; traced with tracemalloc on a padding of
+#: ten million: 33 at the peak of building a reflected map, 16 kept by the
+#: cached map and the caller's copy, 40 at the peak of a whole convolve).
+INDEX_BYTES = 40
+#: Index maps of more coordinates than this are not cached (each would keep
+#: its memory until 64 others replaced it).
+CACHE_INDEX_UP_TO = 1 << 20
 
 
 def _padding_text(padding, pads) -> str:
@@ -158,11 +170,18 @@ def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int
 def source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
     """For each coordinate of the padded axis, the source index (or -1 for a zero).
     (A fresh array each call; the same call on every band of an image is worked out once.)"""
-    return _source_index(int(n), (int(pad[0]), int(pad[1])), mode).copy()
+    n, pad = int(n), (int(pad[0]), int(pad[1]))
+    if n + pad[0] + pad[1] > CACHE_INDEX_UP_TO:
+        return _build_index(n, pad, mode)
+    return _source_index(n, pad, mode).copy()
 
 
 @functools.lru_cache(maxsize=64)
 def _source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
+    return _build_index(n, pad, mode)
+
+
+def _build_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
     i = np.arange(-pad[0], n + pad[1], dtype=np.int64)
     if mode == "zero":
         return np.where((i >= 0) & (i < n), i, -1)

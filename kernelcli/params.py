@@ -6,13 +6,8 @@ import math
 
 import click
 
+from .config import MAX_SIZE as MAX_WHOLE
 from .errors import KernelcliError
-
-#: The largest whole number a size option (stride, padding, dilation, pool
-#: window, tile rows) takes: far beyond any image, and small enough that the
-#: geometry's arithmetic stays within 64-bit integers. What a value below it
-#: would cost in memory is checked later, with the figure.
-MAX_WHOLE = 2**31 - 1
 
 
 class PairType(click.ParamType):
