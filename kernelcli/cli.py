@@ -535,7 +535,7 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
     """Show the arithmetic of a convolution on a small INPUT, step by step.
 
     INPUT is an inline matrix ("1,1,1,0,0;0,1,1,1,0;...") or a small .npy or
-    gray image (up to 16x16). Prints the padded input, every window's
+    gray image (up to 16x16, 32x32 with its padding). Prints the padded input, every window's
     products and sum, the feature map with the output-size arithmetic, then
     the ReLU and pooling steps when asked.
     """
