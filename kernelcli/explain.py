@@ -95,6 +95,10 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
             lines.append(f"  out[{oy},{ox}]  rows {y0}-{y0 + kh - 1}, cols {x0}-{x0 + kw - 1}:  "
                          f"{terms} = {_fmt(feature[oy, ox])}")
     lines += ["", f"feature map ({feature.shape[0]}x{feature.shape[1]}):", _grid(feature)]
+    if np.isnan(feature).any():
+        lines.append("  (nan: the window read a NaN, which spreads to every sum it is part of)")
+    if np.isinf(feature).any():
+        lines.append("  (inf: the sum is beyond float32's range, about 3.4e38)")
     current = feature
     if relu:
         current = engine.relu(current)
