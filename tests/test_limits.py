@@ -339,6 +339,7 @@ FAMILIES = {
              {"--stride": PAIRS, "--padding": PAIRS, "--dilation": PAIRS, "--offset": NUMBERS}),
     "relu": (["relu", "{in}", "{out}"], {"--leaky": NUMBERS, "--offset": NUMBERS}),
     "pool": (["pool", "avg", "{in}", "{out}"], {"--size": PAIRS, "--stride": PAIRS, "--offset": NUMBERS}),
+    "pool-stream": (["pool", "max", "{in.npy}", "{npy}"], {"--size": PAIRS, "--stride": PAIRS}),
     "montage": (["montage", "{in}", "{out}"], {"--columns": NUMBERS, "--scale": NUMBERS, "--max-pixels": NUMBERS}),
     "explain": (["explain", "box", "{gray}", "--pool", "max"],
                 {"--stride": PAIRS, "--padding": PAIRS, "--pool-size": PAIRS, "--pool-stride": PAIRS}),
@@ -365,8 +366,11 @@ def test_extreme_numbers_never_crash(family, option):
             Image.fromarray(np.arange(7 * 6 * 3, dtype=np.uint8).reshape(7, 6, 3)).save(small)
             gray = folder / "gray.png"
             Image.fromarray(np.arange(7 * 6, dtype=np.uint8).reshape(7, 6)).save(gray)
+            array = folder / "in.npy"  # (a .npy into a .npy streams a band of rows at a time)
+            np.save(array, np.arange(9 * 8 * 3, dtype=np.float32).reshape(9, 8, 3))
             before = set(os.listdir(folder))
-            files = {"{in}": small, "{gray}": gray, "{out}": folder / "out.png", "{npy}": folder / "out.npy"}
+            files = {"{in}": small, "{gray}": gray, "{in.npy}": array, "{out}": folder / "out.png",
+                     "{npy}": folder / "out.npy"}
             args = [files.get(a, a) for a in FAMILIES[family][0]] + [f"{option}={value}"]
             proc = run(args, timeout=TIMEOUT)
             err = proc.stderr.decode("utf-8", "replace")
