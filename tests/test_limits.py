@@ -385,3 +385,27 @@ def test_extreme_numbers_never_crash(family, option):
                 assert all(not name.startswith(".") and not name.endswith(".part") for name in made), (args, made)
 
     check()
+
+
+# --------------------------------------------------------------------------
+# the library refuses the same values
+
+
+@pytest.mark.parametrize("options", [{"stride": 10**30}, {"dilation": (1, 2**31)}, {"padding": 10**20},
+                                     {"padding": ((0, 2**40), (0, 0))}])
+def test_the_engine_refuses_sizes_beyond_its_arithmetic(options):
+    from kernelcli import engine
+    from kernelcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="at most 2147483647"):
+        engine.convolve(np.ones((5, 5), np.float32), "box", **options)
+
+
+def test_large_index_maps_are_not_kept():
+    from kernelcli import engine
+
+    engine._source_index.cache_clear()
+    engine.source_index(10, (engine.CACHE_INDEX_UP_TO, 0), "zero")
+    assert engine._source_index.cache_info().currsize == 0
+    engine.source_index(10, (3, 3), "zero")
+    assert engine._source_index.cache_info().currsize == 1
