@@ -20,7 +20,7 @@ import click
 from . import _process
 from ._process import quiet_stdout, say
 from .errors import KernelcliError
-from .params import KernelSpec, PaddingType, PairType, TileRowsType
+from .params import FiniteFloat, KernelSpec, PaddingType, PairType, TileRowsType, whole_range
 
 __all__ = ["cli", "main"]
 
@@ -195,7 +195,7 @@ def output_options(f):
                      show_default=True,
                      help="How values become pixels: clip to the range, absolute value, or "
                           "stretch min..max to the full range. Not applied to .npy."),
-        click.option("--offset", type=float, default=0.0, show_default=True,
+        click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
         click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
                      help="JPEG/WebP quality."),
@@ -211,8 +211,9 @@ def batch_options(f):
         click.option("--recursive", "-r", is_flag=True, help="Folders: descend into subfolders."),
         click.option("--glob", "pattern", default=None, metavar="PATTERN",
                      help="Folders: only files whose relative path or name matches (e.g. '*.jpg'; any case)."),
-        click.option("--jobs", "-j", type=click.IntRange(1), default=None,
-                     help="Folders: worker processes.  [default: all cores]"),
+        click.option("--jobs", "-j", type=whole_range(1), default=None,
+                     help="Folders: worker processes (at most one per file, and as many as the "
+                          "cores and memory allow).  [default: all cores]"),
         click.option("--skip-existing", is_flag=True,
                      help="Folders: leave outputs that already exist alone (resume a run)."),
         click.option("--quiet", "-q", "quiet", is_flag=True,
@@ -231,14 +232,14 @@ def scale_options(f):
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
                           "file by file, a .npy INPUT band by band; workers must see the same paths."),
-        click.option("--scheduler-timeout", type=click.FloatRange(min=0.1), default=10.0,
+        click.option("--scheduler-timeout", type=FiniteFloat(min=0.1, max=86400.0), default=10.0,
                      show_default=True, help="Seconds to wait for the scheduler before giving up."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
 def input_options(f):
-    return click.option("--max-pixels", type=click.IntRange(1), default=None,
+    return click.option("--max-pixels", type=whole_range(1, 2**62), default=None,
                         help="Refuse images with more pixels than this (default 178956970).")(f)
 
 
@@ -325,6 +326,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     if is_folder:
         from . import batch
 
+        jobs = _workers(ctx, jobs)
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
         settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels,
@@ -351,6 +353,18 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     _, notes = pipeline.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
                                    quality, png_level, max_pixels)
     note(ctx.obj["quiet"], notes)
+
+
+def _workers(ctx, jobs):
+    """``--jobs``, lowered with a note to what the cores and memory allow (config.max_workers)."""
+    from . import config
+
+    most = config.max_workers()
+    if jobs is not None and jobs > most:
+        note(ctx.obj["quiet"], [f"--jobs {jobs} is more than {config.cpus()} cores and the available memory "
+                                f"can use; running {most} worker processes"])
+        return most
+    return jobs
 
 
 def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
@@ -447,7 +461,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 @cli.command(context_settings=CONTEXT)
 @click.argument("input", metavar="[INPUT]", default="-")
 @click.argument("output", metavar="[OUTPUT]", default="-")
-@click.option("--leaky", type=float, default=0.0, metavar="SLOPE",
+@click.option("--leaky", type=FiniteFloat(), default=0.0, metavar="SLOPE",
               help="Leaky ReLU: multiply negative values by SLOPE instead of setting them to 0.")
 @output_options
 @input_options
@@ -488,7 +502,8 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
 @cli.command(context_settings=CONTEXT)
 @click.argument("stack", metavar="STACK")
 @click.argument("output", metavar="OUTPUT")
-@click.option("--columns", type=click.IntRange(1), default=None, help="Maps per row (default: about square).")
+@click.option("--columns", type=whole_range(1), default=None,
+              help="Maps per row (default: about square; at most the number of maps).")
 @click.option("--scale", "zoom", type=click.IntRange(1, 64), default=None,
               help="Enlarge each map by this factor (default: small maps are enlarged to ~128 px).")
 @click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", help="Output format (default: from OUTPUT).")
@@ -500,13 +515,15 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     Each channel of STACK (an .npy stream or file, or an image) becomes one
     tile, stretched from its own minimum to its own maximum, labelled with the
     kernel that made it when the stack came from a kernelcli filter bank.
+    --max-pixels limits the sheet too.
     """
     from . import images, montage as draw
 
     out_format = images.format_for(output, fmt)
-    picture = images.read_image(stack, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
+    max_pixels = max_pixels or images.DEFAULT_MAX_PIXELS
+    picture = images.read_image(stack, max_pixels=max_pixels)
     note(ctx.obj["quiet"], picture.notes)
-    sheet = draw.montage(picture, columns=columns, zoom=zoom)
+    sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels)
     note(ctx.obj["quiet"], images.write_image(output, sheet, out_format))
 
 
@@ -525,7 +542,7 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
     """Show the arithmetic of a convolution on a small INPUT, step by step.
 
     INPUT is an inline matrix ("1,1,1,0,0;0,1,1,1,0;...") or a small .npy or
-    gray image (up to 16x16). Prints the padded input, every window's
+    gray image (up to 16x16, 32x32 with its padding). Prints the padded input, every window's
     products and sum, the feature map with the output-size arithmetic, then
     the ReLU and pooling steps when asked.
     """

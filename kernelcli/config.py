@@ -20,6 +20,12 @@ CACHE = True
 #: the engine already sends to the loop that suits its size.
 AUTO_WARM_UP = True
 
+#: The largest stride, padding, dilation, pool window or band height taken:
+#: far beyond any image, and small enough that the geometry's arithmetic
+#: stays within 64-bit integers. What a smaller value would cost in memory
+#: is checked where it is known (kernelcli.engine.ensure_memory).
+MAX_SIZE = 2**31 - 1
+
 
 def cpus() -> int:
     """The cores this process may run on (its affinity mask where the system has one)."""
@@ -27,3 +33,23 @@ def cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+#: Memory set aside for each worker process of a folder run: the interpreter
+#: with NumPy, Numba and Pillow loaded, and an image's work.
+WORKER_BYTES = 256 * 2**20
+#: Worker processes per core, at most: more only wait for a core.
+WORKERS_PER_CPU = 2
+
+
+def max_workers() -> int:
+    """The most worker processes a folder run starts: :data:`WORKERS_PER_CPU`
+    per core, and no more than the available memory holds at
+    :data:`WORKER_BYTES` each (at least one)."""
+    from .engine import available_memory
+
+    most = WORKERS_PER_CPU * cpus()
+    free = available_memory()
+    if free is not None:
+        most = min(most, free // WORKER_BYTES)
+    return max(1, int(most))

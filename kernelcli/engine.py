@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from . import _memory
+from .config import MAX_SIZE
 from .errors import KernelcliError, UsageError
 
 PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
@@ -65,6 +66,8 @@ def pair(value, what: str) -> tuple[int, int]:
         values = (int(values[0]), int(values[1]))
     if min(values) < 1:
         raise UsageError(f"{what} must be at least 1, got {_show(values)}")
+    if max(values) > MAX_SIZE:
+        raise UsageError(f"{what} must be at most {MAX_SIZE}, got {_show(values)}")
     return values
 
 
@@ -90,6 +93,8 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
     elif _is_explicit(padding):  # ((top, bottom), (left, right)), as this function returns
         if min(min(side) for side in padding) < 0:
             raise UsageError(f"padding must not be negative, got {padding!r}")
+        if max(max(side) for side in padding) > MAX_SIZE:
+            raise UsageError(f"padding must be at most {MAX_SIZE} pixels a side, got {padding!r}")
         return tuple((int(a), int(b)) for a, b in padding)
     else:
         try:
@@ -101,6 +106,8 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
         py, px = int(py), int(px)
     if py < 0 or px < 0:
         raise UsageError(f"padding must not be negative, got {_show((py, px))}")
+    if max(py, px) > MAX_SIZE:
+        raise UsageError(f"padding must be at most {MAX_SIZE} pixels a side, got {_show((py, px))}")
     return ((py, py), (px, px))
 
 
@@ -123,6 +130,11 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
     dy, dx = pair(dilation, "dilation")
     reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
     pads = resolve_padding(padding, reach)
+    padded = (h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1])
+    ensure_memory(INDEX_BYTES * (padded[0] + padded[1]),
+                  f"indexing a {padded[0]}x{padded[1]} padded input (padding {_padding_text(padding, pads)}, "
+                  f"dilation {_show((dy, dx))}, kernel reach {reach[0]}x{reach[1]})",
+                  "use less padding or a smaller dilation")
     oh = output_size(h, kh, pads[0], sy, dy)
     ow = output_size(w, kw, pads[1], sx, dx)
     if oh < 1 or ow < 1:
@@ -132,6 +144,23 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
             "use more padding (e.g. same) or a smaller kernel"
         )
     return pads, (oh, ow)
+
+
+#: Bytes per coordinate of a padded axis at the peak of a convolution's
+#: index maps (:func:`source_index`; traced with tracemalloc on a padding of
+#: ten million: 33 at the peak of building a reflected map, 16 kept by the
+#: cached map and the caller's copy, 40 at the peak of a whole convolve).
+INDEX_BYTES = 40
+#: Index maps of more coordinates than this are not cached (each would keep
+#: its memory until 64 others replaced it).
+CACHE_INDEX_UP_TO = 1 << 20
+
+
+def _padding_text(padding, pads) -> str:
+    if isinstance(padding, str):
+        return padding.strip().lower()
+    (t, b), (l, r) = pads
+    return str(t) if t == b == l == r else f"{t}+{b},{l}+{r}"
 
 
 def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int = 1) -> int:
@@ -144,11 +173,18 @@ def output_size(n: int, k: int, pad: tuple[int, int], stride: int, dilation: int
 def source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
     """For each coordinate of the padded axis, the source index (or -1 for a zero).
     (A fresh array each call; the same call on every band of an image is worked out once.)"""
-    return _source_index(int(n), (int(pad[0]), int(pad[1])), mode).copy()
+    n, pad = int(n), (int(pad[0]), int(pad[1]))
+    if n + pad[0] + pad[1] > CACHE_INDEX_UP_TO:
+        return _build_index(n, pad, mode)
+    return _source_index(n, pad, mode).copy()
 
 
 @functools.lru_cache(maxsize=64)
 def _source_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
+    return _build_index(n, pad, mode)
+
+
+def _build_index(n: int, pad: tuple[int, int], mode: str) -> np.ndarray:
     i = np.arange(-pad[0], n + pad[1], dtype=np.int64)
     if mode == "zero":
         return np.where((i >= 0) & (i < n), i, -1)
@@ -184,15 +220,37 @@ def as_image_array(x, what: str = "input") -> np.ndarray:
 
 
 def available_memory() -> int | None:
-    """Bytes the system says it can still give us (Linux MemAvailable), or None."""
+    """Bytes the system says it can still give us (Linux MemAvailable), or
+    None; less when this process's address space is limited (``ulimit -v``,
+    RLIMIT_AS) and that leaves less room."""
+    free = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    room = _address_space_left()
+    if room is not None:
+        free = room if free is None else min(free, room)
+    return free
+
+
+def _address_space_left() -> int | None:
+    """Bytes of address space this process may still map under its RLIMIT_AS, or None."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm", encoding="ascii") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+    except (ImportError, OSError, ValueError, IndexError):
+        return None
+    return max(0, limit - mapped)
 
 
 #: Allocations below this are not checked against the free memory (reading
@@ -200,8 +258,10 @@ def available_memory() -> int | None:
 CHECK_MEMORY_FROM = 64 * 2**20
 
 
-def ensure_memory(nbytes: int, what: str) -> None:
-    """Refuse up front, with the figure, work whose output cannot fit in memory."""
+def ensure_memory(nbytes: int, what: str,
+                  advice: str = "use a smaller input, a larger stride or less padding") -> None:
+    """Refuse up front, with the figure, work whose output cannot fit in memory
+    (``what`` names it, ``advice`` says what to change)."""
     if nbytes < CHECK_MEMORY_FROM:
         return
     free = available_memory()
@@ -211,7 +271,7 @@ def ensure_memory(nbytes: int, what: str) -> None:
     if free is not None and nbytes > free:
         raise KernelcliError(
             f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
-            "use a smaller input, a larger stride or less padding"
+            f"{advice}"
         )
 
 

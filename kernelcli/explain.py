@@ -7,15 +7,26 @@ engine computed, so a reader can check them by hand.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from . import engine
 from .errors import UsageError
-from .kernels import Kernel, _fmt, parse_inline
+from .kernels import Kernel, parse_inline
+from .kernels import _fmt as _fmt_finite
 
 MAX_SIDE = 16
+#: The padded input shown is at most this many rows and columns: the text
+#: grows with it (every window's products are listed).
+MAX_PADDED_SIDE = 2 * MAX_SIDE
+
+
+def _fmt(v) -> str:
+    """A number as the explanation shows it (nan, inf and -inf too)."""
+    v = float(v)
+    return _fmt_finite(v) if math.isfinite(v) else str(v)
 
 
 def load_small_input(spec: str) -> np.ndarray:
@@ -56,6 +67,11 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
     kh, kw = w.shape
     sy, sx = engine.pair(stride, "stride")
     pads = engine.resolve_padding(padding, (kh, kw))
+    padded_h, padded_w = x.shape[0] + sum(pads[0]), x.shape[1] + sum(pads[1])
+    if max(padded_h, padded_w) > MAX_PADDED_SIDE:
+        raise UsageError(f"explain shows padded inputs up to {MAX_PADDED_SIDE}x{MAX_PADDED_SIDE}; "
+                         f"{x.shape[0]}x{x.shape[1]} with padding {engine._padding_text(padding, pads)} "
+                         f"is {padded_h}x{padded_w} (use less --padding)")
     feature = engine.convolve(x, kernel, stride=(sy, sx), padding=padding)
     padded = np.pad(x, pads)
     lines = [
@@ -79,6 +95,10 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
             lines.append(f"  out[{oy},{ox}]  rows {y0}-{y0 + kh - 1}, cols {x0}-{x0 + kw - 1}:  "
                          f"{terms} = {_fmt(feature[oy, ox])}")
     lines += ["", f"feature map ({feature.shape[0]}x{feature.shape[1]}):", _grid(feature)]
+    if np.isnan(feature).any():
+        lines.append("  (nan: the window read a NaN, which spreads to every sum it is part of)")
+    if np.isinf(feature).any():
+        lines.append("  (inf: the sum is beyond float32's range, about 3.4e38)")
     current = feature
     if relu:
         current = engine.relu(current)

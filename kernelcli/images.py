@@ -654,7 +654,7 @@ def npy_picture(stream, name: str, shape: tuple, fortran: bool, dtype: np.dtype)
     read_into(stream, memoryview(raw), name)
     arr = raw.view(dtype).reshape(shape, order="F" if fortran else "C")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    picture = _picture_from_npy(arr, read_rest(stream, name), name)
+    picture = _picture_from_npy(arr, read_rest(stream, name), name, dtype)
     picture.notes.extend(nonfinite_note(arr, name))
     return picture
 
@@ -692,19 +692,22 @@ def nonfinite_note(arr: np.ndarray, name: str, bad: int | None = None) -> list[s
     return []
 
 
-def npy_metadata(shape: tuple, data: bytes, name: str) -> Picture:
+def npy_metadata(shape: tuple, data: bytes, name: str, dtype=None) -> Picture:
     """What kernelcli's metadata after a ``.npy`` of ``shape`` says (``data``:
     the bytes after the array), as a Picture whose pixels are a 1 x 1
     placeholder with the array's channels: for readers that go a band at a time."""
-    return _picture_from_npy(np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32), data, name)
+    return _picture_from_npy(np.zeros((1, 1) + tuple(shape[2:]), dtype=np.float32), data, name, dtype)
 
 
-def _picture_from_npy(arr: np.ndarray, data: bytes, name: str) -> Picture:
+def _picture_from_npy(arr: np.ndarray, data: bytes, name: str, dtype=None) -> Picture:
     """A bare array, or the picture a kernelcli command wrote (``data``: what
-    follows the array, where kernelcli puts its metadata)."""
+    follows the array, where kernelcli puts its metadata). A bare array of
+    ``dtype`` uint16 has the 16-bit range (0..65535): one channel is written
+    as a 16-bit picture where the format allows, colour scaled to 8 bits."""
     at = data.find(META_MAGIC)
     if at < 0:
-        return Picture(arr, None, "NPY")
+        sixteen = dtype is not None and np.dtype(dtype).kind == "u" and np.dtype(dtype).itemsize == 2
+        return Picture(arr, None, "NPY", range_max=65535.0 if sixteen else None)
     import base64
     import json
 
@@ -1093,6 +1096,8 @@ def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 
         elif mode in ("I;16", "F"):
             target_mode = "L"
             notes.append(f"{fmt} cannot store {'16-bit' if mode == 'I;16' else 'float'} pixels; written as 8-bit")
+    if picture.mode is None and mode not in ("I;16", "F") and picture.max_value == 65535.0:
+        notes.append(f"{fmt} cannot store 16-bit colour; 0..65535 written as 8-bit 0..255")
     colour = px if px.ndim == 2 else px[..., : _MODE_BANDS[mode] - (1 if mode in ("LA", "RGBA") else 0)]
     if px.ndim == 3 and colour.shape[2] == 1:
         colour = colour[..., 0]

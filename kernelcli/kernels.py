@@ -206,6 +206,7 @@ def _text_fields(text: str, source: str) -> tuple:
     messages), scale, scale text, offset and description; no arrays yet."""
     rows, wheres = [], []
     scale, scale_text, offset, description = 1.0, "1", 0.0, ""
+    seen: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         where = f"{source}, line {lineno}"
         line = raw.split("#", 1)[0].strip()
@@ -214,8 +215,13 @@ def _text_fields(text: str, source: str) -> tuple:
         if ":" in line:
             key, _, value = line.partition(":")
             key, value = key.strip().lower(), value.strip()
+            if key in seen:
+                raise KernelError(f"{where}: {key} is set twice (first on line {seen[key]})")
+            seen[key] = lineno
             if key == "scale":
                 scale, scale_text = _number(value, where), value
+                if scale == 0:
+                    raise KernelError(f"{where}: the scale must not be 0")
             elif key == "offset":
                 offset = _number(value, where)
             elif key == "description":

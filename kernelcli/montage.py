@@ -6,15 +6,24 @@ import math
 
 import numpy as np
 
+from .errors import UsageError
 from .images import Picture
 
 GAP = 6
 LABEL_HEIGHT = 14
 BACKGROUND = 40
+#: Bytes per pixel of the sheet at the peak of drawing it: the float32 sheet,
+#: its 8-bit copy for the labels, the float32 result and the 8-bit one written.
+SHEET_BYTES = 12
 
 
-def montage(picture: Picture, columns: int | None = None, zoom: int | None = None) -> Picture:
-    """One gray tile per channel, each stretched from its own min to its own max."""
+def montage(picture: Picture, columns: int | None = None, zoom: int | None = None,
+            max_pixels: int | None = None) -> Picture:
+    """One gray tile per channel, each stretched from its own min to its own max.
+
+    ``columns`` is at most the number of maps. A sheet of more than
+    ``max_pixels`` pixels is refused (a usage error), as is one whose
+    memory is not available, before it is drawn."""
     px = picture.pixels
     maps = [px] if px.ndim == 2 else [px[..., i] for i in range(px.shape[2])]
     labels = picture.labels or [f"channel {i}" for i in range(len(maps))]
@@ -23,12 +32,13 @@ def montage(picture: Picture, columns: int | None = None, zoom: int | None = Non
     h, w = maps[0].shape
     if zoom is None:
         zoom = max(1, min(16, 128 // max(h, w)))
-    cols = columns or math.ceil(math.sqrt(len(maps)))
+    cols = min(columns or math.ceil(math.sqrt(len(maps))), len(maps))
     rows = math.ceil(len(maps) / cols)
     th, tw = h * zoom, w * zoom
     cell_w = max(tw, 8 * max(len(label) for label in labels) // 1 if labels else tw)
     sheet_h = rows * (th + LABEL_HEIGHT + GAP) + GAP
     sheet_w = cols * (cell_w + GAP) + GAP
+    _check_sheet(sheet_h, sheet_w, len(maps), cols, zoom, max_pixels)
     sheet = np.full((sheet_h, sheet_w), BACKGROUND, dtype=np.float32)
     for i, m in enumerate(maps):
         r, c = divmod(i, cols)
@@ -40,6 +50,17 @@ def montage(picture: Picture, columns: int | None = None, zoom: int | None = Non
         sheet[y:y + th, x:x + tw] = tile
     sheet = _draw_labels(sheet, labels, cols, th, cell_w)
     return Picture(sheet, "L", "NPY")
+
+
+def _check_sheet(sheet_h: int, sheet_w: int, maps: int, cols: int, zoom: int, max_pixels: int | None) -> None:
+    from .engine import ensure_memory
+
+    what = (f"a montage sheet of {sheet_h}x{sheet_w} = {sheet_h * sheet_w:,} pixels "
+            f"({maps} maps, {cols} columns, --scale {zoom})")
+    if max_pixels is not None and sheet_h * sheet_w > max_pixels:
+        raise UsageError(f"{what} is over the limit of {max_pixels:,} pixels; use a smaller --scale or "
+                         "fewer --columns, or raise --max-pixels")
+    ensure_memory(sheet_h * sheet_w * SHEET_BYTES, what, "use a smaller --scale or fewer --columns")
 
 
 def _stretch(m: np.ndarray) -> np.ndarray:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
+from .config import MAX_SIZE as MAX_WHOLE
 from .errors import KernelcliError
 
 
 class PairType(click.ParamType):
-    """``S`` or ``SY,SX``: positive integers."""
+    """``S`` or ``SY,SX``: positive integers (at most :data:`MAX_WHOLE`)."""
 
     name = "N[,N]"
 
-    def __init__(self, minimum: int = 1):
+    def __init__(self, minimum: int = 1, maximum: int = MAX_WHOLE):
         self.minimum = minimum
+        self.maximum = maximum
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
@@ -27,6 +31,8 @@ class PairType(click.ParamType):
             self.fail(f"{value!r}: give one number or two separated by a comma", param, ctx)
         if min(numbers) < self.minimum:
             self.fail(f"{value!r}: must be at least {self.minimum}", param, ctx)
+        if max(numbers) > self.maximum:
+            self.fail(f"{value!r}: must be at most {self.maximum}", param, ctx)
         return numbers * 2 if len(numbers) == 1 else numbers
 
 
@@ -43,7 +49,9 @@ class PaddingType(click.ParamType):
             return text
         try:
             pair = PairType(minimum=0).convert(text, param, ctx)
-        except click.BadParameter:
+        except click.BadParameter as e:
+            if "at most" in e.message:  # numbers, too large: say so
+                raise
             self.fail(f"{value!r}: use same, valid, full, a number of pixels P or PY,PX", param, ctx)
         return pair
 
@@ -85,4 +93,23 @@ class TileRowsType(click.ParamType):
             self.fail(f"{value!r}: give a number of rows or auto", param, ctx)
         if rows < 1:
             self.fail(f"{value!r}: must be at least 1", param, ctx)
+        if rows > MAX_WHOLE:
+            self.fail(f"{value!r}: must be at most {MAX_WHOLE}", param, ctx)
         return rows
+
+
+class FiniteFloat(click.FloatRange):
+    """A float that is a real number (not nan, inf or -inf), optionally in a range."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx) if not isinstance(value, float) else value
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def whole_range(minimum: int = 1, maximum: int = MAX_WHOLE) -> click.IntRange:
+    """Click's IntRange with an upper end (:data:`MAX_WHOLE` unless told)."""
+    return click.IntRange(minimum, maximum)

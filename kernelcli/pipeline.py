@@ -429,7 +429,7 @@ def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
             band, first = (new if kept is None else np.concatenate([kept, new])), lo
             f.write(memoryview(np.ascontiguousarray(compute(band), dtype=np.float32)).cast("B"))
         skip_to(h)  # rows left over at the bottom, then kernelcli's metadata
-        meta = images.npy_metadata(shape, images.read_rest(npy.stream, npy.name), npy.name)
+        meta = images.npy_metadata(shape, images.read_rest(npy.stream, npy.name), npy.name, npy.dtype)
         notes.extend(meta.notes + images.nonfinite_note(meta.pixels, npy.name, taken[1]))
         f.write(images.npy_trailer(meta.metadata()))
 

@@ -109,7 +109,7 @@ def open_source(path) -> Source:
             raise ImageReadError(f"{name}: truncated .npy: {size - offset:,} of {nbytes:,} data bytes")
         f.seek(offset + nbytes)
         trailer = f.read(_MAX_TRAILER)
-    meta = images.npy_metadata(shape, trailer, name)
+    meta = images.npy_metadata(shape, trailer, name, dtype)
     return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
 
 
@@ -137,9 +137,15 @@ def too_big_for_memory(source: Source) -> bool:
 # planning
 
 
-def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep"):
+#: Bytes per input row of a band besides its float32 values: the padded
+#: axis's row map and the band's own (kernelcli.engine.INDEX_BYTES each), masks.
+BAND_ROW_OVERHEAD = 64
+
+
+def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep", check_memory: bool = True):
     """Work out the geometry; returns the job (with ``target`` still to be
-    decided) and the number of final output rows."""
+    decided) and the number of final output rows. ``check_memory``: refuse
+    (with the figure) a job whose smallest band would not fit in memory."""
     sy = engine.pair(conv.stride, "stride")[0]
     dy = engine.pair(conv.dilation, "dilation")[0]
     kh = conv.kernel.shape[0]
@@ -156,6 +162,13 @@ def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep"):
         ph, psy, final_h = 1, 1, oh
     job = Job(source, "", 0, (), band_conv, pads[0], conv.pad_mode, sy, reach_y,
               pool, (ph, psy), bool(relu), bool(gray), alpha)
+    if not check_memory:
+        return job, final_h
+    p0, p1 = _input_rows(job, 0, 1)  # the fewest input rows a band reads
+    pooled = f", pool window {ph} rows with stride {psy}" if pool is not None else ""
+    engine.ensure_memory((p1 - p0) * (math.prod(source.shape[1:]) * 4 + BAND_ROW_OVERHEAD),
+                         f"a band of {p1 - p0} input rows (kernel reach {reach_y} rows with dilation {dy}, "
+                         f"stride {sy}{pooled})", "use a smaller dilation, stride or pool window")
     return job, final_h
 
 
@@ -195,13 +208,15 @@ def read_rows(source: Source, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
         mm = np.memmap(source.path, dtype=np.dtype(source.dtype), mode="r", offset=source.offset,
                        shape=source.shape)
     try:
-        # Runs of consecutive rows are copied in one go.
-        breaks = np.flatnonzero((np.diff(rows) != 1) | (rows[:-1] < 0)) + 1
-        for run in np.split(np.arange(len(rows)), breaks):
-            first = rows[run[0]]
-            if first < 0:
-                continue
-            out[run[0]:run[-1] + 1] = mm[first:first + len(run)]
+        # Runs of consecutive rows are copied in one go; padding rows (-1) make
+        # no run (a long stretch of them costs no Python object per row).
+        steps = np.diff(rows) == 1
+        starts = np.flatnonzero(np.r_[True, ~steps | (rows[:-1] < 0)] & (rows >= 0))
+        ends = np.r_[np.flatnonzero(~steps | (rows[1:] < 0)) + 1, len(rows)]
+        for start in starts:
+            end = ends[np.searchsorted(ends, start, side="right")]
+            first = rows[start]
+            out[start:end] = mm[first:first + end - start]
     finally:
         del mm
     return out
@@ -286,7 +301,9 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     Returns None, computing nothing, when bands would not give exactly the
     numbers of :func:`kernelcli.pipeline.apply` on the whole picture: the
     engine would pick FFTs (transformed in tiles that fall differently in a
-    band), or would compute a band differently from the whole image.
+    band), or would compute a band differently from the whole image; and
+    when one output row reads more input rows (padding included) than the
+    picture has, and more than :data:`BAND_BYTES` of them.
     Bands run on ``threads`` threads; one at a time while Numba is involved
     (its parallel loops are not to be entered from two threads at once).
 
@@ -302,7 +319,13 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
     px = picture.pixels
     source = Source("<memory>", px.shape, px.dtype.str, 0,
                     picture.with_pixels(np.zeros((1, 1) + px.shape[2:], dtype=np.float32)), pixels=px)
-    job, final_h = plan(source, conv, relu, pool, gray, alpha)
+    job, final_h = plan(source, conv, relu, pool, gray, alpha, check_memory=False)
+    p0, p1 = _input_rows(job, 0, 1)
+    if p1 - p0 > px.shape[0] and (p1 - p0) * math.prod(px.shape[1:]) * 4 > BAND_BYTES:
+        # One output row reads more rows than the picture has, and many (a
+        # dilation or stride far beyond it, across padding): bands would
+        # gather them all, the whole picture only indexes them.
+        return None
     probe = compute_band(job, 0, 1)
     first = convert(probe)
     exact = None
