@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from . import _memory
-from .errors import KernelcliError, UsageError
+from .errors import UsageError
 
 PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
 PADDING_WORDS = ("same", "valid", "full")
@@ -183,38 +183,6 @@ def as_image_array(x, what: str = "input") -> np.ndarray:
     return copy
 
 
-def available_memory() -> int | None:
-    """Bytes the system says it can still give us (Linux MemAvailable), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-#: Allocations below this are not checked against the free memory (reading
-#: /proc/meminfo for every band of an image costs more than the band's work).
-CHECK_MEMORY_FROM = 64 * 2**20
-
-
-def ensure_memory(nbytes: int, what: str) -> None:
-    """Refuse up front, with the figure, work whose output cannot fit in memory."""
-    if nbytes < CHECK_MEMORY_FROM:
-        return
-    free = available_memory()
-    if free is not None and nbytes > free and _memory.kept_bytes():
-        _memory.release()  # memory kept for reuse counts as used
-        free = available_memory()
-    if free is not None and nbytes > free:
-        raise KernelcliError(
-            f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
-            "use a smaller input, a larger stride or less padding"
-        )
-
-
 def release_memory() -> None:
     """Give back to the system now the memory kept from large results that
     are gone (at most 256 MiB, kept for the next results of their sizes:
@@ -309,7 +277,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     out_channels = 1 if weights.ndim == 3 else c
     shape = (oh, ow) if src.ndim == 2 or weights.ndim == 3 else (oh, ow, c)
     if out is None:
-        ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
+        _memory.ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     else:
         _check_out(out, shape, x, src)
     if weights.ndim == 3 and weights.shape[2] != c:

@@ -643,7 +643,7 @@ def npy_picture(stream, name: str, shape: tuple, fortran: bool, dtype: np.dtype)
     the array, straight from the stream into its final buffer, and kernelcli's
     metadata after it."""
     count = math.prod(shape)  # Python integers: a hostile header cannot overflow this
-    from .engine import ensure_memory
+    from ._memory import ensure_memory
 
     ensure_memory(count * max(dtype.itemsize, 4), f"{name}: a {'x'.join(map(str, shape))} array")
     try:

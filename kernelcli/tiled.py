@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engine, images
+from . import _memory, engine, images
 from .errors import ImageReadError, ImageWriteError, UsageError
 
 #: Aim for input bands of about this many bytes (as float32) when the band
@@ -128,7 +128,7 @@ def goes_out_of_core(source: Source) -> bool:
 def too_big_for_memory(source: Source) -> bool:
     """Would the in-memory engine need more than half the available memory?
     (Input and result as float32, plus one intermediate.)"""
-    free = engine.available_memory()
+    free = _memory.available_memory()
     need = 3 * math.prod(source.shape) * 4
     return free is not None and need > free // 2
 

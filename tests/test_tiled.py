@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from kernelcli import engine, images, pipeline, tiled
+from kernelcli import _memory, engine, images, pipeline, tiled
 from kernelcli.errors import ImageReadError, ImageWriteError, UsageError
 from kernelcli.kernels import Kernel
 from kernelcli.pipeline import Pool, make_conv
@@ -136,9 +136,9 @@ def test_automatic_band_height_bounds_the_band(tmp_path, monkeypatch):
 def test_too_big_for_memory_uses_the_header_only(tmp_path, monkeypatch):
     src = save(tmp_path, np.zeros((64, 64), np.float32))
     source = tiled.open_source(src)
-    monkeypatch.setattr(engine, "available_memory", lambda: 10 * 2**20)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 10 * 2**20)
     assert not tiled.too_big_for_memory(source)  # 3 x 16 KiB of 10 MiB
-    monkeypatch.setattr(engine, "available_memory", lambda: 60 * 1024)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)
     assert tiled.too_big_for_memory(source)
 
 
