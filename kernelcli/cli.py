@@ -376,10 +376,11 @@ def cli(ctx, debug, quiet):
 
 def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
     """Run one stage (pipeline.Relu or pipeline.Pool) from INPUT to OUTPUT."""
-    from . import images, pipeline
+    from . import pipeline
+    from .io import inputs
 
     note(ctx.obj["quiet"], pipeline.run_stage(input, output, stage, fmt, scaling, offset, quality, png_level,
-                                              max_pixels or images.DEFAULT_MAX_PIXELS))
+                                              max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -438,9 +439,10 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
     if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
-        from . import images, tiled
+        from . import tiled
+        from .io import encode
 
-        if output == "-" or images.format_for(output, fmt) != "NPY":
+        if output == "-" or encode.format_for(output, fmt) != "NPY":
             raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
                                    f"one, not {output!r}")
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
@@ -461,16 +463,16 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
 def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
     """Bands of rows between a .npy file and a .npy file when asked, or when
     the input is large (tiled.goes_out_of_core)."""
-    from . import images
+    from .io import encode, inputs
 
-    npy = input != "-" and images.is_npy(input)
+    npy = input != "-" and inputs.is_npy(input)
     if (tile_rows or scheduler) and not npy:
         raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
     if not npy:
         return False
     if tile_rows or scheduler:
         return True
-    if output == "-" or images.format_for(output, fmt) != "NPY":
+    if output == "-" or encode.format_for(output, fmt) != "NPY":
         return False
     from . import tiled
 
@@ -498,7 +500,7 @@ def _cluster(ctx, scheduler, timeout):
 def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client=None):
     quiet = ctx.obj["quiet"]
     if settings.fmt:
-        from .images import format_for
+        from .io.encode import format_for
 
         format_for("-", settings.fmt)  # an unknown --format is a usage error before any work
     outdir = batch.check_output_folder(output)
@@ -606,13 +608,14 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     tile, stretched from its own minimum to its own maximum, labelled with the
     kernel that made it when the stack came from a kernelcli filter bank.
     """
-    from . import images, montage as draw
+    from . import montage as draw
+    from .io import encode, inputs
 
-    out_format = images.format_for(output, fmt)
-    picture = images.read_image(stack, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS)
+    out_format = encode.format_for(output, fmt)
+    picture = inputs.read_image(stack, max_pixels=max_pixels or inputs.DEFAULT_MAX_PIXELS)
     note(ctx.obj["quiet"], picture.notes)
     sheet = draw.montage(picture, columns=columns, zoom=zoom)
-    note(ctx.obj["quiet"], images.write_image(output, sheet, out_format))
+    note(ctx.obj["quiet"], encode.write_image(output, sheet, out_format))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -667,9 +670,9 @@ def _terminate(signum, frame):
     batch = sys.modules.get("kernelcli.batch")
     if batch is not None and batch.POOL_RUNNING:
         raise SystemExit(128 + signum)  # the folder run's parent: unwind, as before
-    images = sys.modules.get("kernelcli.images")
-    if images is not None:
-        images.remove_temporaries()
+    sinks = sys.modules.get("kernelcli.io.sinks")
+    if sinks is not None:
+        sinks.remove_temporaries()
     sys.stderr.flush()
     os._exit(128 + signum)
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .images import Picture
+from .io.picture import Picture
 
 GAP = 6
 LABEL_HEIGHT = 14
