@@ -50,12 +50,9 @@ def declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
 RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
                   "SGI", "QOI", "JPEG2000")
 
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
 JPEG_MAGIC = b"\xff\xd8\xff"
-
 
 #: Bytes of the file handed to Pillow's decoder at a time (Pillow's own is
 #: 64 KiB). The decoder lets go of the GIL while it decodes a block, and takes
@@ -71,7 +68,7 @@ DECODE_BLOCK = 1 << 20
 def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None) -> Picture:
     """The picture in ``fp`` (a seekable binary file at its start), decoded
     completely: nothing is read from ``fp`` afterwards. (``on_header``: as
-    :func:`read_image` takes it.)"""
+    :func:`~kernelcli.io.inputs.read_image` takes it.)"""
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's

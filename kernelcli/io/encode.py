@@ -28,15 +28,12 @@ EXTENSIONS = {
     ".bmp": "BMP", ".webp": "WEBP", ".npy": "NPY",
 }
 
-
 #: Names accepted by ``--format``.
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF",
                 "bmp": "BMP", "webp": "WEBP", "npy": "NPY"}
 
-
 #: Largest EXIF block (with its "Exif\0\0" header) a JPEG APP1 segment holds.
 _JPEG_MAX_EXIF = 65533
-
 
 #: Largest ICC profile a JPEG holds: 255 APP2 segments of 65519 bytes.
 _JPEG_MAX_ICC = 255 * 65519
@@ -136,7 +133,7 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
 
 
 def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_level: int = PNG_LEVEL) -> list[str]:
-    """Write pixels already in the format's terms (:func:`to_array`) as an
+    """Write pixels already in the format's terms (:func:`~kernelcli.io.pixels.to_array`) as an
     image: an array, or for Pillow's formats a :class:`PillowCanvas`.
     Returns notes about metadata the format could not store (dropped)."""
     notes: list[str] = []
@@ -164,7 +161,7 @@ def _target_name(target) -> str:
 
 class PillowCanvas:
     """An output Pillow image filled a band of rows at a time
-    (``canvas[a:b] = rows``, rows as :func:`to_array` makes them), so that
+    (``canvas[a:b] = rows``, rows as :func:`~kernelcli.io.pixels.to_array` makes them), so that
     the result is not built as a NumPy array first and then copied into Pillow."""
 
     def __init__(self, shape: tuple, dtype):

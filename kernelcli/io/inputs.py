@@ -71,9 +71,7 @@ def _is_regular(stream) -> bool:
 #: :data:`STREAM_SLACK_BYTES` for its headers and metadata (ICC profile, EXIF).
 STREAM_BYTES_PER_PIXEL = 8
 
-
 STREAM_SLACK_BYTES = 16 << 20
-
 
 #: Bytes read from a pipe at a time (between reads, Ctrl-C and SIGTERM are handled).
 READ_CHUNK = 1 << 20
@@ -130,14 +128,12 @@ def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.
 #: a TGA header is 18).
 SNIFF_BYTES = 32
 
-
-#: The Pillow module of each format of :data:`RASTER_FORMATS` but PNG and
+#: The Pillow module of each format of :data:`~kernelcli.io.decode.RASTER_FORMATS` but PNG and
 #: JPEG (recognised without Pillow).
 _RASTER_PLUGINS = {"TIFF": "TiffImagePlugin", "BMP": "BmpImagePlugin", "DIB": "BmpImagePlugin",
                    "WEBP": "WebPImagePlugin", "GIF": "GifImagePlugin", "PPM": "PpmImagePlugin",
                    "TGA": "TgaImagePlugin", "ICO": "IcoImagePlugin", "PCX": "PcxImagePlugin",
                    "SGI": "SgiImagePlugin", "QOI": "QoiImagePlugin", "JPEG2000": "Jpeg2KImagePlugin"}
-
 
 #: Documents that are programs for an interpreter, refused by name.
 _DOCUMENTS = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"))

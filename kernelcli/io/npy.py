@@ -21,7 +21,6 @@ from .picture import META_LIMIT, MODE_BANDS, Picture, checked_info, nonfinite_no
 
 NPY_MAGIC = b"\x93NUMPY"
 
-
 #: Marks kernelcli's metadata after the array data of a .npy (np.load ignores it).
 META_MAGIC = b"\nKERNELCLI-META "
 
@@ -31,7 +30,8 @@ def read_error(name: str, e: OSError) -> ImageReadError:
 
 
 def read_rest(stream, name: str) -> bytes:
-    """What follows a ``.npy``'s data, where kernelcli puts its metadata (:data:`META_LIMIT` at most)."""
+    """What follows a ``.npy``'s data, where kernelcli puts its metadata
+    (:data:`~kernelcli.io.picture.META_LIMIT` at most)."""
     try:
         return stream.read(META_LIMIT)
     except OSError as e:

@@ -23,9 +23,7 @@ import numpy as np
 
 MODE_BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "F": 1}
 
-
 _RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
-
 
 #: The order of kernelcli's metadata keys in a ``.npy``.
 _META_ORDER = {"mode": 0, "range_max": 1, "labels": 2, "icc_profile": 3, "dpi": 4, "exif": 5}

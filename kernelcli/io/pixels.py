@@ -19,9 +19,7 @@ _FORMAT_MODES = {
     "WEBP": ("L", "RGB", "RGBA"),
 }
 
-
 SCALINGS = ("clip", "abs", "stretch")
-
 
 _MODE_FOR_BANDS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 

@@ -23,7 +23,7 @@ def deliver(target, payload, fmt: str) -> None:
     binary file) to a binary file, ``"-"`` or a path. A function writes a
     path's temporary file itself (Pillow encodes straight into it: for a
     12-megapixel JPEG, 10 MB less to grow and copy in memory; TIFF excepted,
-    see :func:`_save`), and a stream's
+    see :func:`kernelcli.io.encode._save`), and a stream's
     bytes into memory first, so that an encoder that fails sends nothing."""
     if callable(payload) and (hasattr(target, "write") or str(target) == "-"):
         buf = io.BytesIO()
