@@ -27,7 +27,7 @@ _LAZY = {
     "convolve": "engine", "relu": "engine", "pool": "engine", "release_memory": "engine",
     "warm_up": "engine",
     "get_kernel": "kernels", "Kernel": "kernels",
-    "read_image": "images", "write_image": "images", "Picture": "images",
+    "read_image": "io", "write_image": "io", "Picture": "io",
 }
 
 

@@ -18,6 +18,9 @@ are kept, the oldest dropped first; :func:`release` drops them now.
 Such an array is an ordinary writable C-contiguous ndarray except that it
 does not own its data (``arr.base`` is the array laid on the mapping), so
 ``arr.resize()`` refuses it, as it refuses any view.
+
+:func:`ensure_memory` refuses, before it is allocated, work that the free
+memory (:func:`available_memory`) cannot hold.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import mmap
 import weakref
 
 import numpy as np
+
+from .errors import KernelcliError
 
 #: Arrays at least this large come from kept mappings (below it, malloc
 #: already reuses freed memory: see the module's notes).
@@ -99,3 +104,59 @@ def kept_bytes() -> int:
 def release() -> None:
     """Give every kept mapping back to the system now."""
     _kept.clear()
+
+
+def available_memory() -> int | None:
+    """Bytes the system says it can still give us (Linux MemAvailable), or
+    None; less when this process's address space is limited (``ulimit -v``,
+    RLIMIT_AS) and that leaves less room."""
+    free = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    room = _address_space_left()
+    if room is not None:
+        free = room if free is None else min(free, room)
+    return free
+
+
+def _address_space_left() -> int | None:
+    """Bytes of address space this process may still map under its RLIMIT_AS, or None."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm", encoding="ascii") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+    except (ImportError, OSError, ValueError, IndexError):
+        return None
+    return max(0, limit - mapped)
+
+
+#: Allocations below this are not checked against the free memory (reading
+#: /proc/meminfo for every band of an image costs more than the band's work).
+CHECK_MEMORY_FROM = 64 * 2**20
+
+
+def ensure_memory(nbytes: int, what: str,
+                  advice: str = "use a smaller input, a larger stride or less padding") -> None:
+    """Refuse up front, with the figure, work whose output cannot fit in memory
+    (``what`` names it, ``advice`` says what to change)."""
+    if nbytes < CHECK_MEMORY_FROM:
+        return
+    free = available_memory()
+    if free is not None and nbytes > free and kept_bytes():
+        release()  # memory kept for reuse counts as used
+        free = available_memory()
+    if free is not None and nbytes > free:
+        raise KernelcliError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
+            f"{advice}"
+        )

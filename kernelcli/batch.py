@@ -2,7 +2,7 @@
 
 Every file goes through exactly the same code as a single-file ``apply``
 (:func:`process_file`), whichever ``jobs`` is. Outputs are written atomically
-by :func:`kernelcli.images.write_atomic`, so an interrupted run leaves complete
+by :func:`kernelcli.io.sinks.write_atomic`, so an interrupted run leaves complete
 files and no temporaries; ``skip_existing`` resumes such a run.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import stopping
 from .errors import ImageWriteError, KernelcliError, UsageError
-from .images import EXTENSIONS
+from .io.encode import EXTENSIONS
 
 #: Input files are chosen by these extensions (any case).
 INPUT_EXTENSIONS = frozenset(EXTENSIONS)
@@ -148,7 +148,7 @@ def output_for(rel: Path, outdir: Path, fmt: str | None) -> Path:
     """``outdir/rel``, with the extension of ``fmt`` when a format is forced."""
     target = Path(outdir) / rel
     if fmt:
-        from .images import format_for
+        from .io.encode import format_for
 
         target = target.with_suffix(_FORMAT_EXT[format_for(target, fmt)])
     return target
@@ -211,9 +211,10 @@ def _nothing_found(indir: Path, recursive: bool, pattern: str | None) -> Kernelc
 
 def process_file(src: Path, dst: Path, settings: Settings) -> float:
     """Read, filter, write one file; returns its megapixels."""
-    from . import images, pipeline
+    from . import pipeline
+    from .io import encode
 
-    fmt = settings.fmt or images.format_for(dst)
+    fmt = settings.fmt or encode.format_for(dst)
     missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
     try:
         try:

@@ -272,10 +272,11 @@ def cli(ctx, debug, quiet):
 
 def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
     """Run one stage (pipeline.Relu or pipeline.Pool) from INPUT to OUTPUT."""
-    from . import images, pipeline
+    from . import pipeline
+    from .io import inputs
 
     note(ctx.obj["quiet"], pipeline.run_stage(input, output, stage, fmt, scaling, offset, quality, png_level,
-                                              max_pixels or images.DEFAULT_MAX_PIXELS))
+                                              max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -335,9 +336,10 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
     if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
-        from . import images, tiled
+        from . import tiled
+        from .io import encode
 
-        if output == "-" or images.format_for(output, fmt) != "NPY":
+        if output == "-" or encode.format_for(output, fmt) != "NPY":
             raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
                                    f"one, not {output!r}")
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
@@ -370,16 +372,16 @@ def _workers(ctx, jobs):
 def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
     """Bands of rows between a .npy file and a .npy file when asked, or when
     the input is large (tiled.goes_out_of_core)."""
-    from . import images
+    from .io import encode, inputs
 
-    npy = input != "-" and images.is_npy(input)
+    npy = input != "-" and inputs.is_npy(input)
     if (tile_rows or scheduler) and not npy:
         raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
     if not npy:
         return False
     if tile_rows or scheduler:
         return True
-    if output == "-" or images.format_for(output, fmt) != "NPY":
+    if output == "-" or encode.format_for(output, fmt) != "NPY":
         return False
     from . import tiled
 
@@ -407,7 +409,7 @@ def _cluster(ctx, scheduler, timeout):
 def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client=None):
     quiet = ctx.obj["quiet"]
     if settings.fmt:
-        from .images import format_for
+        from .io.encode import format_for
 
         format_for("-", settings.fmt)  # an unknown --format is a usage error before any work
     outdir = batch.check_output_folder(output, input)
@@ -517,14 +519,15 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     kernel that made it when the stack came from a kernelcli filter bank.
     --max-pixels limits the sheet too.
     """
-    from . import images, montage as draw
+    from . import montage as draw
+    from .io import encode, inputs
 
-    out_format = images.format_for(output, fmt)
-    max_pixels = max_pixels or images.DEFAULT_MAX_PIXELS
-    picture = images.read_image(stack, max_pixels=max_pixels)
+    out_format = encode.format_for(output, fmt)
+    max_pixels = max_pixels or inputs.DEFAULT_MAX_PIXELS
+    picture = inputs.read_image(stack, max_pixels=max_pixels)
     note(ctx.obj["quiet"], picture.notes)
     sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels)
-    note(ctx.obj["quiet"], images.write_image(output, sheet, out_format))
+    note(ctx.obj["quiet"], encode.write_image(output, sheet, out_format))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -23,7 +23,7 @@ AUTO_WARM_UP = True
 #: The largest stride, padding, dilation, pool window or band height taken:
 #: far beyond any image, and small enough that the geometry's arithmetic
 #: stays within 64-bit integers. What a smaller value would cost in memory
-#: is checked where it is known (kernelcli.engine.ensure_memory).
+#: is checked where it is known (kernelcli._memory.ensure_memory).
 MAX_SIZE = 2**31 - 1
 
 
@@ -46,7 +46,7 @@ def max_workers() -> int:
     """The most worker processes a folder run starts: :data:`WORKERS_PER_CPU`
     per core, and no more than the available memory holds at
     :data:`WORKER_BYTES` each (at least one)."""
-    from .engine import available_memory
+    from ._memory import available_memory
 
     most = WORKERS_PER_CPU * cpus()
     free = available_memory()

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _memory
 from .config import MAX_SIZE
-from .errors import KernelcliError, UsageError
+from .errors import UsageError
 
 PAD_MODES = ("zero", "reflect", "reflect101", "edge", "wrap")
 PADDING_WORDS = ("same", "valid", "full")
@@ -131,7 +131,7 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
     reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
     pads = resolve_padding(padding, reach)
     padded = (h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1])
-    ensure_memory(INDEX_BYTES * (padded[0] + padded[1]),
+    _memory.ensure_memory(INDEX_BYTES * (padded[0] + padded[1]),
                   f"indexing a {padded[0]}x{padded[1]} padded input (padding {_padding_text(padding, pads)}, "
                   f"dilation {_show((dy, dx))}, kernel reach {reach[0]}x{reach[1]})",
                   "use less padding or a smaller dilation")
@@ -217,62 +217,6 @@ def as_image_array(x, what: str = "input") -> np.ndarray:
     copy = _memory.empty(arr.shape)
     np.copyto(copy, arr, casting="unsafe")
     return copy
-
-
-def available_memory() -> int | None:
-    """Bytes the system says it can still give us (Linux MemAvailable), or
-    None; less when this process's address space is limited (``ulimit -v``,
-    RLIMIT_AS) and that leaves less room."""
-    free = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    room = _address_space_left()
-    if room is not None:
-        free = room if free is None else min(free, room)
-    return free
-
-
-def _address_space_left() -> int | None:
-    """Bytes of address space this process may still map under its RLIMIT_AS, or None."""
-    try:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if limit == resource.RLIM_INFINITY:
-            return None
-        with open("/proc/self/statm", encoding="ascii") as f:
-            mapped = int(f.read().split()[0]) * resource.getpagesize()
-    except (ImportError, OSError, ValueError, IndexError):
-        return None
-    return max(0, limit - mapped)
-
-
-#: Allocations below this are not checked against the free memory (reading
-#: /proc/meminfo for every band of an image costs more than the band's work).
-CHECK_MEMORY_FROM = 64 * 2**20
-
-
-def ensure_memory(nbytes: int, what: str,
-                  advice: str = "use a smaller input, a larger stride or less padding") -> None:
-    """Refuse up front, with the figure, work whose output cannot fit in memory
-    (``what`` names it, ``advice`` says what to change)."""
-    if nbytes < CHECK_MEMORY_FROM:
-        return
-    free = available_memory()
-    if free is not None and nbytes > free and _memory.kept_bytes():
-        _memory.release()  # memory kept for reuse counts as used
-        free = available_memory()
-    if free is not None and nbytes > free:
-        raise KernelcliError(
-            f"{what} needs {nbytes / 2**30:.1f} GiB of memory but only {free / 2**30:.1f} GiB is available; "
-            f"{advice}"
-        )
 
 
 def release_memory() -> None:
@@ -369,7 +313,7 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     out_channels = 1 if weights.ndim == 3 else c
     shape = (oh, ow) if src.ndim == 2 or weights.ndim == 3 else (oh, ow, c)
     if out is None:
-        ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
+        _memory.ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     else:
         _check_out(out, shape, x, src)
     if weights.ndim == 3 and weights.shape[2] != c:

@@ -34,7 +34,7 @@ def load_small_input(spec: str) -> np.ndarray:
     if not os.path.exists(spec) and (";" in spec or "," in spec or spec.replace(" ", "").isdigit()):
         arr = parse_inline(spec).values.astype(np.float32)
     else:
-        from .images import read_image
+        from .io.inputs import read_image
 
         arr = read_image(spec).pixels
         if arr.ndim == 3:

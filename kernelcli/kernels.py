@@ -409,7 +409,7 @@ def _load_npy(path: Path, data: bytes) -> Kernel:
 
     import numpy as np
 
-    from .images import read_npy_header
+    from .io.npy import read_npy_header
 
     try:  # check the shape the header claims before anything is allocated
         shape, _, _ = read_npy_header(io.BytesIO(data))

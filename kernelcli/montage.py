@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .errors import UsageError
-from .images import Picture
+from .io.picture import Picture
 
 GAP = 6
 LABEL_HEIGHT = 14
@@ -53,7 +53,7 @@ def montage(picture: Picture, columns: int | None = None, zoom: int | None = Non
 
 
 def _check_sheet(sheet_h: int, sheet_w: int, maps: int, cols: int, zoom: int, max_pixels: int | None) -> None:
-    from .engine import ensure_memory
+    from ._memory import ensure_memory
 
     what = (f"a montage sheet of {sheet_h}x{sheet_w} = {sheet_h * sheet_w:,} pixels "
             f"({maps} maps, {cols} columns, --scale {zoom})")

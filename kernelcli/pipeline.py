@@ -1,6 +1,6 @@
 """The stages of a feature-extraction layer: (gray) -> conv -> (ReLU) -> (pool).
 
-Each stage takes a :class:`~kernelcli.images.Picture` and returns a new one, so
+Each stage takes a :class:`~kernelcli.io.picture.Picture` and returns a new one, so
 ``kernelcli apply`` (all stages in one process) and a shell pipeline of
 ``kernelcli conv | kernelcli relu | kernelcli pool`` run exactly the same code
 on exactly the same numbers.
@@ -33,9 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import engine, images
+from . import engine
 from .errors import UsageError
-from .images import Picture
+from .io.encode import PNG_LEVEL, PillowCanvas, format_for, write_image, write_pixels
+from .io.inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
+from .io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
+from .io.picture import Picture, nonfinite_note
+from .io.pixels import clips_to_8bit, to_array
+from .io.sinks import stream_to, write_chunks
 from .kernels import Kernel, get_kernels
 
 ALPHA_MODES = ("keep", "premultiply", "filter")
@@ -236,7 +241,7 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
                offset: float = 0.0, quality: int = 92, png_level: int | None = None,
                max_pixels: int | None = None, threads: int = 2) -> tuple[tuple, list[str]]:
     """``kernelcli apply`` on one input: read ``source``, run every stage,
-    write ``target`` (paths, ``"-"`` or binary files, as in :mod:`kernelcli.images`).
+    write ``target`` (paths, ``"-"`` or binary files, as in :mod:`kernelcli.io`).
 
     The stages run in bands of rows (:func:`kernelcli.tiled.apply_in_bands`,
     on ``threads`` threads): the same numbers, without full-size float32
@@ -250,17 +255,17 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
 
     Returns the input's ``(height, width)`` and the notes to show the user.
     """
-    from . import images, tiled
+    from . import tiled
 
-    out_format = images.format_for(target, fmt)
-    png_level = images.PNG_LEVEL if png_level is None else png_level
+    out_format = format_for(target, fmt)
+    png_level = PNG_LEVEL if png_level is None else png_level
     loading = []
 
     def header(height, width, bands):  # Numba, if the image will need it, loads while the pixels decode
         loading.append(tiled.load_numba_early(conv, pool, height, width, 1 if gray else bands))
 
     try:
-        picture = images.read_image(source, max_pixels=max_pixels or images.DEFAULT_MAX_PIXELS, integers=True,
+        picture = read_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, integers=True,
                                     on_header=header)
     finally:  # (on an error too: no thread is left compiling while the process ends)
         for wait in loading:
@@ -281,22 +286,22 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
         if not per_band:
             return keep(band)
         band_notes.extend(band.notes)
-        return images.to_array(band, out_format, scaling, offset, band_notes)
+        return to_array(band, out_format, scaling, offset, band_notes)
 
     pixels = tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
-                                  allocate=images.PillowCanvas if per_band and out_format != "PNG" else None,
-                                  clips_to_8bit=per_band and images.clips_to_8bit(picture, out_format,
+                                  allocate=PillowCanvas if per_band and out_format != "PNG" else None,
+                                  clips_to_8bit=per_band and clips_to_8bit(picture, out_format,
                                                                                   scaling, offset))
     if pixels is not None:
         if per_band:
-            band_notes += images.write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+            band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
         else:
-            band_notes += images.write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
+            band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
                                              quality, png_level)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     result = _apply_whole(picture, conv, relu, pool, gray, alpha)
     notes += result.notes
-    notes += images.write_image(target, result, out_format, scaling, offset, quality, png_level)
+    notes += write_image(target, result, out_format, scaling, offset, quality, png_level)
     return size, notes
 
 
@@ -331,16 +336,16 @@ def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha,
     first: list[Picture] = []
 
     def write(f):
-        rows = images.NpyRows(f)
+        rows = NpyRows(f)
         if tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads,
                                 convert=_float_rows(notes, first), allocate=rows.allocate) is not None:
-            f.write(images.npy_trailer(first[0].metadata()))
+            f.write(npy_trailer(first[0].metadata()))
             return
         result = _apply_whole(picture, conv, relu, pool, gray, alpha)
         notes.extend(result.notes)
-        images.write_chunks(f, images.npy_chunks(result))
+        write_chunks(f, npy_chunks(result))
 
-    images.stream_to(target, write, "NPY")
+    stream_to(target, write, "NPY")
     return list(dict.fromkeys(notes))  # once, not once per band
 
 
@@ -353,8 +358,8 @@ STREAM_BAND_BYTES = 4 * 2**20
 
 
 def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "clip", offset: float = 0.0,
-              quality: int = 92, png_level: int = images.PNG_LEVEL,
-              max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> list[str]:
+              quality: int = 92, png_level: int = PNG_LEVEL,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
     """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
     ``target``; returns the notes to show.
 
@@ -365,9 +370,9 @@ def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "cli
     tells whether the last one is alpha (which the stages treat apart), so
     such an array is read whole, as are pictures and Fortran-ordered arrays.
     """
-    out_format = images.format_for(target, fmt)
-    with images.open_input(source, max_pixels) as got:
-        if isinstance(got, images.NpyInput):
+    out_format = format_for(target, fmt)
+    with open_input(source, max_pixels) as got:
+        if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
             if out_format == "NPY" and not got.fortran and channels not in (2, 4):
                 return _stream_stage(got, target, stage)
@@ -375,10 +380,10 @@ def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "cli
     notes, got.notes = got.notes, []
     picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
     notes += picture.notes
-    return notes + images.write_image(target, picture, out_format, scaling, offset, quality, png_level)
+    return notes + write_image(target, picture, out_format, scaling, offset, quality, png_level)
 
 
-def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
+def _stream_stage(npy: NpyInput, target, stage) -> list[str]:
     """:func:`run_stage` for a ``.npy`` without alpha, a band of rows at a time."""
     h, shape = npy.shape[0], npy.shape
     if isinstance(stage, Relu):
@@ -404,7 +409,7 @@ def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
     def take(n):
         """The next ``n`` input rows, as float32 (a new array)."""
         view = memoryview(raw)[:n * row_bytes]
-        images.read_into(npy.stream, view, npy.name, total, taken[0] * row_bytes)
+        read_into(npy.stream, view, npy.name, total, taken[0] * row_bytes)
         rows = np.frombuffer(view, dtype=npy.dtype).reshape((n,) + tuple(shape[1:])).astype(np.float32)
         taken[0] += n
         taken[1] += rows.size - int(np.count_nonzero(np.isfinite(rows)))
@@ -417,7 +422,7 @@ def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
     notes = []
 
     def write(f):
-        f.write(images.npy_header(out_shape))
+        f.write(npy_header(out_shape))
         band, first = None, 0  # the last band's input rows, from input row ``first``
         for r0 in range(0, out_shape[0], per_band):
             r1 = min(out_shape[0], r0 + per_band)
@@ -429,9 +434,9 @@ def _stream_stage(npy: images.NpyInput, target, stage) -> list[str]:
             band, first = (new if kept is None else np.concatenate([kept, new])), lo
             f.write(memoryview(np.ascontiguousarray(compute(band), dtype=np.float32)).cast("B"))
         skip_to(h)  # rows left over at the bottom, then kernelcli's metadata
-        meta = images.npy_metadata(shape, images.read_rest(npy.stream, npy.name), npy.name, npy.dtype)
-        notes.extend(meta.notes + images.nonfinite_note(meta.pixels, npy.name, taken[1]))
-        f.write(images.npy_trailer(meta.metadata()))
+        meta = npy_metadata(shape, read_rest(npy.stream, npy.name), npy.name, npy.dtype)
+        notes.extend(meta.notes + nonfinite_note(meta.pixels, npy.name, taken[1]))
+        f.write(npy_trailer(meta.metadata()))
 
-    images.stream_to(target, write, "NPY")
+    stream_to(target, write, "NPY")
     return notes

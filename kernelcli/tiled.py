@@ -40,8 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engine, images
+from . import _memory, engine
 from .errors import ImageReadError, ImageWriteError, UsageError
+from .io.npy import check_npy_header, npy_header, npy_metadata, npy_trailer, read_npy_header
+from .io.picture import Picture
+from .io.sinks import atomic_file
 
 #: Aim for input bands of about this many bytes (as float32) when the band
 #: height is automatic: large enough to keep the engine busy, small enough
@@ -62,7 +65,7 @@ class Source:
     shape: tuple
     dtype: str
     offset: int  # of the first data byte
-    meta: images.Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
+    meta: Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory: the array
 
 
@@ -95,11 +98,11 @@ def open_source(path) -> Source:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
         try:
-            shape, fortran, dtype = images.read_npy_header(f)
+            shape, fortran, dtype = read_npy_header(f)
         except Exception as e:
             raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
         offset = f.tell()
-        images.check_npy_header(shape, dtype, name)  # no pixel limit: memory holds a band
+        check_npy_header(shape, dtype, name)  # no pixel limit: memory holds a band
         if fortran:
             raise ImageReadError(f"{name}: the .npy is Fortran-ordered; bands of rows need C order "
                                  "(save it with np.ascontiguousarray)")
@@ -109,7 +112,7 @@ def open_source(path) -> Source:
             raise ImageReadError(f"{name}: truncated .npy: {size - offset:,} of {nbytes:,} data bytes")
         f.seek(offset + nbytes)
         trailer = f.read(_MAX_TRAILER)
-    meta = images.npy_metadata(shape, trailer, name, dtype)
+    meta = npy_metadata(shape, trailer, name, dtype)
     return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
 
 
@@ -128,7 +131,7 @@ def goes_out_of_core(source: Source) -> bool:
 def too_big_for_memory(source: Source) -> bool:
     """Would the in-memory engine need more than half the available memory?
     (Input and result as float32, plus one intermediate.)"""
-    free = engine.available_memory()
+    free = _memory.available_memory()
     need = 3 * math.prod(source.shape) * 4
     return free is not None and need > free // 2
 
@@ -166,7 +169,7 @@ def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep", 
         return job, final_h
     p0, p1 = _input_rows(job, 0, 1)  # the fewest input rows a band reads
     pooled = f", pool window {ph} rows with stride {psy}" if pool is not None else ""
-    engine.ensure_memory((p1 - p0) * (math.prod(source.shape[1:]) * 4 + BAND_ROW_OVERHEAD),
+    _memory.ensure_memory((p1 - p0) * (math.prod(source.shape[1:]) * 4 + BAND_ROW_OVERHEAD),
                          f"a band of {p1 - p0} input rows (kernel reach {reach_y} rows with dilation {dy}, "
                          f"stride {sy}{pooled})", "use a smaller dilation, stride or pool window")
     return job, final_h
@@ -230,7 +233,7 @@ def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
     return read_rows(job.source, rowmap[p0:p1], dtype)
 
 
-def compute_band(job: Job, f0: int, f1: int, lock=None) -> images.Picture:
+def compute_band(job: Job, f0: int, f1: int, lock=None) -> Picture:
     """Final output rows ``[f0, f1)`` as a Picture (reads the input, writes
     nothing). ``lock``, if given, is held while computing (not while reading)."""
     from . import pipeline
@@ -287,15 +290,15 @@ def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
 # an image in memory
 
 
-def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=False, alpha="keep",
+def apply_in_bands(picture: Picture, conv, relu=False, pool=None, gray=False, alpha="keep",
                    convert=None, tile_rows: int | None = None, threads: int = 2, allocate=None,
                    clips_to_8bit: bool = False):
     """The pipeline over a picture in memory (8- or 16-bit pixels, or float32
     ones read from a .npy or a float TIFF), band by band:
     ``convert(band)`` turns each band of results (a Picture of float32 rows)
-    into output rows (e.g. :func:`kernelcli.images.to_array`), which are
+    into output rows (e.g. :func:`kernelcli.io.pixels.to_array`), which are
     stored in ``allocate(shape, dtype)`` (default ``np.empty``; anything that
-    takes ``out[a:b] = rows``, e.g. :class:`kernelcli.images.PillowCanvas`),
+    takes ``out[a:b] = rows``, e.g. :class:`kernelcli.io.encode.PillowCanvas`),
     and that is returned. Only the bands are ever float32.
 
     Returns None, computing nothing, when bands would not give exactly the
@@ -309,7 +312,7 @@ def apply_in_bands(picture: images.Picture, conv, relu=False, pool=None, gray=Fa
 
     ``clips_to_8bit``: the caller says ``convert`` does nothing but round and
     clip a band's values to uint8 in the same layout
-    (:func:`kernelcli.images.clips_to_8bit` tells when). Then an integer
+    (:func:`kernelcli.io.pixels.clips_to_8bit` tells when). Then an integer
     kernel on 8-bit pixels with no stage but ReLU and max pooling never goes
     through float32: its bands are computed in int16 (:func:`exact_band`), to
     the same bytes.
@@ -470,11 +473,11 @@ def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha=
     out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
     rows = band_rows(job, final_h, out_row_bytes, tile_rows)
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
-    header = images.npy_header(out_shape)
-    trailer = images.npy_trailer(probe.metadata())
+    header = npy_header(out_shape)
+    trailer = npy_trailer(probe.metadata())
     nbytes = final_h * out_row_bytes
     _check_space(output_path, len(header) + nbytes + len(trailer))
-    with images.atomic_file(output_path) as tmp:
+    with atomic_file(output_path) as tmp:
         with open(tmp, "wb") as f:
             f.write(header)
             f.truncate(len(header) + nbytes)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from kernelcli import engine, pipeline
 from kernelcli.cli import cli
-from kernelcli.images import read_image
+from kernelcli.io.inputs import read_image
 from kernelcli.kernels import library
 
 WORKED_EXAMPLE = [[4, 3, 4], [2, 4, 3], [2, 3, 4]]

@@ -322,7 +322,7 @@ def test_npy_truncated(run_installed, tmp_path, out_dir):
 
 def test_npy_stream_with_malformed_metadata(run_installed, tmp_path, out_dir):
     """Beyond the catalogue: kernelcli's JSON trailer after the array, malformed."""
-    from kernelcli.images import META_MAGIC
+    from kernelcli.io.npy import META_MAGIC
 
     buf = io.BytesIO()
     np.save(buf, np.zeros((3, 3), dtype=np.float32))

@@ -1,4 +1,4 @@
-"""Reading and writing pictures: kernelcli.images.read_image / write_image."""
+"""Reading and writing pictures: kernelcli.io.read_image / write_image."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernelcli import images
 from kernelcli.errors import ImageReadError, ImageWriteError
-from kernelcli.images import Picture, read_image, scale_values, write_image
+from kernelcli.io import sinks
+from kernelcli.io.encode import PillowCanvas, write_image
+from kernelcli.io.inputs import read_image
+from kernelcli.io.picture import Picture
+from kernelcli.io.pixels import clips_to_8bit, quantize, scale_values
 
 # name -> (mode, shape, max value allowed)
 SAMPLE_FACTS = {
@@ -387,7 +390,7 @@ def test_quantize_matches_a_plain_reference_with_nan_and_infinities(top, scaling
     mapped = (np.abs(v) if scaling == "abs" else v).astype(np.float64) * factor + offset
     with np.errstate(invalid="ignore"):
         want = np.where(np.isnan(mapped), 0, np.clip(np.floor(mapped + 0.5), 0, top))
-    got = images.quantize(v, top, scaling, offset, factor)
+    got = quantize(v, top, scaling, offset, factor)
     assert got.dtype == (np.uint8 if top == 255 else np.uint16)
     assert np.array_equal(got, want.astype(got.dtype))
     assert got[1, 0] == 0 and got[1, 1] == top and got[1, 2] == (top if scaling == "abs" else 0)
@@ -515,7 +518,7 @@ def test_failing_write_removes_the_part_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images.os, "replace", broken_replace)
+    monkeypatch.setattr(sinks.os, "replace", broken_replace)
     with pytest.raises(ImageWriteError):
         write_image(target, np.zeros((3, 3), np.float32))
     assert target.read_bytes() == b"previous output"
@@ -602,7 +605,7 @@ def test_output_that_is_a_folder_fails(tmp_path):
 
 
 def test_gray_webp_stays_gray_or_says_so(samples, tmp_path):
-    """images._FORMAT_MODES says WebP stores L, so no note is given; the file must then be gray."""
+    """kernelcli.io.pixels._FORMAT_MODES says WebP stores L, so no note is given; the file must then be gray."""
     pic = read_image(samples / "gray.png")
     notes = write_image(tmp_path / "g.webp", pic)
     back = read_image(tmp_path / "g.webp")
@@ -619,8 +622,8 @@ def test_rgba_webp_keeps_alpha(samples, tmp_path):
 
 @pytest.mark.parametrize("name", ["photo.png", "gray.png", "gray16.png", "rgba.png", "photo.jpg", "gray16.tif"])
 def test_integer_read_hands_out_the_same_pixels_by_rows(samples, name):
-    whole = images.read_image(samples / name)
-    rows = images.read_image(samples / name, integers=True)
+    whole = read_image(samples / name)
+    rows = read_image(samples / name, integers=True)
     px = rows.pixels
     assert px.dtype.kind == "u" and px.shape == whole.pixels.shape and rows.mode == whole.mode
     assert np.array_equal(np.asarray(px).astype(np.float32), whole.pixels)
@@ -642,7 +645,7 @@ def test_a_file_of_several_frames_is_decoded_before_it_is_closed(tmp_path, ext):
     frames[0].save(path, save_all=True, append_images=frames[1:])
     with Image.open(path) as im:
         first = np.asarray(im.convert("RGB") if im.mode == "P" else im)
-    pic = images.read_image(path, integers=True)
+    pic = read_image(path, integers=True)
     assert any("3 frames" in n for n in pic.notes)
     assert np.array_equal(np.asarray(pic.pixels), first)
     assert np.array_equal(pic.pixels[5:9], first[5:9])
@@ -653,7 +656,7 @@ def test_a_file_of_several_frames_is_decoded_before_it_is_closed(tmp_path, ext):
 def test_pillow_canvas_stores_bands_in_place(shape, dtype):
     rng = np.random.default_rng(len(shape))
     values = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
-    canvas = images.PillowCanvas(shape, dtype)
+    canvas = PillowCanvas(shape, dtype)
     for a, b in ((4, 9), (0, 1), (1, 4)):  # out of order, one row, the rest
         canvas[a:b] = values[a:b]
     assert np.array_equal(np.asarray(canvas), values)
@@ -665,13 +668,13 @@ def test_clips_to_8bit_only_for_plain_8bit_conversions():
     def pic(mode):
         return Picture(np.zeros((2, 2, 3) if mode == "RGB" else (2, 2), np.uint8), mode, "PNG")
 
-    assert images.clips_to_8bit(pic("RGB"), "JPEG") and images.clips_to_8bit(pic("L"), "PNG")
-    assert images.clips_to_8bit(pic("L"), "TIFF") and images.clips_to_8bit(pic("RGB"), "WEBP")
-    assert not images.clips_to_8bit(pic("RGB"), "PNG", "abs")
-    assert not images.clips_to_8bit(pic("RGB"), "PNG", "clip", 0.5)
-    assert not images.clips_to_8bit(pic("RGB"), "NPY")
+    assert clips_to_8bit(pic("RGB"), "JPEG") and clips_to_8bit(pic("L"), "PNG")
+    assert clips_to_8bit(pic("L"), "TIFF") and clips_to_8bit(pic("RGB"), "WEBP")
+    assert not clips_to_8bit(pic("RGB"), "PNG", "abs")
+    assert not clips_to_8bit(pic("RGB"), "PNG", "clip", 0.5)
+    assert not clips_to_8bit(pic("RGB"), "NPY")
     for mode in ("LA", "RGBA", "I;16", "F", None):
-        assert not images.clips_to_8bit(Picture(np.zeros((2, 2), np.uint8), mode, "PNG"), "PNG"), mode
+        assert not clips_to_8bit(Picture(np.zeros((2, 2), np.uint8), mode, "PNG"), "PNG"), mode
 
 
 def test_on_header_is_called_before_the_pixels_are_decoded(tmp_path, monkeypatch):
@@ -690,9 +693,9 @@ def test_on_header_is_called_before_the_pixels_are_decoded(tmp_path, monkeypatch
     Image.fromarray(rgba[:, :, 0]).save(tmp_path / "g.jpg")
     for name, want in (("a.png", (7, 9, 4)), ("g.jpg", (7, 9, 1))):
         events.clear()
-        images.read_image(str(tmp_path / name), on_header=lambda *a: events.append(a))
+        read_image(str(tmp_path / name), on_header=lambda *a: events.append(a))
         assert events[0] == want and "decode" in events[1:]
     np.save(tmp_path / "x.npy", np.zeros((3, 4), np.float32))
     events.clear()
-    images.read_image(str(tmp_path / "x.npy"), on_header=lambda *a: events.append(a))
+    read_image(str(tmp_path / "x.npy"), on_header=lambda *a: events.append(a))
     assert events == []  # a .npy has no pixels to decode

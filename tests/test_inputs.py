@@ -365,9 +365,10 @@ def test_eps_in_a_folder_fails_alone(tmp_path):
 def test_pillow_is_given_an_allow_list_of_raster_decoders(monkeypatch):
     from PIL import Image as PILImage
 
-    from kernelcli import images
+    from kernelcli.io.decode import RASTER_FORMATS
+    from kernelcli.io.inputs import read_image
 
-    assert not {"EPS", "PS", "PDF"} & set(images.RASTER_FORMATS)
+    assert not {"EPS", "PS", "PDF"} & set(RASTER_FORMATS)
     seen = []
     real_open = PILImage.open
 
@@ -378,8 +379,8 @@ def test_pillow_is_given_an_allow_list_of_raster_decoders(monkeypatch):
     monkeypatch.setattr(PILImage, "open", spy)
     buf = io.BytesIO()
     Image.new("L", (4, 3), 7).save(buf, "GIF")
-    assert images.read_image(buf.getvalue()).pixels.shape[:2] == (3, 4)
-    assert seen == [images.RASTER_FORMATS]
+    assert read_image(buf.getvalue()).pixels.shape[:2] == (3, 4)
+    assert seen == [RASTER_FORMATS]
 
 
 # --------------------------------------------------------------------------

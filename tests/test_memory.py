@@ -189,8 +189,8 @@ def test_converted_input_is_a_full_copy(reuse):
 def test_memory_check_gives_kept_mappings_back_first(monkeypatch):
     monkeypatch.setattr(_memory, "_kept", type(_memory._kept)([(1 << 30, object())]))
     free = iter([100 << 20, 2 << 30])
-    monkeypatch.setattr(engine, "available_memory", lambda: next(free))
-    engine.ensure_memory(1 << 30, "a test result")  # fits once the kept GiB is gone
+    monkeypatch.setattr(_memory, "available_memory", lambda: next(free))
+    _memory.ensure_memory(1 << 30, "a test result")  # fits once the kept GiB is gone
     assert _memory.kept_bytes() == 0
 
 

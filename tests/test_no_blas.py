@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 import kernelcli
-from kernelcli import images, pipeline, tiled
+from kernelcli import pipeline, tiled
+from kernelcli.io.encode import format_for, write_image
+from kernelcli.io.inputs import read_image
 from kernelcli.pipeline import Pool, make_conv
 
 PACKAGE = Path(kernelcli.__file__).parent
@@ -88,9 +90,9 @@ def test_bands_and_whole_image_run_without_blas(tmp_path, monkeypatch, no_blas, 
         monkeypatch.setattr(tiled, "apply_in_bands", spy)
         pipeline.apply_file(src, banded, conv, **stages, max_pixels=None)
         assert went_in_bands == [True]
-    whole = pipeline.apply(images.read_image(src), conv, **stages)
+    whole = pipeline.apply(read_image(src), conv, **stages)
     expected = tmp_path / f"whole.{out_ext}"
-    images.write_image(expected, whole, images.format_for(expected))
+    write_image(expected, whole, format_for(expected))
     assert banded.read_bytes() == expected.read_bytes()
 
 

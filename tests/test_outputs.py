@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from kernelcli import _png
-from kernelcli.images import META_MAGIC
+from kernelcli.io import _png
+from kernelcli.io.npy import META_MAGIC
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 PHOTO = SAMPLES / "photo.png"
@@ -314,7 +314,7 @@ def test_longest_output_names(run_installed, tmp_path, stem, ext):
 @pytest.mark.parametrize("name", ["x.png", "a" * 251 + ".png", "é" * 125 + ".tif", "a" + "é" * 125 + ".png",
                                   "€" * 80 + ".png"], ids=["short", "ascii", "2-byte", "2-byte-odd", "3-byte"])
 def test_temporary_names_fit(tmp_path, name):
-    from kernelcli.images import temporary_prefix
+    from kernelcli.io.sinks import temporary_prefix
 
     prefix = temporary_prefix(name, tmp_path)
     whole = os.fsencode(prefix) + b"XXXXXXXX" + b".part"

@@ -7,7 +7,8 @@ import pytest
 
 from kernelcli import engine, pipeline
 from kernelcli.errors import UsageError
-from kernelcli.images import Picture, read_image
+from kernelcli.io.inputs import read_image
+from kernelcli.io.picture import Picture
 from kernelcli.kernels import get_kernel
 from kernelcli.pipeline import Pool, apply, make_conv
 

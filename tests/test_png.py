@@ -1,4 +1,4 @@
-"""kernelcli's PNG encoder (kernelcli._png): read back by Pillow and by a
+"""kernelcli's PNG encoder (kernelcli.io._png): read back by Pillow and by a
 plain decoder written here (chunk walk, CRCs, zlib, undoing the filter)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernelcli import _png
+from kernelcli.io import _png
 
 SHAPES = [(1, 1), (1, 17), (23, 1), (5, 7), (64, 300), (300, 64)]
 CHANNELS = [None, 1, 2, 3, 4]  # None: a 2-D array

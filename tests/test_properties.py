@@ -3,8 +3,8 @@
 Whatever text, spec or bytes they get, :mod:`kernelcli.kernels` returns a
 :class:`~kernelcli.kernels.Kernel` whose weights are finite (as written and as
 the float32 weights the engine uses) or raises a
-:class:`~kernelcli.errors.KernelcliError`; :func:`kernelcli.images.read_image`
-returns a :class:`~kernelcli.images.Picture` of float32 pixels or raises a
+:class:`~kernelcli.errors.KernelcliError`; :func:`kernelcli.io.read_image`
+returns a :class:`~kernelcli.io.Picture` of float32 pixels or raises a
 ``KernelcliError``. Any other exception is a bug (see ``kernelcli/errors.py``).
 """
 
@@ -25,9 +25,11 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from kernelcli import images, kernels
+from kernelcli import kernels
 from kernelcli.errors import KernelcliError
-from kernelcli.images import META_MAGIC, NPY_MAGIC, Picture, read_image
+from kernelcli.io.inputs import DEFAULT_MAX_PIXELS, read_image
+from kernelcli.io.npy import META_MAGIC, NPY_MAGIC
+from kernelcli.io.picture import Picture
 from kernelcli.kernels import Kernel, get_kernel, load_file, parse_text
 
 # Keep Hypothesis' caches and patch files out of the checkout.
@@ -218,7 +220,7 @@ def test_accepted_kernels_have_finite_float32_weights(item):
 # images
 
 
-def only_picture_or_kernelcli_error(data: bytes, max_pixels=images.DEFAULT_MAX_PIXELS) -> None:
+def only_picture_or_kernelcli_error(data: bytes, max_pixels=DEFAULT_MAX_PIXELS) -> None:
     try:
         picture = read_image(data, max_pixels=max_pixels)
     except KernelcliError:

@@ -8,9 +8,12 @@ import io
 import numpy as np
 import pytest
 
-from kernelcli import images, pipeline
+from kernelcli import pipeline
 from kernelcli.errors import ImageReadError, UsageError
-from kernelcli.images import Picture
+from kernelcli.io.encode import write_image
+from kernelcli.io.inputs import read_image
+from kernelcli.io.npy import npy_trailer
+from kernelcli.io.picture import Picture
 from kernelcli.pipeline import Pool, Relu
 
 
@@ -18,19 +21,19 @@ def npy_bytes(arr, meta=None) -> bytes:
     """A .npy of ``arr`` as it is (any dtype), with kernelcli's metadata after it."""
     buf = io.BytesIO()
     np.save(buf, arr)
-    return buf.getvalue() + (images.npy_trailer(meta) if meta else b"")
+    return buf.getvalue() + (npy_trailer(meta) if meta else b"")
 
 
 def whole(data: bytes, stage) -> tuple[bytes, list]:
     """What reading the whole array, running the stage and writing it gives."""
-    picture = images.read_image(io.BytesIO(data))
+    picture = read_image(io.BytesIO(data))
     notes, picture.notes = picture.notes, []
     if isinstance(stage, Relu):
         out = pipeline.relu_stage(picture, stage.slope, inplace=True)
     else:
         out = pipeline.pool_stage(picture, stage)
     target = io.BytesIO()
-    notes += out.notes + images.write_image(target, out, "NPY")
+    notes += out.notes + write_image(target, out, "NPY")
     return target.getvalue(), notes
 
 
@@ -128,10 +131,10 @@ def test_truncated_stream_is_an_error_naming_the_bytes(tmp_path, monkeypatch):
 def test_pictures_and_image_outputs_go_whole(tmp_path):
     gray = Picture(np.random.default_rng(2).normal(100, 80, (16, 20)).astype(np.float32), "L", "PNG")
     png = tmp_path / "in.png"
-    images.write_image(png, gray)
+    write_image(png, gray)
     out = tmp_path / "out.png"
     pipeline.run_stage(png, out, Pool("max", 2))
-    assert images.read_image(out).pixels.shape == (8, 10)
+    assert read_image(out).pixels.shape == (8, 10)
     data = npy_bytes(np.full((6, 6, 3), -3.0, np.float32))
     target = io.BytesIO()
     pipeline.run_stage(io.BytesIO(data), target, Relu(), fmt="png")  # npy in, picture out: whole

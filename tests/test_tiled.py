@@ -13,8 +13,13 @@ import itertools
 import numpy as np
 import pytest
 
-from kernelcli import engine, images, pipeline, tiled
+from kernelcli import _memory, engine, pipeline, tiled
 from kernelcli.errors import ImageReadError, ImageWriteError, UsageError
+from kernelcli.io.encode import PillowCanvas, format_for, write_image
+from kernelcli.io.inputs import DEFAULT_MAX_PIXELS, read_image
+from kernelcli.io.npy import NpyRows, npy_header
+from kernelcli.io.picture import Picture
+from kernelcli.io.pixels import clips_to_8bit, to_array
 from kernelcli.kernels import Kernel
 from kernelcli.pipeline import Pool, make_conv
 
@@ -24,13 +29,13 @@ RNG = np.random.default_rng(7)
 
 
 def in_memory(src, conv, relu=False, pool=None, gray=False, alpha="keep"):
-    return pipeline.apply(images.read_image(src), conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+    return pipeline.apply(read_image(src), conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
 
 
 def banded(tmp_path, src, conv, tile_rows, **kw):
     out = tmp_path / "out.npy"
     report = tiled.run(src, out, conv, tile_rows=tile_rows, **kw)
-    return images.read_image(out), report
+    return read_image(out), report
 
 
 def save(tmp_path, arr, name="in.npy"):
@@ -99,10 +104,10 @@ def test_any_numeric_dtype_is_read_as_float32(tmp_path, dtype):
 @pytest.mark.parametrize("alpha", ["keep", "premultiply", "filter"])
 def test_picture_metadata_alpha_and_gray_travel_through_bands(tmp_path, alpha):
     """A kernelcli stream (RGBA 16-bit, with its trailer) keeps mode and range."""
-    rgba = images.Picture(RNG.uniform(0, 65535, (23, 14, 4)).astype(np.float32), "RGBA",
+    rgba = Picture(RNG.uniform(0, 65535, (23, 14, 4)).astype(np.float32), "RGBA",
                           range_max=65535.0, info={"dpi": (300.0, 300.0)})
     src = tmp_path / "in.npy"
-    images.write_image(src, rgba)
+    write_image(src, rgba)
     conv, _ = make_conv("gaussian:1", padding="same", pad_mode="reflect")
     want = in_memory(src, conv, relu=True, pool=Pool("max", 2, None), alpha=alpha)
     got, _ = banded(tmp_path, src, conv, 3, relu=True, pool=Pool("max", 2, None), alpha=alpha)
@@ -136,9 +141,9 @@ def test_automatic_band_height_bounds_the_band(tmp_path, monkeypatch):
 def test_too_big_for_memory_uses_the_header_only(tmp_path, monkeypatch):
     src = save(tmp_path, np.zeros((64, 64), np.float32))
     source = tiled.open_source(src)
-    monkeypatch.setattr(engine, "available_memory", lambda: 10 * 2**20)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 10 * 2**20)
     assert not tiled.too_big_for_memory(source)  # 3 x 16 KiB of 10 MiB
-    monkeypatch.setattr(engine, "available_memory", lambda: 60 * 1024)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)
     assert tiled.too_big_for_memory(source)
 
 
@@ -293,19 +298,19 @@ def picture_of(mode, seed=0):
     shape, dtype = MODES[mode]
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
-    return images.Picture(pixels, mode, "PNG")
+    return Picture(pixels, mode, "PNG")
 
 
 def whole_then_converted(picture, conv, fmt, scaling="clip", offset=0.0, **stages):
     floats = picture.with_pixels(picture.pixels.astype(np.float32))
-    return images.to_array(pipeline.apply(floats, conv, **stages), fmt, scaling, offset)
+    return to_array(pipeline.apply(floats, conv, **stages), fmt, scaling, offset)
 
 
 def in_bands(picture, conv, fmt, scaling="clip", offset=0.0, tile_rows=None, relu=False, pool=None,
              gray=False, alpha="keep"):
     return tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, tile_rows=tile_rows,
-                                convert=lambda band: images.to_array(band, fmt, scaling, offset),
-                                clips_to_8bit=images.clips_to_8bit(picture, fmt, scaling, offset))
+                                convert=lambda band: to_array(band, fmt, scaling, offset),
+                                clips_to_8bit=clips_to_8bit(picture, fmt, scaling, offset))
 
 
 MEMORY_CASES = [c for c in CASES if "," not in c[0]] + [
@@ -360,7 +365,7 @@ def test_depth_kernel_on_an_rgb_image_in_bands(samples):
 
 def test_kernels_the_engine_would_run_by_fft_are_not_banded():
     rng = np.random.default_rng(1)
-    picture = images.Picture(rng.integers(0, 256, (300, 280), dtype=np.uint8), "L", "PNG")
+    picture = Picture(rng.integers(0, 256, (300, 280), dtype=np.uint8), "L", "PNG")
     big = Kernel("random31", rng.standard_normal((31, 31)))
     assert engine._method(big.array, (300, 280)) == "fft"  # the premise
     conv, _ = make_conv([big])
@@ -397,11 +402,11 @@ def test_command_output_equals_the_whole_image_pipeline(tmp_path, samples, kcli)
         out = tmp_path / f"out-{name}.{ext}"
         proc = kcli("apply", kernel, samples / name, out, "--relu")
         assert proc.returncode == 0, proc.stderr
-        picture = images.read_image(samples / name)
+        picture = read_image(samples / name)
         conv, _ = make_conv(kernel)
-        fmt = images.format_for(out)
+        fmt = format_for(out)
         expected = tmp_path / f"expected-{name}.{ext}"
-        images.write_image(expected, pipeline.apply(picture, conv, relu=True), fmt)
+        write_image(expected, pipeline.apply(picture, conv, relu=True), fmt)
         assert out.read_bytes() == expected.read_bytes(), name
 
 
@@ -439,9 +444,9 @@ def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel,
     size, notes = pipeline.apply_file(src, out, conv, **stages, max_pixels=None)
     assert size == (53, 37)
     assert len(band_results) == 1 and band_results[0] is not None  # it did go in bands
-    whole = pipeline.apply(images.read_image(src), conv, **stages)
+    whole = pipeline.apply(read_image(src), conv, **stages)
     expected = tmp_path / f"whole.{out_ext}"
-    want_notes = whole.notes + images.write_image(expected, whole, images.format_for(expected))
+    want_notes = whole.notes + write_image(expected, whole, format_for(expected))
     assert out.read_bytes() == expected.read_bytes()
     assert notes == want_notes
 
@@ -458,8 +463,8 @@ def test_stretch_goes_in_bands_to_the_whole_pipelines_bytes(tmp_path, band_resul
     conv, _ = make_conv(kernel)
     _, notes = pipeline.apply_file(src, tmp_path / f"o.{ext}", conv, **stages, scaling="stretch", offset=3)
     assert len(band_results) == 1 and band_results[0] is not None
-    whole = pipeline.apply(images.read_image(src), conv, **stages)
-    want_notes = whole.notes + images.write_image(tmp_path / f"w.{ext}", whole, scaling="stretch", offset=3)
+    whole = pipeline.apply(read_image(src), conv, **stages)
+    want_notes = whole.notes + write_image(tmp_path / f"w.{ext}", whole, scaling="stretch", offset=3)
     assert (tmp_path / f"o.{ext}").read_bytes() == (tmp_path / f"w.{ext}").read_bytes()
     assert notes == want_notes
 
@@ -484,9 +489,9 @@ def test_a_npy_output_goes_out_band_by_band(tmp_path, monkeypatch, band_results,
     target = io.BytesIO()
     _, notes = pipeline.apply_file(src, target, conv, fmt="npy", **stages)
     assert (band_results[0] is not None) == bands_used
-    whole = pipeline.apply(images.read_image(src), conv, **stages)
+    whole = pipeline.apply(read_image(src), conv, **stages)
     want = io.BytesIO()
-    want_notes = whole.notes + images.write_image(want, whole, "NPY")
+    want_notes = whole.notes + write_image(want, whole, "NPY")
     assert target.getvalue() == want.getvalue()
     assert notes == want_notes
 
@@ -496,15 +501,15 @@ def test_npy_rows_go_out_in_order_whatever_order_they_come():
 
     arr = np.arange(60 * 4, dtype=np.float32).reshape(60, 4)
     f = io.BytesIO()
-    rows = images.NpyRows(f).allocate(arr.shape, np.float32)
+    rows = NpyRows(f).allocate(arr.shape, np.float32)
     order = [(10, 20), (0, 1), (30, 60), (1, 10), (20, 30)]
     threads = [threading.Thread(target=rows.__setitem__, args=(slice(a, b), arr[a:b].copy())) for a, b in order]
     for t in threads:
         t.start()
         t.join()  # in this order: rows 10-20 wait for 0-10
-    assert f.getvalue() == images.npy_header(arr.shape) + arr.tobytes()
+    assert f.getvalue() == npy_header(arr.shape) + arr.tobytes()
     with pytest.raises(TypeError):
-        images.NpyRows(io.BytesIO()).allocate((2, 2), np.uint8)
+        NpyRows(io.BytesIO()).allocate((2, 2), np.uint8)
 
 
 def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
@@ -524,7 +529,7 @@ def test_the_conv_command_runs_in_bands(run_cli, samples, tmp_path, band_results
     assert len(band_results) == 1 and band_results[0] is not None
     conv, _ = make_conv("gaussian:1.5")
     expected = tmp_path / f"expected.{out_ext}"
-    images.write_image(expected, pipeline.conv_stage(images.read_image(samples / name), conv))
+    write_image(expected, pipeline.conv_stage(read_image(samples / name), conv))
     assert out.read_bytes() == expected.read_bytes()
 
 
@@ -535,9 +540,9 @@ def test_bands_stored_straight_into_a_pillow_image(mode, fmt):
     conv, _ = make_conv("emboss", 1, "same", "edge", 1)
     expected = whole_then_converted(picture, conv, fmt, "abs", 3.0, relu=False, pool=Pool("max", 2, None))
     canvas = tiled.apply_in_bands(picture, conv, False, Pool("max", 2, None), False, "keep", tile_rows=2,
-                                  convert=lambda band: images.to_array(band, fmt, "abs", 3.0),
-                                  allocate=images.PillowCanvas)
-    assert isinstance(canvas, images.PillowCanvas)
+                                  convert=lambda band: to_array(band, fmt, "abs", 3.0),
+                                  allocate=PillowCanvas)
+    assert isinstance(canvas, PillowCanvas)
     got = np.asarray(canvas)
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
@@ -704,9 +709,9 @@ def test_a_large_npy_file_goes_out_of_core_in_bounded_memory(tmp_path):
     from .conftest import _installed_command
 
     h = w = 13400
-    assert h * w > images.DEFAULT_MAX_PIXELS and h * w * 4 > tiled.OUT_OF_CORE_BYTES
+    assert h * w > DEFAULT_MAX_PIXELS and h * w * 4 > tiled.OUT_OF_CORE_BYTES
     src = tmp_path / "big.npy"
-    header = images.npy_header((h, w))
+    header = npy_header((h, w))
     with open(src, "wb") as f:
         f.write(header)
         f.truncate(len(header) + h * w * 4)

@@ -1,6 +1,6 @@
 """PNG encoder for 8- and 16-bit gray, gray+alpha, RGB and RGBA pixels.
 
-Used by :func:`kernelcli.images.write_image` instead of Pillow's PNG writer,
+Used by :func:`kernelcli.io.encode.write_image` instead of Pillow's PNG writer,
 which filters every row five ways and compresses on one core: on a
 1-megapixel photo that was most of a whole ``kernelcli apply``. Here:
 
@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from . import config
+from .. import config
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour type for the number of channels.

@@ -1,0 +1,95 @@
+"""The few places where kernelcli reaches past Pillow's public API, each with
+the reason no public call serves. Everything else goes through the public API.
+Pillow is imported inside each function: a command that reads or writes no
+picture does not load it.
+"""
+
+from __future__ import annotations
+
+from ..errors import ImageReadError, ImageWriteError
+
+# Rows go between Pillow images and NumPy through Pillow's "raw" codec, the
+# one Image.tobytes and Image.frombytes use, pointed at just those rows: one
+# copy, where crop + tobytes and fromarray + paste made three each (Pillow
+# keeps RGB as 4 bytes a pixel, so its memory cannot be shared with NumPy).
+
+_ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
+
+
+def raw_rows(img, start: int, stop: int) -> bytes:
+    """Rows ``[start, stop)`` of a Pillow image as packed bytes (``img.mode``'s raw layout)."""
+    from PIL import Image
+
+    width = img.size[0]
+    if stop <= start:
+        return b""
+    # Image._getencoder: Image.tobytes encodes the whole image; only the
+    # encoder itself can be pointed at a band of rows.
+    encoder = Image._getencoder(img.mode, "raw", img.mode)
+    encoder.setimage(img.im, (0, start, width, stop))
+    chunks = []
+    size = (stop - start) * width * _ROW_BYTES.get(img.mode, 4) + 16  # room for all of it in one call
+    while True:
+        _, status, data = encoder.encode(size)
+        chunks.append(data)
+        if status:
+            break
+    if status < 0:
+        raise ImageReadError(f"cannot read rows {start}-{stop - 1} of the decoded image (Pillow error {status})")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def put_raw_rows(img, start: int, values) -> None:
+    """Store packed rows (a C-contiguous array in ``img.mode``'s raw layout)
+    into a Pillow image from row ``start``."""
+    from PIL import Image
+
+    # Image._getdecoder: Image.frombytes makes a new image and paste copies
+    # again; only the decoder itself writes a band of rows in place.
+    decoder = Image._getdecoder(img.mode, "raw", img.mode)
+    decoder.setimage(img.im, (0, start, img.size[0], start + values.shape[0]))
+    consumed, status = decoder.decode(values.data.cast("B"))
+    decoder.cleanup()
+    if consumed >= 0 or status != 0:  # the raw decoder says -1 once the region is full
+        raise ImageWriteError(f"cannot store rows from {start} in the output image "
+                              f"(Pillow status {consumed}, {status})")
+
+
+def open_png(fp, icc_limit: int):
+    """The PNG in ``fp`` opened by its plugin, with ICC profiles of up to ``icc_limit`` bytes."""
+    from PIL import PngImagePlugin
+
+    # PngImagePlugin.PngImageFile(fp): Image.open(fp, formats=["PNG"]) first
+    # imports five plugins (Image.preinit: about 25 ms of a command), and
+    # takes no argument that skips it.
+    # MAX_TEXT_CHUNK: Pillow refuses a whole PNG whose ICC profile (read while
+    # the file is opened) inflates past this module-wide limit, 1 MiB, and
+    # Image.open takes no limit of its own; profiles are larger at times (TIFF
+    # and JPEG carry them). It is raised for this one call and put back. Still
+    # bounded: zlib bombs stop there.
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    PngImagePlugin.MAX_TEXT_CHUNK = max(limit, icc_limit)
+    try:
+        return PngImagePlugin.PngImageFile(fp)
+    finally:
+        PngImagePlugin.MAX_TEXT_CHUNK = limit
+
+
+def open_jpeg(fp):
+    """The JPEG in ``fp`` opened by its plugin: JPEG, or MPO (several pictures)."""
+    from PIL import JpegImagePlugin
+
+    # JpegImagePlugin.jpeg_factory: what Image.open calls for a JPEG, without
+    # the import of five plugins before it (as for PNG, in open_png).
+    return JpegImagePlugin.jpeg_factory(fp)
+
+
+def skip_preinit(fmt: str) -> None:
+    """Mark Pillow's first plugin imports done once ``fmt``'s saver is loaded."""
+    from PIL import Image
+
+    # Image._initialized: Image.save(fp, format) runs Image.preinit, which
+    # imports five plugins whatever the format (about 8 ms of a command);
+    # no public call says that the one needed is loaded already.
+    if fmt in Image.SAVE and getattr(Image, "_initialized", 1) < 1:
+        Image._initialized = 1

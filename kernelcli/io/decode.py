@@ -1,0 +1,216 @@
+"""Pictures decoded by Pillow, with raster decoders only
+(:data:`RASTER_FORMATS`: never EPS, PostScript or PDF), into :class:`Picture`
+objects in a mode kernelcli computes with.
+
+Pillow's own decompression-bomb check is replaced by one on the header's size,
+before any pixel is decoded, that names the size in its message.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+
+from ..errors import ImageReadError
+from . import _pillow
+from .picture import Picture, checked_info, nonfinite_note
+
+
+#: Formats that hold one picture, whose header tells all there is to read
+#: (an animated PNG says so in its header too).
+_ONE_PICTURE = frozenset({"PNG", "JPEG", "BMP", "DIB", "PPM", "TGA", "PCX", "SGI", "QOI"})
+
+
+def declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
+    """``((width, height), one picture only)`` from the header at the start
+    of ``data`` (the first part of a picture), or None when Pillow cannot
+    tell yet."""
+    from PIL import Image
+
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is what is asked, even a bomb's
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _open_pillow(io.BytesIO(data))
+            single = img.format in _ONE_PICTURE and not getattr(img, "is_animated", False)
+            return tuple(img.size), single
+    except Exception:  # not enough of it yet, or not a picture: the reader will say
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+#: The Pillow decoders kernelcli reads with: raster formats only, by name
+#: (``Image.open(..., formats=RASTER_FORMATS)``). Pillow would otherwise hand
+#: an EPS file to Ghostscript, a PostScript interpreter that runs whatever
+#: program the file holds (an endless loop, for one).
+RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
+                  "SGI", "QOI", "JPEG2000")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+#: Bytes of the file handed to Pillow's decoder at a time (Pillow's own is
+#: 64 KiB). The decoder lets go of the GIL while it decodes a block, and takes
+#: it back for the next: with another thread busy in Python (Numba loading
+#: while a large image decodes: :func:`kernelcli.tiled.load_numba_early`),
+#: each of those takes up to the interpreter's switch interval (5 ms).
+#: Measured 2026-11-23 on a 48 MP JPEG with Numba loading beside it: decoding
+#: took 0.75-0.81 s in 64 KiB blocks, 0.51-0.54 s in 1 MiB ones (0.40-0.42 s
+#: alone, either way).
+DECODE_BLOCK = 1 << 20
+
+
+def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None) -> Picture:
+    """The picture in ``fp`` (a seekable binary file at its start), decoded
+    completely: nothing is read from ``fp`` afterwards. (``on_header``: as
+    :func:`~kernelcli.io.inputs.read_image` takes it.)"""
+    from PIL import Image, UnidentifiedImageError
+
+    # Pillow's own bomb check is replaced by ours, which runs on the header's
+    # size before any pixel is decoded and names the size in its message.
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = _open_pillow(fp)
+            _check_pixels(img, name, max_pixels)
+            if on_header is not None:
+                on_header(img.size[1], img.size[0], len(img.getbands()))
+            img.decodermaxblock = DECODE_BLOCK
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(bomb_message(name, None, max_pixels)) from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{name}: cannot decode image: {e}") from None
+    except ImageReadError:
+        raise
+    except Exception as e:  # Pillow's decoders raise many kinds on scrambled data
+        raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+    notes = []
+    try:
+        frames = getattr(img, "n_frames", 1)
+    except Exception as e:  # counting frames reads the rest of the file
+        raise ImageReadError(f"{name}: damaged after its first frame ({type(e).__name__}: {e})") from None
+    if frames > 1:
+        notes.append(f"{name}: has {frames} frames; using the first")
+    info = checked_info({k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}, name, notes)
+    fmt = img.format
+    try:
+        img.seek(0)
+        img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
+        img, mode = _normalise_mode(img, name, notes)
+        if integers and mode != "F":
+            # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
+            pixels = np.ascontiguousarray(img) if isinstance(img, np.ndarray) else PillowRows(img)
+        else:
+            pixels = np.ascontiguousarray(np.asarray(img, dtype=np.float32))
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
+    if mode == "F":
+        notes.extend(nonfinite_note(pixels, name))
+    return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
+
+
+class PillowRows:
+    """A decoded Pillow image's pixels as a read-only array of rows, handed out
+    a band at a time (``rows[a:b]``: a uint8 or uint16 array), so that no
+    full-size NumPy copy of the image is made. ``np.asarray(rows)`` and
+    ``rows.astype(...)`` give the whole image."""
+
+    def __init__(self, img):
+        self.img = img
+        width, height = img.size
+        bands = len(img.getbands())
+        self.shape = (height, width) if bands == 1 else (height, width, bands)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.uint16 if img.mode == "I;16" else np.uint8)
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise TypeError("PillowRows takes a slice of consecutive rows")
+        start, stop, _ = rows.indices(self.shape[0])
+        stop = max(start, stop)
+        data = _pillow.raw_rows(self.img, start, stop)
+        return np.frombuffer(data, self.dtype).reshape((stop - start,) + self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.img, dtype=dtype)
+
+    def astype(self, dtype):
+        return np.asarray(self.img, dtype=dtype)
+
+
+#: The largest ICC profile read from a PNG.
+PNG_READ_ICC = 64 * 2**20
+
+
+def _open_pillow(fp):
+    """``Image.open(fp)``, except that PNG and JPEG go straight to their plugin:
+    ``Image.open`` first imports five plugins (about 25 ms of a command)."""
+    from PIL import Image
+
+    signature = fp.read(8)
+    fp.seek(0)
+    if signature.startswith(PNG_MAGIC):
+        return _pillow.open_png(fp, PNG_READ_ICC)
+    if signature.startswith(JPEG_MAGIC):
+        return _pillow.open_jpeg(fp)  # JPEG, or MPO (several pictures)
+    return Image.open(fp, formats=RASTER_FORMATS)
+
+
+def _check_pixels(img, name, max_pixels):
+    if max_pixels is not None:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageReadError(bomb_message(name, img.size, max_pixels))
+
+
+def bomb_message(name, size, max_pixels) -> str:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+    return (f"{name}: image claims {what}, over the limit of {max_pixels:,}; "
+            "if you trust the file, raise the limit with --max-pixels")
+
+
+def _normalise_mode(img, name: str, notes: list):
+    """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
+    fmt = img.format
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):
+        out = img
+    elif mode in ("I;16L", "I;16B", "I;16N"):
+        out, mode = np.asarray(img).astype(np.uint16), "I;16"
+    elif mode == "I":
+        arr = np.asarray(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageReadError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported; convert it to .npy")
+        out, mode = arr.astype(np.uint16), "I;16"
+    elif mode == "1":
+        out, mode = img.convert("L"), "L"
+        notes.append(f"{name}: 1-bit image read as 8-bit gray (0 and 255)")
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        mode = "RGBA" if has_alpha else "RGB"
+        out = img.convert(mode)
+    elif mode in ("La", "RGBa"):
+        mode = "LA" if mode == "La" else "RGBA"
+        out = img.convert(mode)
+    elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        out, mode = img.convert("RGB"), "RGB"
+        if img.mode != "RGBX":
+            notes.append(f"{name}: {img.mode} image converted to RGB")
+    else:
+        raise ImageReadError(f"{name}: unsupported image mode {img.mode!r}")
+    return out, mode
