@@ -193,9 +193,9 @@ def reuse_freed_memory() -> None:
 
 
 def worker_main(parent: int) -> None:
-    """A worker process of a folder run (:mod:`kernelcli.batch`): take tasks
+    """A worker process of a folder run (:mod:`kernelcli.run.batch`): take tasks
     from stdin, send results to stdout, until the parent closes the stream."""
-    from . import batch
+    from .run import batch
 
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means

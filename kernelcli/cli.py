@@ -271,11 +271,11 @@ def cli(ctx, debug, quiet):
 
 
 def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
-    """Run one stage (pipeline.Relu or pipeline.Pool) from INPUT to OUTPUT."""
-    from . import pipeline
+    """Run one stage (stages.Relu or stages.Pool) from INPUT to OUTPUT."""
+    from .run import files
     from .io import inputs
 
-    note(ctx.obj["quiet"], pipeline.run_stage(input, output, stage, fmt, scaling, offset, quality, png_level,
+    note(ctx.obj["quiet"], files.run_stage(input, output, stage, fmt, scaling, offset, quality, png_level,
                                               max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
@@ -313,7 +313,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     .npy OUTPUT (see --tile-rows); --scheduler runs folders and such bands on
     a Dask cluster.
     """
-    from . import pipeline
+    from . import stages
+    from .run import files
 
     ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
     if pool is None and (pool_size or pool_stride):
@@ -321,11 +322,11 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     is_folder = input != "-" and os.path.isdir(input)
     if not is_folder and (recursive or pattern or jobs or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT")
-    conv, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
+    conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
-    stage_pool = pipeline.Pool(pool, pool_size or 2, pool_stride) if pool else None
+    stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     if is_folder:
-        from . import batch
+        from .run import batch
 
         jobs = _workers(ctx, jobs)
         if tile_rows:
@@ -336,7 +337,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
     if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
-        from . import tiled
+        from .run import tiled
         from .io import encode
 
         if output == "-" or encode.format_for(output, fmt) != "NPY":
@@ -352,7 +353,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                 f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
         return
-    _, notes = pipeline.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
+    _, notes = files.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
                                    quality, png_level, max_pixels)
     note(ctx.obj["quiet"], notes)
 
@@ -383,7 +384,7 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
         return True
     if output == "-" or encode.format_for(output, fmt) != "NPY":
         return False
-    from . import tiled
+    from .run import tiled
 
     try:
         return tiled.goes_out_of_core(tiled.open_source(input))
@@ -397,7 +398,7 @@ def _cluster(ctx, scheduler, timeout):
     if not scheduler:
         yield None
         return
-    from . import cluster
+    from .run import cluster
 
     client = cluster.connect(scheduler, timeout, debug=bool(ctx.find_root().params.get("debug")))
     try:
@@ -450,12 +451,13 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     and bit depth; give OUTPUT a picture extension or --format to end in one.
     KERNEL takes the same forms as in apply; commas make a filter bank.
     """
-    from . import pipeline
+    from . import stages
+    from .run import files
 
-    stage, notes = pipeline.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
+    stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
-    _, notes = pipeline.apply_file(input, output, stage, gray=gray, alpha=alpha, fmt=fmt, scaling=scaling,
+    _, notes = files.apply_file(input, output, stage, gray=gray, alpha=alpha, fmt=fmt, scaling=scaling,
                                    offset=offset, quality=quality, png_level=png_level, max_pixels=max_pixels)
     note(ctx.obj["quiet"], notes)
 
@@ -473,9 +475,9 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
-    from . import pipeline
+    from . import stages
 
-    _stage(ctx, input, output, pipeline.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
+    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -495,9 +497,9 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     pooled with max for max pooling and with avg otherwise. INPUT and OUTPUT
     default to - (stdin, stdout).
     """
-    from . import pipeline
+    from . import stages
 
-    _stage(ctx, input, output, pipeline.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
+    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
            max_pixels)
 
 

@@ -544,7 +544,7 @@ def _threads() -> int:
 #: what NumPy needs for about 250 million multiply-adds; a 12-megapixel RGB
 #: image with a 3x3 kernel is 324 million at most).
 NUMPY_MAX_WORK = 250_000_000
-#: The same for a whole image done in bands of rows (kernelcli.tiled), each
+#: The same for a whole image done in bands of rows (kernelcli.run.bands), each
 #: band small enough to stay in cache, where NumPy loses much less to Numba.
 #: Measured 2026-11-23 on a 12-megapixel RGB JPEG, tiled.apply_in_bands timed
 #: in one process: a random 9x9 kernel (2.9 G multiply-adds) took 0.94-1.02 s
@@ -727,7 +727,7 @@ def _choose(weights, channels, in_width, pad_left, out_size, stride, dilation, f
 def _method(weights, image_shape, stride=1, padding="same", dilation=1) -> str:
     """How :func:`convolve` would compute these (already flipped) weights on
     an image of this shape: "direct", "separable" or "fft". Nothing is
-    computed; for tests, reports and :func:`kernelcli.tiled.load_numba_early`."""
+    computed; for tests, reports and :func:`kernelcli.run.bands.load_numba_early`."""
     weights = np.asarray(weights, dtype=np.float32)
     sy, sx = pair(stride, "stride")
     dy, dx = pair(dilation, "dilation")

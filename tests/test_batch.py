@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernelcli.batch import find_inputs
+from kernelcli.run.batch import find_inputs
 
 from .processes import group, kill_group, start, wait_for_children, wait_until_gone
 

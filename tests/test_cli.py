@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernelcli import engine, pipeline
+from kernelcli import engine, stages
 from kernelcli.cli import cli
 from kernelcli.io.inputs import read_image
 from kernelcli.kernels import library
@@ -282,7 +282,7 @@ def test_gray(npy_run, samples):
     assert base.shape == (300, 451, 3)
     assert out.shape == (300, 451)
     pic = read_image(src)
-    assert np.array_equal(out, engine.convolve(pipeline.to_gray(pic).pixels, "sharpen"))
+    assert np.array_equal(out, engine.convolve(stages.to_gray(pic).pixels, "sharpen"))
 
 
 def test_gray_writes_a_gray_image(run_cli, samples, tmp_path):
@@ -531,7 +531,7 @@ def test_internal_errors_are_one_line_too(run_cli, samples, tmp_path, monkeypatc
     def boom(*a, **k):
         raise RuntimeError("synthetic failure")
 
-    monkeypatch.setattr(pipeline, "apply", boom)
+    monkeypatch.setattr(stages, "apply", boom)
     r = run_cli(["apply", "sharpen", samples / "gray.png", tmp_path / "o.png"])
     assert r.exit_code == 1
     assert_one_error_line(r.stderr, "internal error", "synthetic failure", "--debug")

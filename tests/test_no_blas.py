@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import kernelcli
-from kernelcli import pipeline, tiled
+from kernelcli import stages
+from kernelcli.run import bands, files, tiled
 from kernelcli.io.encode import format_for, write_image
 from kernelcli.io.inputs import read_image
-from kernelcli.pipeline import Pool, make_conv
+from kernelcli.stages import Pool, make_conv
 
 PACKAGE = Path(kernelcli.__file__).parent
 BLAS_NAMES = {"dot", "tensordot", "einsum", "matmul", "inner", "vdot", "linalg", "kron"}
@@ -43,7 +44,7 @@ def test_the_scanner_finds_what_it_looks_for():
     assert sorted(name for _, name in _blas_uses(ast.parse(code))) == ["@", "dot", "linalg", "tensordot"]
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in PACKAGE.glob("*.py")))
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")))
 def test_no_blas_call_in_the_package(module):
     tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
     assert list(_blas_uses(tree)) == []
@@ -63,34 +64,34 @@ def no_blas(monkeypatch):
         monkeypatch.setattr(np.linalg, name, _raiser(f"linalg.{name}"))
 
 
-@pytest.mark.parametrize("kernel, stages", [
+@pytest.mark.parametrize("kernel, steps", [
     ("sobel-x,sobel-y,box:3", {"gray": True}),
     ("gaussian:2.5", {"gray": True, "relu": True}),  # separable: the factors too
     ("edge", {"gray": True, "pool": Pool("max", 2, None)}),
     ("box:5", {}),
 ])
 @pytest.mark.parametrize("out_ext", ["npy", "png"])
-def test_bands_and_whole_image_run_without_blas(tmp_path, monkeypatch, no_blas, kernel, stages, out_ext):
+def test_bands_and_whole_image_run_without_blas(tmp_path, monkeypatch, no_blas, kernel, steps, out_ext):
     arr = (np.random.default_rng(11).standard_normal((61, 43, 3)) * 70 + 110).astype(np.float32)
     src = tmp_path / "in.npy"
     np.save(src, arr)
     conv, _ = make_conv(kernel)
     banded = tmp_path / f"banded.{out_ext}"
     if out_ext == "npy":
-        tiled.run(src, banded, conv, tile_rows=5, **stages)
+        tiled.run(src, banded, conv, tile_rows=5, **steps)
     else:  # a picture output: the command's own path, which goes in bands for a .npy input
         went_in_bands = []
-        real = tiled.apply_in_bands
+        real = bands.apply_in_bands
 
         def spy(*args, **kwargs):
             result = real(*args, **kwargs)
             went_in_bands.append(result is not None)
             return result
 
-        monkeypatch.setattr(tiled, "apply_in_bands", spy)
-        pipeline.apply_file(src, banded, conv, **stages, max_pixels=None)
+        monkeypatch.setattr(bands, "apply_in_bands", spy)
+        files.apply_file(src, banded, conv, **steps, max_pixels=None)
         assert went_in_bands == [True]
-    whole = pipeline.apply(read_image(src), conv, **stages)
+    whole = stages.apply(read_image(src), conv, **steps)
     expected = tmp_path / f"whole.{out_ext}"
     write_image(expected, whole, format_for(expected))
     assert banded.read_bytes() == expected.read_bytes()
@@ -100,6 +101,6 @@ def test_gray_is_the_fixed_order_float32_sum():
     px = np.random.default_rng(3).uniform(0, 255, (17, 13, 3)).astype(np.float32)
     r, g, b = (px[..., i] for i in range(3))
     expected = (r * np.float32(0.299) + g * np.float32(0.587)) + b * np.float32(0.114)
-    assert np.array_equal(pipeline.luma_of(px), expected)
+    assert np.array_equal(stages.luma_of(px), expected)
     # the same numbers row by row as for the whole array
-    assert np.array_equal(np.concatenate([pipeline.luma_of(px[i:i + 1]) for i in range(17)]), expected)
+    assert np.array_equal(np.concatenate([stages.luma_of(px[i:i + 1]) for i in range(17)]), expected)

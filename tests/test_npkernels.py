@@ -121,11 +121,11 @@ def test_bands_load_numba_once_for_an_image_whose_total_work_is_large(samples, t
     import subprocess
     import sys
 
-    code = ("import sys; from kernelcli import engine, pipeline, tiled; from kernelcli.io import inputs, pixels; "
+    code = ("import sys; from kernelcli import engine, stages; from kernelcli.run import bands; from kernelcli.io import inputs, pixels; "
             + (f"engine.NUMPY_MAX_BANDED_WORK = {limit}; " if limit else "")
             + f"picture = inputs.read_image({str(samples / 'photo.png')!r}, integers=True); "
-            "conv, _ = pipeline.make_conv('box:3'); "
-            "out = tiled.apply_in_bands(picture, conv, convert=lambda b: pixels.to_array(b, 'PNG'), tile_rows=16); "
+            "conv, _ = stages.make_conv('box:3'); "
+            "out = bands.apply_in_bands(picture, conv, convert=lambda b: pixels.to_array(b, 'PNG'), tile_rows=16); "
             "print(out.shape == picture.pixels.shape, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", loaded], out.stderr

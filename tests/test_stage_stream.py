@@ -1,5 +1,5 @@
 """kernelcli relu / kernelcli pool on a .npy a band of rows at a time
-(pipeline.run_stage): the same bytes and notes as reading the array whole."""
+(files.run_stage): the same bytes and notes as reading the array whole."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import io
 import numpy as np
 import pytest
 
-from kernelcli import pipeline
+from kernelcli import stages
+from kernelcli.run import files
 from kernelcli.errors import ImageReadError, UsageError
 from kernelcli.io.encode import write_image
 from kernelcli.io.inputs import read_image
 from kernelcli.io.npy import npy_trailer
 from kernelcli.io.picture import Picture
-from kernelcli.pipeline import Pool, Relu
+from kernelcli.stages import Pool, Relu
 
 
 def npy_bytes(arr, meta=None) -> bytes:
@@ -29,9 +30,9 @@ def whole(data: bytes, stage) -> tuple[bytes, list]:
     picture = read_image(io.BytesIO(data))
     notes, picture.notes = picture.notes, []
     if isinstance(stage, Relu):
-        out = pipeline.relu_stage(picture, stage.slope, inplace=True)
+        out = stages.relu_stage(picture, stage.slope, inplace=True)
     else:
-        out = pipeline.pool_stage(picture, stage)
+        out = stages.pool_stage(picture, stage)
     target = io.BytesIO()
     notes += out.notes + write_image(target, out, "NPY")
     return target.getvalue(), notes
@@ -49,9 +50,9 @@ class Reads(io.BytesIO):
 
 def streamed(data: bytes, stage, band_bytes=None, monkeypatch=None):
     if band_bytes is not None:
-        monkeypatch.setattr(pipeline, "STREAM_BAND_BYTES", band_bytes)
+        monkeypatch.setattr(files, "STREAM_BAND_BYTES", band_bytes)
     source, target = Reads(data), io.BytesIO()
-    notes = pipeline.run_stage(source, target, stage, fmt="npy")
+    notes = files.run_stage(source, target, stage, fmt="npy")
     return target.getvalue(), notes, source
 
 
@@ -122,9 +123,9 @@ def test_truncated_stream_is_an_error_naming_the_bytes(tmp_path, monkeypatch):
     arr = np.ones((40, 10), np.float32)
     data = npy_bytes(arr)[:-100]
     target = tmp_path / "out.npy"
-    monkeypatch.setattr(pipeline, "STREAM_BAND_BYTES", 400)
+    monkeypatch.setattr(files, "STREAM_BAND_BYTES", 400)
     with pytest.raises(ImageReadError, match=r"truncated \.npy: 1,500 of 1,600 data bytes"):
-        pipeline.run_stage(io.BytesIO(data), target, Relu())
+        files.run_stage(io.BytesIO(data), target, Relu())
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -133,9 +134,9 @@ def test_pictures_and_image_outputs_go_whole(tmp_path):
     png = tmp_path / "in.png"
     write_image(png, gray)
     out = tmp_path / "out.png"
-    pipeline.run_stage(png, out, Pool("max", 2))
+    files.run_stage(png, out, Pool("max", 2))
     assert read_image(out).pixels.shape == (8, 10)
     data = npy_bytes(np.full((6, 6, 3), -3.0, np.float32))
     target = io.BytesIO()
-    pipeline.run_stage(io.BytesIO(data), target, Relu(), fmt="png")  # npy in, picture out: whole
+    files.run_stage(io.BytesIO(data), target, Relu(), fmt="png")  # npy in, picture out: whole
     assert target.getvalue().startswith(b"\x89PNG")

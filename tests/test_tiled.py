@@ -13,7 +13,8 @@ import itertools
 import numpy as np
 import pytest
 
-from kernelcli import _memory, engine, pipeline, tiled
+from kernelcli import _memory, engine, stages
+from kernelcli.run import bands, files, tiled
 from kernelcli.errors import ImageReadError, ImageWriteError, UsageError
 from kernelcli.io.encode import PillowCanvas, format_for, write_image
 from kernelcli.io.inputs import DEFAULT_MAX_PIXELS, read_image
@@ -21,7 +22,7 @@ from kernelcli.io.npy import NpyRows, npy_header
 from kernelcli.io.picture import Picture
 from kernelcli.io.pixels import clips_to_8bit, to_array
 from kernelcli.kernels import Kernel
-from kernelcli.pipeline import Pool, make_conv
+from kernelcli.stages import Pool, make_conv
 
 from .reference import correlate_ref
 
@@ -29,7 +30,7 @@ RNG = np.random.default_rng(7)
 
 
 def in_memory(src, conv, relu=False, pool=None, gray=False, alpha="keep"):
-    return pipeline.apply(read_image(src), conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+    return stages.apply(read_image(src), conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
 
 
 def banded(tmp_path, src, conv, tile_rows, **kw):
@@ -129,7 +130,7 @@ def test_depth_kernel_sums_channels_in_bands(tmp_path):
 
 
 def test_automatic_band_height_bounds_the_band(tmp_path, monkeypatch):
-    monkeypatch.setattr(tiled, "BAND_BYTES", 64 * 1024)
+    monkeypatch.setattr(bands, "BAND_BYTES", 64 * 1024)
     x = RNG.standard_normal((300, 100)).astype(np.float32)  # 400 bytes a row
     src = save(tmp_path, x)
     conv, _ = make_conv("box:3")
@@ -192,7 +193,7 @@ def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
     src = save(tmp_path, RNG.standard_normal((40, 10)).astype(np.float32))
     out = tmp_path / "out.npy"
     out.write_bytes(b"old")
-    real = tiled.compute_band
+    real = bands.compute_band
 
     def failing(job, f0, f1, lock=None):
         if f0 >= 20:
@@ -288,7 +289,7 @@ def test_large_kernels_computed_by_fft_agree_within_float32_rounding(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# an 8- or 16-bit image in memory, in bands (tiled.apply_in_bands)
+# an 8- or 16-bit image in memory, in bands (bands.apply_in_bands)
 
 MODES = {"L": ((29, 31), np.uint8), "LA": ((23, 17, 2), np.uint8), "RGB": ((31, 26, 3), np.uint8),
          "RGBA": ((19, 24, 4), np.uint8), "I;16": ((27, 22), np.uint16)}
@@ -301,14 +302,14 @@ def picture_of(mode, seed=0):
     return Picture(pixels, mode, "PNG")
 
 
-def whole_then_converted(picture, conv, fmt, scaling="clip", offset=0.0, **stages):
+def whole_then_converted(picture, conv, fmt, scaling="clip", offset=0.0, **steps):
     floats = picture.with_pixels(picture.pixels.astype(np.float32))
-    return to_array(pipeline.apply(floats, conv, **stages), fmt, scaling, offset)
+    return to_array(stages.apply(floats, conv, **steps), fmt, scaling, offset)
 
 
 def in_bands(picture, conv, fmt, scaling="clip", offset=0.0, tile_rows=None, relu=False, pool=None,
              gray=False, alpha="keep"):
-    return tiled.apply_in_bands(picture, conv, relu, pool, gray, alpha, tile_rows=tile_rows,
+    return bands.apply_in_bands(picture, conv, relu, pool, gray, alpha, tile_rows=tile_rows,
                                 convert=lambda band: to_array(band, fmt, scaling, offset),
                                 clips_to_8bit=clips_to_8bit(picture, fmt, scaling, offset))
 
@@ -340,9 +341,9 @@ def test_image_in_bands_alpha_gray_relu_scaling(mode, alpha, gray):
     conv, _ = make_conv("edge", 1, "same", "edge", 1)
     for scaling, offset, fmt in (("clip", 0.0, "PNG"), ("abs", 0.0, "PNG"), ("clip", 128.0, "TIFF"),
                                  ("abs", 10.0, "JPEG")):
-        stages = dict(relu=scaling == "clip", pool=Pool("avg", 2, None), gray=gray, alpha=alpha)
-        expected = whole_then_converted(picture, conv, fmt, scaling, offset, **stages)
-        got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=3, **stages)
+        steps = dict(relu=scaling == "clip", pool=Pool("avg", 2, None), gray=gray, alpha=alpha)
+        expected = whole_then_converted(picture, conv, fmt, scaling, offset, **steps)
+        got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=3, **steps)
         assert np.array_equal(got, expected)
 
 
@@ -377,7 +378,7 @@ def test_kernels_the_engine_would_run_by_fft_are_not_banded():
 def test_no_full_size_float_copy_is_made(monkeypatch):
     import tracemalloc  # NumPy reports its allocations to it
 
-    monkeypatch.setattr(tiled, "MEMORY_BAND_BYTES", 4 * 2**20)
+    monkeypatch.setattr(bands, "MEMORY_BAND_BYTES", 4 * 2**20)
 
     picture = picture_of("RGB")
     picture = picture.with_pixels(np.random.default_rng(0).integers(0, 256, (3000, 2000, 3), dtype=np.uint8))
@@ -392,7 +393,7 @@ def test_no_full_size_float_copy_is_made(monkeypatch):
     assert out.shape == picture.pixels.shape and out.dtype == np.uint8
     # the uint8 output (18 MB) and two bands in flight (float32 rows in and
     # out, the engine's scratch): far from even one float32 copy of the image
-    assert peak < out.nbytes + 4 * tiled.MEMORY_BAND_BYTES < float_copy / 2, peak
+    assert peak < out.nbytes + 4 * bands.MEMORY_BAND_BYTES < float_copy / 2, peak
 
 
 def test_command_output_equals_the_whole_image_pipeline(tmp_path, samples, kcli):
@@ -406,25 +407,25 @@ def test_command_output_equals_the_whole_image_pipeline(tmp_path, samples, kcli)
         conv, _ = make_conv(kernel)
         fmt = format_for(out)
         expected = tmp_path / f"expected-{name}.{ext}"
-        write_image(expected, pipeline.apply(picture, conv, relu=True), fmt)
+        write_image(expected, stages.apply(picture, conv, relu=True), fmt)
         assert out.read_bytes() == expected.read_bytes(), name
 
 
 @pytest.fixture
 def band_results(monkeypatch):
-    """What each tiled.apply_in_bands call returned: None when the picture went whole."""
+    """What each bands.apply_in_bands call returned: None when the picture went whole."""
     results = []
-    real = tiled.apply_in_bands
+    real = bands.apply_in_bands
 
     def spy(*args, **kwargs):
         results.append(real(*args, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(tiled, "apply_in_bands", spy)
+    monkeypatch.setattr(bands, "apply_in_bands", spy)
     return results
 
 
-@pytest.mark.parametrize("kernel, stages", [
+@pytest.mark.parametrize("kernel, steps", [
     ("sharpen", {}),
     ("gaussian:1.5", {"relu": True}),  # separable
     ("sobel-x,sobel-y,box:3", {"gray": True}),  # a bank: labels in the .npy's metadata
@@ -432,7 +433,7 @@ def band_results(monkeypatch):
     ("4,1,0,2;1,3,2,1;0,2,5,1;2,1,1,3", {}),  # even-sized, not separable
 ])
 @pytest.mark.parametrize("out_ext", ["npy", "png", "tif"])
-def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel, stages, out_ext, band_results):
+def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel, steps, out_ext, band_results):
     # A .npy (float32, values beyond 0..255, NaN) runs in bands like 8-bit
     # images do, into a .npy or an image; the files are byte for byte those
     # of the whole-picture pipeline.
@@ -441,44 +442,44 @@ def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel,
     src = save(tmp_path, arr)
     out = tmp_path / f"banded.{out_ext}"
     conv, _ = make_conv(kernel)
-    size, notes = pipeline.apply_file(src, out, conv, **stages, max_pixels=None)
+    size, notes = files.apply_file(src, out, conv, **steps, max_pixels=None)
     assert size == (53, 37)
     assert len(band_results) == 1 and band_results[0] is not None  # it did go in bands
-    whole = pipeline.apply(read_image(src), conv, **stages)
+    whole = stages.apply(read_image(src), conv, **steps)
     expected = tmp_path / f"whole.{out_ext}"
     want_notes = whole.notes + write_image(expected, whole, format_for(expected))
     assert out.read_bytes() == expected.read_bytes()
     assert notes == want_notes
 
 
-@pytest.mark.parametrize("kernel, stages", [("gaussian:1.5", {}), ("edge", {"relu": True}),
+@pytest.mark.parametrize("kernel, steps", [("gaussian:1.5", {}), ("edge", {"relu": True}),
                                             ("sobel-x,sobel-y,box:3", {"gray": True})])
 @pytest.mark.parametrize("ext", ["png", "tif", "npy"])
-def test_stretch_goes_in_bands_to_the_whole_pipelines_bytes(tmp_path, band_results, kernel, stages, ext):
+def test_stretch_goes_in_bands_to_the_whole_pipelines_bytes(tmp_path, band_results, kernel, steps, ext):
     # Stretch needs every value before any is scaled: the bands fill one
     # float32 result, which is stretched as a whole (and not at all in a .npy).
     arr = (np.random.default_rng(2).standard_normal((40, 30, 3)) * 50).astype(np.float32)
     arr[3, 4, 0] = np.nan
     src = save(tmp_path, arr)
     conv, _ = make_conv(kernel)
-    _, notes = pipeline.apply_file(src, tmp_path / f"o.{ext}", conv, **stages, scaling="stretch", offset=3)
+    _, notes = files.apply_file(src, tmp_path / f"o.{ext}", conv, **steps, scaling="stretch", offset=3)
     assert len(band_results) == 1 and band_results[0] is not None
-    whole = pipeline.apply(read_image(src), conv, **stages)
+    whole = stages.apply(read_image(src), conv, **steps)
     want_notes = whole.notes + write_image(tmp_path / f"w.{ext}", whole, scaling="stretch", offset=3)
     assert (tmp_path / f"o.{ext}").read_bytes() == (tmp_path / f"w.{ext}").read_bytes()
     assert notes == want_notes
 
 
-@pytest.mark.parametrize("kernel, stages, bands_used", [
+@pytest.mark.parametrize("kernel, steps, bands_used", [
     ("sharpen", {}, True),
     ("edge", {"relu": True, "pool": Pool("max", 2, None)}, True),
     ("edge,sobel-x", {"gray": True, "pool": Pool("avg", 3, 2)}, True),
     ("31x31", {}, False),  # an FFT kernel goes whole
 ])
-def test_a_npy_output_goes_out_band_by_band(tmp_path, monkeypatch, band_results, kernel, stages, bands_used):
+def test_a_npy_output_goes_out_band_by_band(tmp_path, monkeypatch, band_results, kernel, steps, bands_used):
     """Rows of a .npy output are written as their bands finish (into a stream
     too): the same bytes and notes as the whole pipeline's."""
-    monkeypatch.setattr(tiled, "MEMORY_BAND_BYTES", 2000)  # many bands
+    monkeypatch.setattr(bands, "MEMORY_BAND_BYTES", 2000)  # many bands
     rng = np.random.default_rng(4)
     arr = (rng.standard_normal((90, 70, 3)) * 50).astype(np.float32)
     arr[5, 6, 1] = np.nan
@@ -487,9 +488,9 @@ def test_a_npy_output_goes_out_band_by_band(tmp_path, monkeypatch, band_results,
         kernel = Kernel("random31", rng.standard_normal((31, 31)))
     conv, _ = make_conv(kernel)
     target = io.BytesIO()
-    _, notes = pipeline.apply_file(src, target, conv, fmt="npy", **stages)
+    _, notes = files.apply_file(src, target, conv, fmt="npy", **steps)
     assert (band_results[0] is not None) == bands_used
-    whole = pipeline.apply(read_image(src), conv, **stages)
+    whole = stages.apply(read_image(src), conv, **steps)
     want = io.BytesIO()
     want_notes = whole.notes + write_image(want, whole, "NPY")
     assert target.getvalue() == want.getvalue()
@@ -516,7 +517,7 @@ def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
     # A filter bank drops alpha and says so: in bands too (they had lost it).
     conv, _ = make_conv("edge,sharpen,box")
     for ext in ("png", "npy", "jpg"):
-        _, notes = pipeline.apply_file(samples / "rgba.png", tmp_path / f"o.{ext}", conv, gray=True)
+        _, notes = files.apply_file(samples / "rgba.png", tmp_path / f"o.{ext}", conv, gray=True)
         assert notes == ["alpha is not part of a stack of feature maps; dropped"], ext
     assert len(band_results) == 3 and all(r is not None for r in band_results)
 
@@ -529,7 +530,7 @@ def test_the_conv_command_runs_in_bands(run_cli, samples, tmp_path, band_results
     assert len(band_results) == 1 and band_results[0] is not None
     conv, _ = make_conv("gaussian:1.5")
     expected = tmp_path / f"expected.{out_ext}"
-    write_image(expected, pipeline.conv_stage(read_image(samples / name), conv))
+    write_image(expected, stages.conv_stage(read_image(samples / name), conv))
     assert out.read_bytes() == expected.read_bytes()
 
 
@@ -539,7 +540,7 @@ def test_bands_stored_straight_into_a_pillow_image(mode, fmt):
     picture = picture_of(mode, seed=11)
     conv, _ = make_conv("emboss", 1, "same", "edge", 1)
     expected = whole_then_converted(picture, conv, fmt, "abs", 3.0, relu=False, pool=Pool("max", 2, None))
-    canvas = tiled.apply_in_bands(picture, conv, False, Pool("max", 2, None), False, "keep", tile_rows=2,
+    canvas = bands.apply_in_bands(picture, conv, False, Pool("max", 2, None), False, "keep", tile_rows=2,
                                   convert=lambda band: to_array(band, fmt, "abs", 3.0),
                                   allocate=PillowCanvas)
     assert isinstance(canvas, PillowCanvas)
@@ -547,7 +548,7 @@ def test_bands_stored_straight_into_a_pillow_image(mode, fmt):
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
-# integer kernels on 8-bit pictures: bands in int16 (tiled.exact_band)
+# integer kernels on 8-bit pictures: bands in int16 (bands.exact_band)
 
 EXACT_CASES = [
     # kernel, stride, padding, pad_mode, dilation, flip
@@ -563,13 +564,13 @@ EXACT_CASES = [
 @pytest.fixture
 def exact_calls(monkeypatch):
     calls = []
-    original = tiled.exact_band
+    original = bands.exact_band
 
     def counting(*args):
         calls.append(args[2:])
         return original(*args)
 
-    monkeypatch.setattr(tiled, "exact_band", counting)
+    monkeypatch.setattr(bands, "exact_band", counting)
     return calls
 
 
@@ -590,7 +591,7 @@ def test_integer_kernels_in_int16_bands_equal_the_float_pipeline(mode, case, rel
         assert got.dtype == np.uint8 and np.array_equal(got, expected), rows
 
 
-@pytest.mark.parametrize("why, mode, kernel, fmt, scaling, offset, stages", [
+@pytest.mark.parametrize("why, mode, kernel, fmt, scaling, offset, steps", [
     ("not whole numbers", "RGB", "box:3", "PNG", "clip", 0.0, {}),
     ("16-bit pixels", "I;16", "sharpen", "PNG", "clip", 0.0, {}),
     ("alpha", "RGBA", "sharpen", "PNG", "clip", 0.0, {}),
@@ -602,26 +603,26 @@ def test_integer_kernels_in_int16_bands_equal_the_float_pipeline(mode, case, rel
     ("a filter bank", "L", "sobel-x,sobel-y,sharpen", "PNG", "clip", 0.0, {}),
     ("5x5: may run as 1-D passes", "L", "1,1,1,1,1;1,1,1,1,1;1,1,1,1,1;1,1,1,1,1;1,1,1,1,1", "PNG", "clip", 0.0, {}),
 ])
-def test_other_jobs_keep_the_float_bands(why, mode, kernel, fmt, scaling, offset, stages, exact_calls):
+def test_other_jobs_keep_the_float_bands(why, mode, kernel, fmt, scaling, offset, steps, exact_calls):
     picture = picture_of(mode, seed=2)
     conv, _ = make_conv(kernel)
-    got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=5, **stages)
+    got = in_bands(picture, conv, fmt, scaling, offset, tile_rows=5, **steps)
     assert not exact_calls, why
-    assert np.array_equal(got, whole_then_converted(picture, conv, fmt, scaling, offset, **stages))
+    assert np.array_equal(got, whole_then_converted(picture, conv, fmt, scaling, offset, **steps))
 
 
 # --------------------------------------------------------------------------
-# Numba loaded while a large image decodes (tiled.load_numba_early)
+# Numba loaded while a large image decodes (bands.load_numba_early)
 
 _EARLY = """
 import sys
 import numpy as np
-from kernelcli import tiled
+from kernelcli.run import bands, tiled
 from kernelcli.kernels import Kernel
-from kernelcli.pipeline import Pool, make_conv
+from kernelcli.stages import Pool, make_conv
 kernel = {kernel}
 conv, _ = make_conv([Kernel("k", np.array(kernel, dtype=np.float32))])
-wait = tiled.load_numba_early(conv, Pool("max", 2), {height}, 400, 3)
+wait = bands.load_numba_early(conv, Pool("max", 2), {height}, 400, 3)
 wait()
 from_bands = "numba" in sys.modules
 if from_bands:
@@ -659,28 +660,28 @@ def test_apply_file_waits_for_the_early_load_before_computing(tmp_path, monkeypa
         order.append(("header", height, width, channels))
         return lambda: order.append("waited")
 
-    def bands(picture, *args, **kw):
+    def in_bands(picture, *args, **kw):
         order.append("bands")
         return real_bands(picture, *args, **kw)
 
-    real_bands = tiled.apply_in_bands
-    monkeypatch.setattr(tiled, "load_numba_early", early)
-    monkeypatch.setattr(tiled, "apply_in_bands", bands)
+    real_bands = bands.apply_in_bands
+    monkeypatch.setattr(bands, "load_numba_early", early)
+    monkeypatch.setattr(bands, "apply_in_bands", in_bands)
     rgb = (np.arange(30 * 40 * 3) % 256).astype(np.uint8).reshape(30, 40, 3)
     from PIL import Image
 
     Image.fromarray(rgb).save(tmp_path / "in.png")
     conv, _ = make_conv([Kernel("k", np.full((3, 3), 0.1, dtype=np.float32))])
-    pipeline.apply_file(str(tmp_path / "in.png"), str(tmp_path / "out.png"), conv)
+    files.apply_file(str(tmp_path / "in.png"), str(tmp_path / "out.png"), conv)
     assert order == [("header", 30, 40, 3), "waited", "bands"]
     order.clear()
-    pipeline.apply_file(str(tmp_path / "in.png"), str(tmp_path / "gray.png"), conv, gray=True)
+    files.apply_file(str(tmp_path / "in.png"), str(tmp_path / "gray.png"), conv, gray=True)
     assert order[0] == ("header", 30, 40, 1)
     order.clear()
     whole = (tmp_path / "in.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])  # the header, half the pixels
     with pytest.raises(ImageReadError):
-        pipeline.apply_file(str(tmp_path / "cut.png"), str(tmp_path / "cut-out.png"), conv)
+        files.apply_file(str(tmp_path / "cut.png"), str(tmp_path / "cut-out.png"), conv)
     assert order == [("header", 30, 40, 3), "waited"]  # waited for, though decoding failed
 
 

@@ -201,7 +201,7 @@ class NpyRows:
     """A float32 ``.npy`` written into a binary file ``f`` as its rows come:
     ``rows[a:b] = values`` in any order, from several threads; a run of rows
     goes out as soon as every row above it has. Give ``allocate`` where an
-    array would be made (:func:`kernelcli.tiled.apply_in_bands`); it writes
+    array would be made (:func:`kernelcli.run.bands.apply_in_bands`); it writes
     the header. The caller writes what follows the data."""
 
     def __init__(self, f):

@@ -35,7 +35,7 @@ class Picture:
 
     pixels: float32, ``H x W`` (one band) or ``H x W x C``; uint8 or uint16
     only when read with ``read_image(..., integers=True)``, for the banded
-    path (:func:`kernelcli.tiled.apply_in_bands`), which makes float32 bands.
+    path (:func:`kernelcli.run.bands.apply_in_bands`), which makes float32 bands.
     mode: the Pillow mode to write (``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``,
     ``F``), or ``None`` for a bare array (read from ``.npy``).
     """

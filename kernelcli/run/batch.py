@@ -23,9 +23,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import stopping
-from .errors import ImageWriteError, KernelcliError, UsageError
-from .io.encode import EXTENSIONS
+from .. import stopping
+from ..errors import ImageWriteError, KernelcliError, UsageError
+from ..io.encode import EXTENSIONS
+from .progress import Progress
 
 #: Input files are chosen by these extensions (any case).
 INPUT_EXTENSIONS = frozenset(EXTENSIONS)
@@ -148,7 +149,7 @@ def output_for(rel: Path, outdir: Path, fmt: str | None) -> Path:
     """``outdir/rel``, with the extension of ``fmt`` when a format is forced."""
     target = Path(outdir) / rel
     if fmt:
-        from .io.encode import format_for
+        from ..io.encode import format_for
 
         target = target.with_suffix(_FORMAT_EXT[format_for(target, fmt)])
     return target
@@ -211,8 +212,8 @@ def _nothing_found(indir: Path, recursive: bool, pattern: str | None) -> Kernelc
 
 def process_file(src: Path, dst: Path, settings: Settings) -> float:
     """Read, filter, write one file; returns its megapixels."""
-    from . import pipeline
-    from .io import encode
+    from ..io import encode
+    from . import files
 
     fmt = settings.fmt or encode.format_for(dst)
     missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
@@ -223,7 +224,7 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
             where = e.filename or dst.parent
             raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
         # one thread per file: the worker processes share the cores already
-        (h, w), _ = pipeline.apply_file(src, dst, settings.conv, settings.relu, settings.pool, settings.gray,
+        (h, w), _ = files.apply_file(src, dst, settings.conv, settings.relu, settings.pool, settings.gray,
                                         settings.alpha, fmt, settings.scaling, settings.offset, settings.quality,
                                         settings.png_level, settings.max_pixels, threads=1)
     except BaseException:
@@ -370,27 +371,6 @@ def _remove_partial_output(dst: Path) -> None:
 
 # --------------------------------------------------------------------------
 # the run
-
-
-class Progress:
-    """A one-line progress display on stderr (only when it is a terminal)."""
-
-    def __init__(self, total: int, enabled: bool, unit: str = "files"):
-        self.total, self.enabled, self.unit, self.start = total, enabled, unit, time.monotonic()
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        left = (self.total - done) / rate if rate > 0 else 0.0
-        sys.stderr.write(f"\r{done}/{self.total} {self.unit}  {rate:.1f}/s  {left:.0f} s left ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 60 + "\r")
-            sys.stderr.flush()
 
 
 def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=None, jobs=None,

@@ -1,14 +1,4 @@
-"""Bands of rows: arrays larger than memory, and images without float copies.
-
-A ``.npy`` larger than memory is processed band by band from and into files
-(:func:`run`); a picture in memory is processed band by band into its output
-pixels (:func:`apply_in_bands`), so that no full-size float32 intermediate is
-ever made (fresh memory is expensive) and every band stays in cache.
-
-The input file is memory-mapped and read one band at a time; each band of
-output rows is computed by the ordinary pipeline (:func:`kernelcli.pipeline.apply`)
-and written into its place in a memory-mapped ``.npy`` output, so memory holds
-a band or two, never the image.
+"""Bands of rows: the stages over an image a band of output rows at a time.
 
 A band of output rows needs a band of input rows that overlaps its neighbours
 by the kernel's reach (and the pooling window's). Those rows are gathered
@@ -16,35 +6,31 @@ through the engine's own padding map (:func:`kernelcli.engine.source_index`),
 so zero, reflect, edge and wrap padding at the top and bottom read exactly the
 rows the in-memory engine reads; the band is then convolved with no row
 padding and the original column padding. Every output value is therefore
-computed from the same inputs, by the same code, in the same order as in
-memory: tiled and in-memory results are identical, seams included. (The one
-exception: a large kernel the engine runs by FFT is transformed in tiles that
-fall differently in a band than in the whole image, so those results agree
-within float32 rounding instead.)
+computed from the same inputs, by the same code, in the same order as for
+the whole image: banded and whole results are identical, seams included.
+(The one exception: a large kernel the engine runs by FFT is transformed in
+tiles that fall differently in a band than in the whole image; such images
+go whole.)
 
-Bands run on local threads (reading and writing overlap the computation), or
-as tasks on a Dask cluster whose workers see the same files.
+A picture in memory goes band by band into its output pixels
+(:func:`apply_in_bands`), so that no full-size float32 intermediate is ever
+made and every band stays in cache; a ``.npy`` file larger than memory goes
+band by band between files (:mod:`kernelcli.run.tiled`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
-from . import _memory, engine
-from .errors import ImageReadError, ImageWriteError, UsageError
-from .io.npy import check_npy_header, npy_header, npy_metadata, npy_trailer, read_npy_header
-from .io.picture import Picture
-from .io.sinks import atomic_file
+from .. import _memory, engine
+from ..errors import UsageError
+from ..io.picture import Picture
 
 #: Aim for input bands of about this many bytes (as float32) when the band
 #: height is automatic: large enough to keep the engine busy, small enough
@@ -53,10 +39,6 @@ BAND_BYTES = 32 * 2**20
 #: The same for an image in memory: bands small enough that the float32
 #: band, its result and the engine's scratch stay in recently used memory.
 MEMORY_BAND_BYTES = 3 * 2**20
-#: At most this much kernelcli metadata is read after the array data.
-_MAX_TRAILER = 64 * 2**20
-
-
 @dataclass(frozen=True)
 class Source:
     """A ``.npy`` file as its header describes it, or an array in memory."""
@@ -77,7 +59,7 @@ class Job:
     target: str  # the output file being written (a temporary beside the real one)
     out_offset: int
     out_shape: tuple
-    conv: object  # pipeline.Conv with no row padding: rows are gathered instead
+    conv: object  # stages.Conv with no row padding: rows are gathered instead
     row_pads: tuple
     pad_mode: str
     stride_y: int
@@ -87,53 +69,6 @@ class Job:
     relu: bool
     gray: bool
     alpha: str
-
-
-def open_source(path) -> Source:
-    """Read and check a ``.npy`` header; nothing of the data is read."""
-    name = str(path)
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
-    with f:
-        try:
-            shape, fortran, dtype = read_npy_header(f)
-        except Exception as e:
-            raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
-        offset = f.tell()
-        check_npy_header(shape, dtype, name)  # no pixel limit: memory holds a band
-        if fortran:
-            raise ImageReadError(f"{name}: the .npy is Fortran-ordered; bands of rows need C order "
-                                 "(save it with np.ascontiguousarray)")
-        nbytes = math.prod(shape) * dtype.itemsize
-        size = os.fstat(f.fileno()).st_size
-        if size < offset + nbytes:
-            raise ImageReadError(f"{name}: truncated .npy: {size - offset:,} of {nbytes:,} data bytes")
-        f.seek(offset + nbytes)
-        trailer = f.read(_MAX_TRAILER)
-    meta = npy_metadata(shape, trailer, name, dtype)
-    return Source(os.path.abspath(path), tuple(shape), dtype.str, offset, meta)
-
-
-#: A ``.npy`` file with more float32 data than this goes out of core (bands
-#: read from and written to the files) when its output is a ``.npy`` file:
-#: past it, reading it whole costs more in fresh memory than the bands'
-#: extra passes (docs: Performance).
-OUT_OF_CORE_BYTES = 512 * 2**20
-
-
-def goes_out_of_core(source: Source) -> bool:
-    """Should a ``.npy`` file into a ``.npy`` file run band by band between the files?"""
-    return math.prod(source.shape) * 4 >= OUT_OF_CORE_BYTES or too_big_for_memory(source)
-
-
-def too_big_for_memory(source: Source) -> bool:
-    """Would the in-memory engine need more than half the available memory?
-    (Input and result as float32, plus one intermediate.)"""
-    free = _memory.available_memory()
-    need = 3 * math.prod(source.shape) * 4
-    return free is not None and need > free // 2
 
 
 # --------------------------------------------------------------------------
@@ -236,11 +171,11 @@ def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
 def compute_band(job: Job, f0: int, f1: int, lock=None) -> Picture:
     """Final output rows ``[f0, f1)`` as a Picture (reads the input, writes
     nothing). ``lock``, if given, is held while computing (not while reading)."""
-    from . import pipeline
+    from .. import stages
 
     picture = job.source.meta.with_pixels(band_input(job, f0, f1))
     with lock or contextlib.nullcontext():
-        result = pipeline.apply(picture, job.conv, relu=job.relu, pool=job.pool, gray=job.gray,
+        result = stages.apply(picture, job.conv, relu=job.relu, pool=job.pool, gray=job.gray,
                                 alpha=job.alpha)
     if result.pixels.shape[0] != f1 - f0:  # a planning bug, never the user's input
         raise RuntimeError(f"band {f0}:{f1} came out with {result.pixels.shape[0]} rows")
@@ -275,17 +210,6 @@ def _max_pool_integers(values: np.ndarray, size, stride) -> np.ndarray:
     return out
 
 
-def run_band(job: Job, f0: int, f1: int, lock=None) -> None:
-    """Compute final rows ``[f0, f1)`` and write them into their place in the output file."""
-    result = compute_band(job, f0, f1, lock)
-    mm = np.memmap(job.target, dtype=np.float32, mode="r+", offset=job.out_offset, shape=job.out_shape)
-    try:
-        mm[f0:f1] = result.pixels
-        mm.flush()
-    finally:
-        del mm
-
-
 # --------------------------------------------------------------------------
 # an image in memory
 
@@ -302,7 +226,7 @@ def apply_in_bands(picture: Picture, conv, relu=False, pool=None, gray=False, al
     and that is returned. Only the bands are ever float32.
 
     Returns None, computing nothing, when bands would not give exactly the
-    numbers of :func:`kernelcli.pipeline.apply` on the whole picture: the
+    numbers of :func:`kernelcli.stages.apply` on the whole picture: the
     engine would pick FFTs (transformed in tiles that fall differently in a
     band), or would compute a band differently from the whole image; and
     when one output row reads more input rows (padding included) than the
@@ -438,99 +362,3 @@ def _bands_compute_as_whole(job: Job, conv, rows: int) -> bool:
                 if band != whole:
                     return False
     return True
-
-
-# --------------------------------------------------------------------------
-# the whole file
-
-
-@dataclass
-class Report:
-    bands: int
-    rows_per_band: int
-    shape: tuple
-    seconds: float
-    notes: list
-
-
-def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha="keep",
-        tile_rows: int | None = None, client=None, threads: int = 2, progress: bool = False) -> Report:
-    """Process the ``.npy`` at ``input_path`` band by band into ``output_path``.
-
-    ``client``: a Dask client to run the bands on its cluster (workers must
-    see both paths); otherwise ``threads`` local threads, one computing at a
-    time while the others read and write.
-    """
-    import threading
-
-    started = time.monotonic()
-    source = open_source(input_path)
-    output_path = Path(output_path)
-    job, final_h = plan(source, conv, relu, pool, gray, alpha)
-    # One output row tells the output's width, channels and metadata.
-    probe = compute_band(job, 0, 1)
-    out_shape = (final_h,) + probe.pixels.shape[1:]
-    out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
-    rows = band_rows(job, final_h, out_row_bytes, tile_rows)
-    bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
-    header = npy_header(out_shape)
-    trailer = npy_trailer(probe.metadata())
-    nbytes = final_h * out_row_bytes
-    _check_space(output_path, len(header) + nbytes + len(trailer))
-    with atomic_file(output_path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.truncate(len(header) + nbytes)
-        job = replace(job, target=os.path.abspath(tmp), out_offset=len(header), out_shape=out_shape)
-        from .batch import Progress
-
-        bar = Progress(len(bands), progress, unit="bands")
-        if client is not None:
-            _run_cluster(client, job, bands, bar)
-        else:
-            lock = threading.Lock()
-            with ThreadPoolExecutor(max_workers=max(1, threads)) as pool_:
-                futures = [pool_.submit(run_band, job, f0, f1, lock) for f0, f1 in bands]
-                try:
-                    for i, future in enumerate(futures, 1):
-                        future.result()
-                        bar.update(i)
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-        bar.close()
-        with open(tmp, "ab") as f:
-            f.write(trailer)
-    return Report(len(bands), rows, out_shape, time.monotonic() - started, probe.notes)
-
-
-def _run_cluster(client, job: Job, bands, bar) -> None:
-    from distributed import as_completed
-
-    from .cluster import serial
-
-    futures = [client.submit(serial, run_band, job, f0, f1, pure=False) for f0, f1 in bands]
-    try:
-        for i, future in enumerate(as_completed(futures, loop=client.loop), 1):
-            try:
-                future.result()
-            except Exception as e:
-                f0, f1 = bands[futures.index(future)]
-                raise ImageWriteError(f"rows {f0}-{f1 - 1} failed on the cluster: {e}") from None
-            bar.update(i)
-    except BaseException:
-        client.cancel(futures)
-        raise
-
-
-def _check_space(path: Path, nbytes: int) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return  # the write itself will say what is wrong
-    if nbytes > free:
-        raise ImageWriteError(
-            f"{path}: the output needs {nbytes / 2**30:.2f} GiB but {folder} has {free / 2**30:.2f} GiB free"
-        )

@@ -1,16 +1,16 @@
-"""The layer around the engine: kernelcli.pipeline (gray -> conv -> relu -> pool, alpha modes)."""
+"""The layer around the engine: kernelcli.stages (gray -> conv -> relu -> pool, alpha modes)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kernelcli import engine, pipeline
+from kernelcli import engine, stages
 from kernelcli.errors import UsageError
 from kernelcli.io.inputs import read_image
 from kernelcli.io.picture import Picture
 from kernelcli.kernels import get_kernel
-from kernelcli.pipeline import Pool, apply, make_conv
+from kernelcli.stages import Pool, apply, make_conv
 
 try:  # written by another helper; fall back to a local plain loop if absent
     from reference import correlate_ref as _correlate_ref
@@ -194,7 +194,7 @@ def test_gray_gives_one_luma_channel(rgb):
 
 def test_gray_is_applied_before_filtering(rgb):
     out = apply(rgb, conv("sharpen"), gray=True)
-    luma = pipeline.to_gray(rgb).pixels
+    luma = stages.to_gray(rgb).pixels
     assert np.array_equal(out.pixels, engine.convolve(luma, "sharpen"))
 
 

@@ -17,7 +17,7 @@ import os
 import re
 import threading
 
-from .errors import KernelcliError, UsageError
+from ..errors import KernelcliError, UsageError
 
 #: Seconds to wait for the scheduler before giving up.
 DEFAULT_TIMEOUT = 10.0

@@ -1,0 +1,224 @@
+"""One input into one output: the stages over a file, a stream or stdin.
+
+:func:`apply_file` is ``kernelcli apply`` on one input (and what a folder run
+does for each file); :func:`run_stage` is ``kernelcli relu`` and
+``kernelcli pool``, streaming a ``.npy`` a band of rows at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import engine
+from ..io.encode import PNG_LEVEL, PillowCanvas, format_for, write_image, write_pixels
+from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
+from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
+from ..io.picture import Picture, nonfinite_note
+from ..io.pixels import clips_to_8bit, to_array
+from ..io.sinks import stream_to, write_chunks
+from ..stages import Conv, Pool, Relu, apply, pool_stage, relu_stage
+from . import bands
+
+
+def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None = None,
+               gray: bool = False, alpha: str = "keep", fmt: str | None = None, scaling: str = "clip",
+               offset: float = 0.0, quality: int = 92, png_level: int | None = None,
+               max_pixels: int | None = None, threads: int = 2) -> tuple[tuple, list[str]]:
+    """``kernelcli apply`` on one input: read ``source``, run every stage,
+    write ``target`` (paths, ``"-"`` or binary files, as in :mod:`kernelcli.io`).
+
+    The stages run in bands of rows (:func:`kernelcli.run.bands.apply_in_bands`,
+    on ``threads`` threads): the same numbers, without full-size float32
+    intermediates, in bands small enough to stay in cache. 8- and 16-bit
+    images are read as they are, and written as images band by band, except
+    with ``stretch`` scaling, which needs every value first: its bands fill
+    one float32 result, stretched as a whole. A ``.npy`` output gets each
+    band's float32 rows as soon as the rows above them are written. Whole pictures go through
+    :func:`apply` when the bands would not give the same numbers (kernels
+    run by FFT).
+
+    Returns the input's ``(height, width)`` and the notes to show the user.
+    """
+    out_format = format_for(target, fmt)
+    png_level = PNG_LEVEL if png_level is None else png_level
+    loading = []
+
+    def header(height, width, channels):  # Numba, if the image will need it, loads while the pixels decode
+        loading.append(bands.load_numba_early(conv, pool, height, width, 1 if gray else channels))
+
+    try:
+        picture = read_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, integers=True,
+                                    on_header=header)
+    finally:  # (on an error too: no thread is left compiling while the process ends)
+        for wait in loading:
+            wait()
+    notes, picture.notes = picture.notes, []
+    size = picture.pixels.shape[:2]
+
+    if out_format == "NPY":
+        return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
+    # each band made into the output's values at once, or float32 kept for
+    # stretch (every value known before any is scaled)
+    per_band = scaling != "stretch"
+    band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
+    first: list[Picture] = []
+    keep = _float_rows(band_notes, first)
+
+    def convert(band: Picture):
+        if not per_band:
+            return keep(band)
+        band_notes.extend(band.notes)
+        return to_array(band, out_format, scaling, offset, band_notes)
+
+    pixels = bands.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
+                                  allocate=PillowCanvas if per_band and out_format != "PNG" else None,
+                                  clips_to_8bit=per_band and clips_to_8bit(picture, out_format,
+                                                                                  scaling, offset))
+    if pixels is not None:
+        if per_band:
+            band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+        else:
+            band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
+                                             quality, png_level)
+        return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
+    result = _apply_whole(picture, conv, relu, pool, gray, alpha)
+    notes += result.notes
+    notes += write_image(target, result, out_format, scaling, offset, quality, png_level)
+    return size, notes
+
+
+def _float_rows(notes: list, first: list):
+    """A ``convert`` for :func:`kernelcli.run.bands.apply_in_bands` that keeps each
+    band's float32 rows as they are, adding the band's notes to ``notes``
+    and the first band (whose metadata goes into the output) to ``first``."""
+    def convert(band: Picture):
+        notes.extend(band.notes)
+        if not first:
+            first.append(band)
+        return band.pixels
+    return convert
+
+
+def _apply_whole(picture: Picture, conv: Conv, relu, pool, gray, alpha) -> Picture:
+    """:func:`apply` on a picture read for bands (8- or 16-bit pixels made
+    float32 first): for jobs the bands would not give the same numbers."""
+    if picture.pixels.dtype != np.float32:
+        picture = picture.with_pixels(np.asarray(picture.pixels, dtype=np.float32))
+    return apply(picture, conv, relu=relu, pool=pool, gray=gray, alpha=alpha)
+
+
+def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha, threads) -> list[str]:
+    """:func:`apply_file` into a ``.npy``: each band of float32 rows is
+    written as soon as the rows above it are (into a pipe too, where the
+    next command can start on them), after the header; the metadata last.
+    Kernels run by FFT go whole."""
+    notes: list[str] = []
+    first: list[Picture] = []
+
+    def write(f):
+        rows = NpyRows(f)
+        if bands.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads,
+                                convert=_float_rows(notes, first), allocate=rows.allocate) is not None:
+            f.write(npy_trailer(first[0].metadata()))
+            return
+        result = _apply_whole(picture, conv, relu, pool, gray, alpha)
+        notes.extend(result.notes)
+        write_chunks(f, npy_chunks(result))
+
+    stream_to(target, write, "NPY")
+    return list(dict.fromkeys(notes))  # once, not once per band
+
+
+# --------------------------------------------------------------------------
+# one stage as a command: kernelcli relu, kernelcli pool
+
+#: Input rows a stage streams at a time, in bytes (as float32): the band and
+#: its result stay in cache, and no full-size array is made.
+STREAM_BAND_BYTES = 4 * 2**20
+
+
+def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "clip", offset: float = 0.0,
+              quality: int = 92, png_level: int = PNG_LEVEL,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
+    """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
+    ``target``; returns the notes to show.
+
+    A ``.npy`` into a ``.npy`` goes through a band of rows at a time, from a
+    pipe into a pipe too, with the same numbers and bytes as reading it
+    whole: ReLU and pooling see each value or window alone. Except when the
+    array has 2 or 4 channels: its metadata, which comes after the data,
+    tells whether the last one is alpha (which the stages treat apart), so
+    such an array is read whole, as are pictures and Fortran-ordered arrays.
+    """
+    out_format = format_for(target, fmt)
+    with open_input(source, max_pixels) as got:
+        if isinstance(got, NpyInput):
+            channels = got.shape[2] if len(got.shape) == 3 else 1
+            if out_format == "NPY" and not got.fortran and channels not in (2, 4):
+                return _stream_stage(got, target, stage)
+            got = got.picture()
+    notes, got.notes = got.notes, []
+    picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
+    notes += picture.notes
+    return notes + write_image(target, picture, out_format, scaling, offset, quality, png_level)
+
+
+def _stream_stage(npy: NpyInput, target, stage) -> list[str]:
+    """:func:`run_stage` for a ``.npy`` without alpha, a band of rows at a time."""
+    h, shape = npy.shape[0], npy.shape
+    if isinstance(stage, Relu):
+        ph = sy = 1
+        out_shape = shape
+
+        def compute(band):
+            return engine.relu(band, stage.slope, inplace=True)
+    else:
+        ph, _, sy, _, oh, ow = engine.pool_geometry(shape, stage.kind, stage.size, stage.stride)
+        out_shape = (oh, ow) + tuple(shape[2:])
+
+        def compute(band):
+            return engine.pool(band, stage.kind, stage.size, stage.stride)
+    row_values = math.prod(shape[1:])
+    row_bytes = row_values * npy.dtype.itemsize
+    per_band = max(1, STREAM_BAND_BYTES // (4 * row_values * sy))  # output rows
+    most = (per_band - 1) * sy + ph  # input rows a band reads at most
+    raw = np.empty(most * row_bytes, dtype=np.uint8)
+    total = h * row_bytes
+    taken = [0, 0]  # input rows read, and how many of their values are NaN or infinite
+
+    def take(n):
+        """The next ``n`` input rows, as float32 (a new array)."""
+        view = memoryview(raw)[:n * row_bytes]
+        read_into(npy.stream, view, npy.name, total, taken[0] * row_bytes)
+        rows = np.frombuffer(view, dtype=npy.dtype).reshape((n,) + tuple(shape[1:])).astype(np.float32)
+        taken[0] += n
+        taken[1] += rows.size - int(np.count_nonzero(np.isfinite(rows)))
+        return rows
+
+    def skip_to(row):
+        while taken[0] < row:
+            take(min(most, row - taken[0]))
+
+    notes = []
+
+    def write(f):
+        f.write(npy_header(out_shape))
+        band, first = None, 0  # the last band's input rows, from input row ``first``
+        for r0 in range(0, out_shape[0], per_band):
+            r1 = min(out_shape[0], r0 + per_band)
+            lo, hi = r0 * sy, (r1 - 1) * sy + ph
+            kept = band[lo - first:] if band is not None and first + len(band) > lo else None
+            if kept is None:
+                skip_to(lo)  # rows no window reads (a pooling stride longer than the window)
+            new = take(hi - taken[0])
+            band, first = (new if kept is None else np.concatenate([kept, new])), lo
+            f.write(memoryview(np.ascontiguousarray(compute(band), dtype=np.float32)).cast("B"))
+        skip_to(h)  # rows left over at the bottom, then kernelcli's metadata
+        meta = npy_metadata(shape, read_rest(npy.stream, npy.name), npy.name, npy.dtype)
+        notes.extend(meta.notes + nonfinite_note(meta.pixels, npy.name, taken[1]))
+        f.write(npy_trailer(meta.metadata()))
+
+    stream_to(target, write, "NPY")
+    return notes
