@@ -1,0 +1,48 @@
+"""The layers point one way (import-linter's contract in pyproject.toml), and
+modules and functions stay of a size a reader can hold."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "kernelcli"
+#: The jitted loops are written out long on purpose (one pass over memory each).
+LONG_ON_PURPOSE = {"_jit.py"}
+
+
+def test_the_layers_contract_is_kept():
+    pytest.importorskip("importlinter")
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))")
+    got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "0 broken" in got.stdout
+
+
+def test_the_contract_names_every_module():
+    """A new module must be given its place in the layers."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {name.strip() for layer in layers for name in layer.split("|")}
+    modules = {f"kernelcli.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    packages = {f"kernelcli.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert modules | packages == named
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")))
+def test_sizes_a_reader_can_hold(path):
+    text = (PACKAGE / path).read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 600, f"{path}: {len(text.splitlines())} lines"
+    if Path(path).name in LONG_ON_PURPOSE:
+        return
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= 90, f"{path}: {node.name} is {size} lines"
