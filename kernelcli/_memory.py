@@ -1,9 +1,8 @@
 """Where large arrays that the engine hands out come from.
 
 A new array of more than 32 MiB is mapped fresh from the kernel, which zeroes
-every page the first time it is touched: measured 2026-11-23 here, a 3x3
-kernel over a 4096x4096 float32 image took 8.2-8.7 ms into a new array
-against 4.7-4.9 ms into one already used. glibc's malloc keeps freed blocks
+every page the first time it is touched: for a small kernel over a large
+image that costs more than the filtering (docs/performance.md). glibc's malloc keeps freed blocks
 up to 32 MiB for the next allocation, so smaller arrays are reused anyway;
 larger ones go straight back to the kernel, and a loop that filters one large
 image after another pays for fresh pages on every call.

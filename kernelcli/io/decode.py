@@ -58,10 +58,8 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 #: 64 KiB). The decoder lets go of the GIL while it decodes a block, and takes
 #: it back for the next: with another thread busy in Python (Numba loading
 #: while a large image decodes: :func:`kernelcli.run.bands.load_numba_early`),
-#: each of those takes up to the interpreter's switch interval (5 ms).
-#: Measured 2026-11-23 on a 48 MP JPEG with Numba loading beside it: decoding
-#: took 0.75-0.81 s in 64 KiB blocks, 0.51-0.54 s in 1 MiB ones (0.40-0.42 s
-#: alone, either way).
+#: each of those takes up to the interpreter's switch interval (5 ms), so
+#: fewer, larger blocks wait less.
 DECODE_BLOCK = 1 << 20
 
 
