@@ -275,8 +275,9 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
     from .run import files
     from .io import inputs
 
-    note(ctx.obj["quiet"], files.run_stage(input, output, stage, fmt, scaling, offset, quality, png_level,
-                                              max_pixels or inputs.DEFAULT_MAX_PIXELS))
+    note(ctx.obj["quiet"], files.run_stage(input, output, stage, _output_spec(fmt, scaling, offset, quality,
+                                                                              png_level),
+                                           max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -325,14 +326,15 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
+    run = stages.Stages(conv, relu, stage_pool, gray, alpha)
+    out = _output_spec(fmt, scaling, offset, quality, png_level)
     if is_folder:
         from .run import batch
 
         jobs = _workers(ctx, jobs)
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
-        settings = batch.Settings(conv, relu, stage_pool, gray, alpha, fmt, scaling, offset, quality, max_pixels,
-                                  png_level)
+        settings = batch.Settings(run, out, max_pixels)
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
@@ -344,18 +346,22 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
                                    f"one, not {output!r}")
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
-            report = tiled.run(input, output, conv, relu=relu, pool=stage_pool, gray=gray, alpha=alpha,
-                               tile_rows=None if tile_rows == "auto" else tile_rows, client=client,
-                               progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+            report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
+                               client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
         note(ctx.obj["quiet"], report.notes)
         if not ctx.obj["quiet"]:
             where = "on the cluster" if client is not None else "on local threads"
             say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                 f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
         return
-    _, notes = files.apply_file(input, output, conv, relu, stage_pool, gray, alpha, fmt, scaling, offset,
-                                   quality, png_level, max_pixels)
+    _, notes = files.apply_file(input, output, run, out, max_pixels)
     note(ctx.obj["quiet"], notes)
+
+
+def _output_spec(fmt, scaling, offset, quality, png_level):
+    from .io.encode import OutputSpec
+
+    return OutputSpec(fmt, scaling, offset, quality, png_level)
 
 
 def _workers(ctx, jobs):
@@ -409,10 +415,10 @@ def _cluster(ctx, scheduler, timeout):
 
 def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client=None):
     quiet = ctx.obj["quiet"]
-    if settings.fmt:
+    if settings.output.fmt:
         from .io.encode import format_for
 
-        format_for("-", settings.fmt)  # an unknown --format is a usage error before any work
+        format_for("-", settings.output.fmt)  # an unknown --format is a usage error before any work
     outdir = batch.check_output_folder(output, input)
 
     def report(path, reason):
@@ -457,8 +463,8 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
-    _, notes = files.apply_file(input, output, stage, gray=gray, alpha=alpha, fmt=fmt, scaling=scaling,
-                                   offset=offset, quality=quality, png_level=png_level, max_pixels=max_pixels)
+    _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
+                                _output_spec(fmt, scaling, offset, quality, png_level), max_pixels)
     note(ctx.obj["quiet"], notes)
 
 

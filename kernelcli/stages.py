@@ -89,6 +89,20 @@ class Relu:
     slope: float = 0.0
 
 
+@dataclass(frozen=True)
+class Stages:
+    """One run's stages: ``conv``, then ReLU and pooling if asked, on
+    luminance (``gray``) or every colour channel, alpha as ``alpha`` says
+    (:data:`ALPHA_MODES`). The same bundle serves a single file, a folder,
+    bands and the cluster."""
+
+    conv: Conv
+    relu: bool = False
+    pool: Pool | None = None
+    gray: bool = False
+    alpha: str = "keep"
+
+
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
               flip=False, normalize=False) -> tuple[Conv, list[str]]:
     """Build the conv stage from user-facing values; returns it with notes to show."""

@@ -23,7 +23,7 @@ from kernelcli import stages
 from kernelcli.run import bands, files, tiled
 from kernelcli.io.encode import format_for, write_image
 from kernelcli.io.inputs import read_image
-from kernelcli.stages import Pool, make_conv
+from kernelcli.stages import Pool, Stages, make_conv
 
 PACKAGE = Path(kernelcli.__file__).parent
 BLAS_NAMES = {"dot", "tensordot", "einsum", "matmul", "inner", "vdot", "linalg", "kron"}
@@ -78,7 +78,7 @@ def test_bands_and_whole_image_run_without_blas(tmp_path, monkeypatch, no_blas, 
     conv, _ = make_conv(kernel)
     banded = tmp_path / f"banded.{out_ext}"
     if out_ext == "npy":
-        tiled.run(src, banded, conv, tile_rows=5, **steps)
+        tiled.run(src, banded, Stages(conv, **steps), tile_rows=5)
     else:  # a picture output: the command's own path, which goes in bands for a .npy input
         went_in_bands = []
         real = bands.apply_in_bands
@@ -89,7 +89,7 @@ def test_bands_and_whole_image_run_without_blas(tmp_path, monkeypatch, no_blas, 
             return result
 
         monkeypatch.setattr(bands, "apply_in_bands", spy)
-        files.apply_file(src, banded, conv, **steps, max_pixels=None)
+        files.apply_file(src, banded, Stages(conv, **steps), max_pixels=None)
         assert went_in_bands == [True]
     whole = stages.apply(read_image(src), conv, **steps)
     expected = tmp_path / f"whole.{out_ext}"

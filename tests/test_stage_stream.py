@@ -15,6 +15,7 @@ from kernelcli.io.encode import write_image
 from kernelcli.io.inputs import read_image
 from kernelcli.io.npy import npy_trailer
 from kernelcli.io.picture import Picture
+from kernelcli.io.encode import OutputSpec
 from kernelcli.stages import Pool, Relu
 
 
@@ -52,7 +53,7 @@ def streamed(data: bytes, stage, band_bytes=None, monkeypatch=None):
     if band_bytes is not None:
         monkeypatch.setattr(files, "STREAM_BAND_BYTES", band_bytes)
     source, target = Reads(data), io.BytesIO()
-    notes = files.run_stage(source, target, stage, fmt="npy")
+    notes = files.run_stage(source, target, stage, OutputSpec(fmt="npy"))
     return target.getvalue(), notes, source
 
 
@@ -138,5 +139,5 @@ def test_pictures_and_image_outputs_go_whole(tmp_path):
     assert read_image(out).pixels.shape == (8, 10)
     data = npy_bytes(np.full((6, 6, 3), -3.0, np.float32))
     target = io.BytesIO()
-    files.run_stage(io.BytesIO(data), target, Relu(), fmt="png")  # npy in, picture out: whole
+    files.run_stage(io.BytesIO(data), target, Relu(), OutputSpec(fmt="png"))  # npy in, picture out: whole
     assert target.getvalue().startswith(b"\x89PNG")

@@ -22,7 +22,8 @@ from kernelcli.io.npy import NpyRows, npy_header
 from kernelcli.io.picture import Picture
 from kernelcli.io.pixels import clips_to_8bit, to_array
 from kernelcli.kernels import Kernel
-from kernelcli.stages import Pool, make_conv
+from kernelcli.io.encode import OutputSpec
+from kernelcli.stages import Pool, Stages, make_conv
 
 from .reference import correlate_ref
 
@@ -35,7 +36,7 @@ def in_memory(src, conv, relu=False, pool=None, gray=False, alpha="keep"):
 
 def banded(tmp_path, src, conv, tile_rows, **kw):
     out = tmp_path / "out.npy"
-    report = tiled.run(src, out, conv, tile_rows=tile_rows, **kw)
+    report = tiled.run(src, out, Stages(conv, **kw), tile_rows=tile_rows)
     return read_image(out), report
 
 
@@ -158,7 +159,7 @@ def test_truncated_npy_is_refused_before_any_output(tmp_path):
     src.write_bytes(data[:-100])
     conv, _ = make_conv("box:3")
     with pytest.raises(ImageReadError, match="truncated"):
-        tiled.run(src, tmp_path / "out.npy", conv, tile_rows=4)
+        tiled.run(src, tmp_path / "out.npy", Stages(conv), tile_rows=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
 
 
@@ -185,7 +186,7 @@ def test_full_disk_is_refused_up_front(tmp_path, monkeypatch):
                         lambda p: real(p)._replace(free=1000))
     conv, _ = make_conv("box:3")
     with pytest.raises(ImageWriteError, match="needs .* GiB"):
-        tiled.run(src, tmp_path / "out.npy", conv, tile_rows=4)
+        tiled.run(src, tmp_path / "out.npy", Stages(conv), tile_rows=4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
 
 
@@ -203,7 +204,7 @@ def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
     monkeypatch.setattr(tiled, "compute_band", failing)
     conv, _ = make_conv("box:3")
     with pytest.raises(ImageWriteError):
-        tiled.run(src, out, conv, tile_rows=4)
+        tiled.run(src, out, Stages(conv), tile_rows=4)
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "out.npy"]
 
@@ -442,7 +443,7 @@ def test_float_inputs_go_in_bands_to_the_whole_pipelines_bytes(tmp_path, kernel,
     src = save(tmp_path, arr)
     out = tmp_path / f"banded.{out_ext}"
     conv, _ = make_conv(kernel)
-    size, notes = files.apply_file(src, out, conv, **steps, max_pixels=None)
+    size, notes = files.apply_file(src, out, Stages(conv, **steps), max_pixels=None)
     assert size == (53, 37)
     assert len(band_results) == 1 and band_results[0] is not None  # it did go in bands
     whole = stages.apply(read_image(src), conv, **steps)
@@ -462,7 +463,7 @@ def test_stretch_goes_in_bands_to_the_whole_pipelines_bytes(tmp_path, band_resul
     arr[3, 4, 0] = np.nan
     src = save(tmp_path, arr)
     conv, _ = make_conv(kernel)
-    _, notes = files.apply_file(src, tmp_path / f"o.{ext}", conv, **steps, scaling="stretch", offset=3)
+    _, notes = files.apply_file(src, tmp_path / f"o.{ext}", Stages(conv, **steps), OutputSpec(scaling="stretch", offset=3))
     assert len(band_results) == 1 and band_results[0] is not None
     whole = stages.apply(read_image(src), conv, **steps)
     want_notes = whole.notes + write_image(tmp_path / f"w.{ext}", whole, scaling="stretch", offset=3)
@@ -488,7 +489,7 @@ def test_a_npy_output_goes_out_band_by_band(tmp_path, monkeypatch, band_results,
         kernel = Kernel("random31", rng.standard_normal((31, 31)))
     conv, _ = make_conv(kernel)
     target = io.BytesIO()
-    _, notes = files.apply_file(src, target, conv, fmt="npy", **steps)
+    _, notes = files.apply_file(src, target, Stages(conv, **steps), OutputSpec(fmt="npy"))
     assert (band_results[0] is not None) == bands_used
     whole = stages.apply(read_image(src), conv, **steps)
     want = io.BytesIO()
@@ -517,7 +518,7 @@ def test_the_stages_notes_are_kept_in_bands(tmp_path, samples, band_results):
     # A filter bank drops alpha and says so: in bands too (they had lost it).
     conv, _ = make_conv("edge,sharpen,box")
     for ext in ("png", "npy", "jpg"):
-        _, notes = files.apply_file(samples / "rgba.png", tmp_path / f"o.{ext}", conv, gray=True)
+        _, notes = files.apply_file(samples / "rgba.png", tmp_path / f"o.{ext}", Stages(conv, gray=True))
         assert notes == ["alpha is not part of a stack of feature maps; dropped"], ext
     assert len(band_results) == 3 and all(r is not None for r in band_results)
 
@@ -672,16 +673,16 @@ def test_apply_file_waits_for_the_early_load_before_computing(tmp_path, monkeypa
 
     Image.fromarray(rgb).save(tmp_path / "in.png")
     conv, _ = make_conv([Kernel("k", np.full((3, 3), 0.1, dtype=np.float32))])
-    files.apply_file(str(tmp_path / "in.png"), str(tmp_path / "out.png"), conv)
+    files.apply_file(str(tmp_path / "in.png"), str(tmp_path / "out.png"), Stages(conv))
     assert order == [("header", 30, 40, 3), "waited", "bands"]
     order.clear()
-    files.apply_file(str(tmp_path / "in.png"), str(tmp_path / "gray.png"), conv, gray=True)
+    files.apply_file(str(tmp_path / "in.png"), str(tmp_path / "gray.png"), Stages(conv, gray=True))
     assert order[0] == ("header", 30, 40, 1)
     order.clear()
     whole = (tmp_path / "in.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])  # the header, half the pixels
     with pytest.raises(ImageReadError):
-        files.apply_file(str(tmp_path / "cut.png"), str(tmp_path / "cut-out.png"), conv)
+        files.apply_file(str(tmp_path / "cut.png"), str(tmp_path / "cut-out.png"), Stages(conv))
     assert order == [("header", 30, 40, 3), "waited"]  # waited for, though decoding failed
 
 

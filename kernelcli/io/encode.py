@@ -10,6 +10,7 @@ import io
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,20 @@ _JPEG_MAX_EXIF = 65533
 
 #: Largest ICC profile a JPEG holds: 255 APP2 segments of 65519 bytes.
 _JPEG_MAX_ICC = 255 * 65519
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How values become the output file: ``fmt`` (else from the file's
+    extension), ``scaling`` and ``offset`` (:func:`kernelcli.io.pixels.to_array`),
+    JPEG/WebP ``quality`` and the PNG compression ``png_level`` (None: the
+    default). The same bundle serves a single file, a folder and a stage."""
+
+    fmt: str | None = None
+    scaling: str = "clip"
+    offset: float = 0.0
+    quality: int = 92
+    png_level: int | None = None
 
 
 def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:

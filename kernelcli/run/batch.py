@@ -20,12 +20,13 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import stopping
 from ..errors import ImageWriteError, KernelcliError, UsageError
-from ..io.encode import EXTENSIONS
+from ..io.encode import EXTENSIONS, OutputSpec
+from ..stages import Stages
 from .progress import Progress
 
 #: Input files are chosen by these extensions (any case).
@@ -35,19 +36,12 @@ _FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WE
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a worker needs to process one file (picklable)."""
+    """Everything a worker needs to process one file (picklable): the same
+    bundles as a single file's run."""
 
-    conv: object
-    relu: bool = False
-    pool: object = None
-    gray: bool = False
-    alpha: str = "keep"
-    fmt: str | None = None
-    scaling: str = "clip"
-    offset: float = 0.0
-    quality: int = 92
+    stages: Stages
+    output: OutputSpec = OutputSpec()
     max_pixels: int | None = None
-    png_level: int = 1
 
 
 @dataclass
@@ -215,7 +209,7 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
     from ..io import encode
     from . import files
 
-    fmt = settings.fmt or encode.format_for(dst)
+    output = replace(settings.output, fmt=settings.output.fmt or encode.format_for(dst))
     missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
     try:
         try:
@@ -224,9 +218,7 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
             where = e.filename or dst.parent
             raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
         # one thread per file: the worker processes share the cores already
-        (h, w), _ = files.apply_file(src, dst, settings.conv, settings.relu, settings.pool, settings.gray,
-                                        settings.alpha, fmt, settings.scaling, settings.offset, settings.quality,
-                                        settings.png_level, settings.max_pixels, threads=1)
+        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=1)
     except BaseException:
         for folder in missing:  # a failed file leaves no empty folders behind
             with contextlib.suppress(OSError):
@@ -389,7 +381,7 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
     found = find_inputs(indir, outdir, recursive, pattern, note=note)
     if not found:
         raise _nothing_found(indir, recursive, pattern)
-    targets = [(rel, output_for(rel, outdir, settings.fmt)) for rel in found]
+    targets = [(rel, output_for(rel, outdir, settings.output.fmt)) for rel in found]
     _refuse_collisions(indir, targets)
     _make_folder(Path(outdir))
     tasks = []

@@ -12,22 +12,21 @@ import math
 import numpy as np
 
 from .. import engine
-from ..io.encode import PNG_LEVEL, PillowCanvas, format_for, write_image, write_pixels
+from ..io.encode import PNG_LEVEL, OutputSpec, PillowCanvas, format_for, write_image, write_pixels
 from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
 from ..io.picture import Picture, nonfinite_note
 from ..io.pixels import clips_to_8bit, to_array
 from ..io.sinks import stream_to, write_chunks
-from ..stages import Conv, Pool, Relu, apply, pool_stage, relu_stage
+from ..stages import Conv, Relu, Stages, apply, pool_stage, relu_stage
 from . import bands
 
 
-def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None = None,
-               gray: bool = False, alpha: str = "keep", fmt: str | None = None, scaling: str = "clip",
-               offset: float = 0.0, quality: int = 92, png_level: int | None = None,
+def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec(),
                max_pixels: int | None = None, threads: int = 2) -> tuple[tuple, list[str]]:
-    """``kernelcli apply`` on one input: read ``source``, run every stage,
-    write ``target`` (paths, ``"-"`` or binary files, as in :mod:`kernelcli.io`).
+    """``kernelcli apply`` on one input: read ``source``, run ``stages``,
+    write ``target`` as ``output`` says (paths, ``"-"`` or binary files, as
+    in :mod:`kernelcli.io`).
 
     The stages run in bands of rows (:func:`kernelcli.run.bands.apply_in_bands`,
     on ``threads`` threads): the same numbers, without full-size float32
@@ -41,8 +40,10 @@ def apply_file(source, target, conv: Conv, relu: bool = False, pool: Pool | None
 
     Returns the input's ``(height, width)`` and the notes to show the user.
     """
-    out_format = format_for(target, fmt)
-    png_level = PNG_LEVEL if png_level is None else png_level
+    conv, relu, pool, gray, alpha = stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha
+    scaling, offset, quality = output.scaling, output.offset, output.quality
+    out_format = format_for(target, output.fmt)
+    png_level = PNG_LEVEL if output.png_level is None else output.png_level
     loading = []
 
     def header(height, width, channels):  # Numba, if the image will need it, loads while the pixels decode
@@ -139,11 +140,10 @@ def _npy_in_bands(picture: Picture, target, conv: Conv, relu, pool, gray, alpha,
 STREAM_BAND_BYTES = 4 * 2**20
 
 
-def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "clip", offset: float = 0.0,
-              quality: int = 92, png_level: int = PNG_LEVEL,
+def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
     """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
-    ``target``; returns the notes to show.
+    ``target`` as ``output`` says; returns the notes to show.
 
     A ``.npy`` into a ``.npy`` goes through a band of rows at a time, from a
     pipe into a pipe too, with the same numbers and bytes as reading it
@@ -152,7 +152,7 @@ def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "cli
     tells whether the last one is alpha (which the stages treat apart), so
     such an array is read whole, as are pictures and Fortran-ordered arrays.
     """
-    out_format = format_for(target, fmt)
+    out_format = format_for(target, output.fmt)
     with open_input(source, max_pixels) as got:
         if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
@@ -162,7 +162,9 @@ def run_stage(source, target, stage, fmt: str | None = None, scaling: str = "cli
     notes, got.notes = got.notes, []
     picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
     notes += picture.notes
-    return notes + write_image(target, picture, out_format, scaling, offset, quality, png_level)
+    png_level = PNG_LEVEL if output.png_level is None else output.png_level
+    return notes + write_image(target, picture, out_format, output.scaling, output.offset, output.quality,
+                               png_level)
 
 
 def _stream_stage(npy: NpyInput, target, stage) -> list[str]:

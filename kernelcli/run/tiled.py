@@ -24,6 +24,7 @@ from .. import _memory
 from ..errors import ImageReadError, ImageWriteError
 from ..io.npy import check_npy_header, npy_header, npy_metadata, npy_trailer, read_npy_header
 from ..io.sinks import atomic_file
+from ..stages import Stages
 from .bands import Job, Source, band_rows, compute_band, plan
 from .progress import Progress
 
@@ -102,9 +103,9 @@ class Report:
     notes: list
 
 
-def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha="keep",
-        tile_rows: int | None = None, client=None, threads: int = 2, progress: bool = False) -> Report:
-    """Process the ``.npy`` at ``input_path`` band by band into ``output_path``.
+def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
+        progress: bool = False) -> Report:
+    """Run ``stages`` over the ``.npy`` at ``input_path`` band by band into ``output_path``.
 
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
@@ -115,7 +116,7 @@ def run(input_path, output_path, conv, relu=False, pool=None, gray=False, alpha=
     started = time.monotonic()
     source = open_source(input_path)
     output_path = Path(output_path)
-    job, final_h = plan(source, conv, relu, pool, gray, alpha)
+    job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
     # One output row tells the output's width, channels and metadata.
     probe = compute_band(job, 0, 1)
     out_shape = (final_h,) + probe.pixels.shape[1:]
