@@ -2,13 +2,13 @@
 
 :mod:`~kernelcli.engine.ops` validates, allocates and dispatches;
 :mod:`~kernelcli.engine.plan` decides how a computation runs (method,
-backend, bands); :mod:`~kernelcli.engine.geometry` holds the padding and
+backend, bands); :mod:`~kernelcli.engine.shapes` holds the padding and
 output-size arithmetic; :mod:`~kernelcli.engine.backends` chooses between
 the Numba loops and their NumPy twins.
 """
 
 from .backends import load_numba, uses_numba
-from .geometry import (CACHE_INDEX_UP_TO, INDEX_BYTES, PAD_MODES, PADDING_WORDS, POOL_KINDS, as_image_array,
+from .shapes import (CACHE_INDEX_UP_TO, INDEX_BYTES, PAD_MODES, PADDING_WORDS, POOL_KINDS, as_image_array,
                        geometry, output_size, padding_text, pair, pool_geometry, resolve_padding, rows_view,
                        source_index)
 from .ops import convolve, correlate_exact, pool, release_memory, relu, warm_up

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _memory
 from ..errors import UsageError
 from . import backends, plan
-from .geometry import PAD_MODES, geometry, POOL_CODES, as_image_array, pair, pool_geometry, rows_view, source_index
+from .shapes import PAD_MODES, geometry, POOL_CODES, as_image_array, pair, pool_geometry, rows_view, source_index
 
 def _check_out(out, shape: tuple, x, src: np.ndarray) -> None:
     """Can the caller's ``out`` take a result of ``shape`` computed from ``x``?"""

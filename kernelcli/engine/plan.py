@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from . import backends
-from .geometry import geometry, pair
+from .shapes import geometry, pair
 
 
 # --------------------------------------------------------------------------
