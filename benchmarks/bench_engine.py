@@ -20,7 +20,7 @@ call, as a single call gets it; the rows "into an existing array" give both
 tools an array made once (out= / dst=).
 
 For each convolution the path the engine's cost model picks (direct,
-separable or fft: ``kernelcli.engine._method``) is printed with its timing.
+separable or fft: ``kernelcli.engine.method_for``) is printed with its timing.
 
 Peers that are not installed (cv2, scipy, torch) are skipped with a message.
 The benchmark extras are not runtime dependencies of kernelcli:
@@ -152,7 +152,7 @@ def path_of(kernel, x, **kw) -> str:
 
     if isinstance(kernel, str):
         kernel = kernelcli.get_kernel(kernel)
-    return engine._method(getattr(kernel, "array", kernel), x.shape, **kw)
+    return engine.method_for(getattr(kernel, "array", kernel), x.shape, **kw)
 
 
 def build_cases(size: int, rgb_size: int, cv2, ndimage, torch):

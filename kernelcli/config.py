@@ -1,7 +1,7 @@
 """Settings shared by every jitted function, kept in one place, and the
 number of cores kernelcli may use.
 
-The jitted kernels in :mod:`kernelcli._jit` read these flags at import time;
+The jitted kernels in :mod:`kernelcli.engine._jit` read these flags at import time;
 nothing else in the package hard-codes a Numba option.
 """
 

@@ -70,7 +70,7 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
     padded_h, padded_w = x.shape[0] + sum(pads[0]), x.shape[1] + sum(pads[1])
     if max(padded_h, padded_w) > MAX_PADDED_SIDE:
         raise UsageError(f"explain shows padded inputs up to {MAX_PADDED_SIDE}x{MAX_PADDED_SIDE}; "
-                         f"{x.shape[0]}x{x.shape[1]} with padding {engine._padding_text(padding, pads)} "
+                         f"{x.shape[0]}x{x.shape[1]} with padding {engine.padding_text(padding, pads)} "
                          f"is {padded_h}x{padded_w} (use less --padding)")
     feature = engine.convolve(x, kernel, stride=(sy, sx), padding=padding)
     padded = np.pad(x, pads)

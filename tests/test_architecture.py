@@ -46,3 +46,18 @@ def test_sizes_a_reader_can_hold(path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             size = node.end_lineno - node.lineno + 1
             assert size <= 90, f"{path}: {node.name} is {size} lines"
+
+
+def test_how_to_compute_is_decided_inside_the_engine():
+    """Outside the engine nothing reaches for the engine's private names, and
+    inside it only the backends module asks whether Numba is loaded (the
+    command's process settings, kernelcli/_process.py, aside)."""
+    import re
+
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(PACKAGE))
+        if not name.startswith("engine"):
+            assert not re.search(r"(?<![\w.])engine\._[a-z]", text), name
+        if name not in ("engine/backends.py", "_process.py"):
+            assert '"numba" in sys.modules' not in text and '"numba" not in sys.modules' not in text, name

@@ -21,6 +21,7 @@ from reference import (  # noqa: E402
 )
 
 from kernelcli import engine  # noqa: E402
+from kernelcli.engine import ops  # noqa: E402
 from kernelcli.errors import KernelcliError, KernelError, UsageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,7 +346,7 @@ def test_out_receives_the_same_result(name):
     rng = np.random.default_rng(5)
     x = rng.uniform(-50, 200, shape).astype(np.float32)
     k = np.ones((7, 7), np.float32) / 49 if kshape == "box" else rng.standard_normal(kshape).astype(np.float32)
-    assert engine._method(k, shape, stride=stride) == path
+    assert engine.method_for(k, shape, stride=stride) == path
     want = engine.convolve(x, k, stride=stride, pad_mode="reflect")
     out = np.full(want.shape, np.nan, dtype=np.float32)  # anything left unwritten shows
     got = engine.convolve(x, k, stride=stride, pad_mode="reflect", out=out)
@@ -752,11 +753,11 @@ def test_a_kernel_array_changed_in_place_is_seen_by_the_next_call():
 
 def test_cached_kernel_weights_come_back_as_copies():
     k = rand_kernel((3, 3), 13)
-    _, weights = engine._kernel_weights(k, False)
+    _, weights = ops._kernel_weights(k, False)
     weights[...] = 0  # a caller's change must not reach the next call
-    _, again = engine._kernel_weights(k, False)
+    _, again = ops._kernel_weights(k, False)
     np.testing.assert_array_equal(again, k)
     with pytest.raises(KernelError):
-        engine._kernel_weights(np.array([[1.0, np.nan]]), False)
+        ops._kernel_weights(np.array([[1.0, np.nan]]), False)
     with pytest.raises(KernelError):  # errors are not cached away
-        engine._kernel_weights(np.array([[1.0, np.nan]]), False)
+        ops._kernel_weights(np.array([[1.0, np.nan]]), False)

@@ -1,6 +1,6 @@
 """The FFT path of the engine (kernelcli/_fft.py) against the plain-loop reference.
 
-The FFT path is forced (``engine._choose`` replaced) on small images, with
+The FFT path is forced (``engine.plan._choose`` replaced) on small images, with
 transform sizes just above the kernel's reach, so that one small image is cut
 into many tiles and every tile seam, border and padding stretch is exercised.
 Tolerance: float32 transforms, so each output may differ from the float64
@@ -12,7 +12,7 @@ size of its neighbours' values, not of its own. Measured on 4096x4096 with a
 31x31 kernel: at most ~7e-8 of the window's own sum. Windows that read
 nothing but zero padding are exactly 0, as in the direct loop.
 
-The dispatch (``engine._method``) is tested by its answer, never by timing.
+The dispatch (``engine.method_for``) is tested by its answer, never by timing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reference import pair, correlate_ref, pads_for, rand_image, rand_kernel, reach_of  # noqa: E402
 
-from kernelcli import _fft, engine  # noqa: E402
+from kernelcli import engine  # noqa: E402
+from kernelcli.engine import _fft, backends, plan  # noqa: E402
 
 PAD_MODES = ["zero", "reflect", "reflect101", "edge", "wrap"]
 
@@ -82,13 +83,13 @@ def force_fft(monkeypatch):
         kh, kw = weights.shape[:2]
         reach = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
         if state["margin"] is None:
-            size, _ = _fft.plan(out_size, stride, reach, 2, 2, engine.FFT_TILE, engine.FFT_POINT,
-                                engine.FFT_CACHE_POINTS)
+            size, _ = _fft.plan(out_size, stride, reach, 2, 2, plan.FFT_TILE, plan.FFT_POINT,
+                                plan.FFT_CACHE_POINTS)
         else:
             size = (reach[0] + state["margin"][0], reach[1] + state["margin"][1])
         return "fft", size
 
-    monkeypatch.setattr(engine, "_choose", choose)
+    monkeypatch.setattr(plan, "_choose", choose)
 
     def set_margin(margin):
         state["margin"] = margin
@@ -215,9 +216,9 @@ def test_every_tile_gets_written_with_threads(force_fft, monkeypatch):
     force_fft((1, 2))
     x = rand_image((30, 27, 2), seed=15)
     k = rand_kernel((5, 5), seed=16)
-    monkeypatch.setattr(engine, "_threads", lambda: 1)
+    monkeypatch.setattr(backends, "threads", lambda: 1)
     one = engine.convolve(x, k, pad_mode="wrap")
-    monkeypatch.setattr(engine, "_threads", lambda: 3)
+    monkeypatch.setattr(backends, "threads", lambda: 3)
     three = engine.convolve(x, k, pad_mode="wrap")
     again = engine.convolve(x, k, pad_mode="wrap")
     assert np.array_equal(one, three) and np.array_equal(three, again)
@@ -238,7 +239,7 @@ def test_nan_and_inf_spread_only_over_their_windows(force_fft, monkeypatch, dept
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning from the transforms
         got = engine.convolve(x, k, pad_mode="reflect")
-    monkeypatch.setattr(engine, "_choose", lambda *a, **kw: ("direct", None))
+    monkeypatch.setattr(plan, "_choose", lambda *a, **kw: ("direct", None))
     with np.errstate(invalid="ignore"):
         want = engine.convolve(x, k, pad_mode="reflect")
     assert np.array_equal(np.isnan(got), np.isnan(want))
@@ -308,8 +309,8 @@ def test_gather_builds_the_padded_tile(pad_mode, pads):
 def test_plan_covers_the_output_and_fits_the_reach():
     for out_size, stride, reach in [((4096, 4096), (1, 1), (31, 31)), ((1, 50), (1, 2), (3, 31)),
                                     ((7, 300), (3, 1), (40, 9))]:
-        (ny, nx), cost = _fft.plan(out_size, stride, reach, 2, 2, engine.FFT_TILE, engine.FFT_POINT,
-                                   engine.FFT_CACHE_POINTS)
+        (ny, nx), cost = _fft.plan(out_size, stride, reach, 2, 2, plan.FFT_TILE, plan.FFT_POINT,
+                                   plan.FFT_CACHE_POINTS)
         assert ny >= reach[0] and nx >= reach[1] and cost > 0
     assert _fft.plan((10, 10), (1, 1), (9000, 3), 2, 2, 1e-4, 1e-9, 1e6) == (None, float("inf"))
 
@@ -328,34 +329,34 @@ RANDOM31 = np.random.default_rng(31).standard_normal((31, 31)).astype(np.float32
 
 
 def test_dispatch_large_random_kernel_on_a_big_image_uses_fft():
-    assert engine._method(RANDOM31, (4096, 4096)) == "fft"
-    assert engine._method(RANDOM31, (2048, 2048, 3)) == "fft"
-    assert engine._method(RANDOM31, (1024, 1024), padding="valid") == "fft"
+    assert engine.method_for(RANDOM31, (4096, 4096)) == "fft"
+    assert engine.method_for(RANDOM31, (2048, 2048, 3)) == "fft"
+    assert engine.method_for(RANDOM31, (1024, 1024), padding="valid") == "fft"
     depth = np.random.default_rng(3).standard_normal((31, 31, 3)).astype(np.float32)
-    assert engine._method(depth, (1024, 1024, 3)) == "fft"
+    assert engine.method_for(depth, (1024, 1024, 3)) == "fft"
 
 
 def test_dispatch_small_and_separable_kernels():
-    assert engine._method(np.ones((3, 3)) + np.eye(3), (4096, 4096)) == "direct"
-    assert engine._method(np.random.default_rng(5).standard_normal((5, 5)), (4096, 4096)) == "direct"
-    assert engine._method(_gaussian(15, 7 / 3), (4096, 4096)) == "separable"
-    assert engine._method(_gaussian(31, 5), (4096, 4096)) == "separable"
+    assert engine.method_for(np.ones((3, 3)) + np.eye(3), (4096, 4096)) == "direct"
+    assert engine.method_for(np.random.default_rng(5).standard_normal((5, 5)), (4096, 4096)) == "direct"
+    assert engine.method_for(_gaussian(15, 7 / 3), (4096, 4096)) == "separable"
+    assert engine.method_for(_gaussian(31, 5), (4096, 4096)) == "separable"
 
 
 def test_dispatch_accounts_for_stride_dilation_and_size():
     # a row stride divides the direct loop's work; the FFT still transforms every row
-    assert engine._method(RANDOM31, (4096, 4096), stride=(16, 1)) == "direct"
+    assert engine.method_for(RANDOM31, (4096, 4096), stride=(16, 1)) == "direct"
     # the FFT sees a dilated kernel's reach (33x33 here), the direct loop its 25 taps
     five = np.random.default_rng(5).standard_normal((5, 5)).astype(np.float32)
-    assert engine._method(five, (4096, 4096), dilation=8) == "direct"
-    assert engine._method(np.random.default_rng(5).standard_normal((33, 33)), (4096, 4096)) == "fft"
+    assert engine.method_for(five, (4096, 4096), dilation=8) == "direct"
+    assert engine.method_for(np.random.default_rng(5).standard_normal((33, 33)), (4096, 4096)) == "fft"
     # a tiny image: nothing to gain over the FFT's fixed costs
-    assert engine._method(RANDOM31, (1, 64)) == "direct"
-    assert engine._method(RANDOM31, (16, 16)) == "direct"
+    assert engine.method_for(RANDOM31, (1, 64)) == "direct"
+    assert engine.method_for(RANDOM31, (16, 16)) == "direct"
     # the direct loop skips zero weights; the transform cannot
     sparse = np.zeros((31, 31), np.float32)
     sparse[0, 0] = sparse[30, 7] = sparse[12, 30] = 1.0
-    assert engine._method(sparse, (4096, 4096)) == "direct"
+    assert engine.method_for(sparse, (4096, 4096)) == "direct"
 
 
 def test_unforced_convolve_dispatches_to_fft(monkeypatch):
@@ -363,13 +364,13 @@ def test_unforced_convolve_dispatches_to_fft(monkeypatch):
     check against the direct loop."""
     k = np.random.default_rng(41).standard_normal((41, 41)).astype(np.float32)
     x = rand_image((200, 190), seed=20)
-    assert engine._method(k, x.shape) == "fft"
+    assert engine.method_for(k, x.shape) == "fft"
     calls = []
     real = _fft.correlate
     monkeypatch.setattr(_fft, "correlate", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     got = engine.convolve(x, k, pad_mode="edge")
     assert calls == [1]
-    monkeypatch.setattr(engine, "_choose", lambda *a, **kw: ("direct", None))
+    monkeypatch.setattr(plan, "_choose", lambda *a, **kw: ("direct", None))
     want = engine.convolve(x, k, pad_mode="edge").astype(np.float64)
     scale = engine.convolve(np.abs(x), np.abs(k), pad_mode="edge").astype(np.float64)
     assert np.all(np.abs(got - want) <= 1e-5 * scale)
@@ -378,9 +379,9 @@ def test_unforced_convolve_dispatches_to_fft(monkeypatch):
 @pytest.mark.parametrize("kshape,shape", list(itertools.product([(31, 31), (9, 40)], [(300, 280), (64, 3000)])))
 def test_method_agrees_with_what_convolve_runs(monkeypatch, kshape, shape):
     k = np.random.default_rng(sum(kshape)).standard_normal(kshape).astype(np.float32)
-    expected = engine._method(k, shape)
+    expected = engine.method_for(k, shape)
     taken = []
-    real = engine._choose
-    monkeypatch.setattr(engine, "_choose", lambda *a, **kw: taken.append(real(*a, **kw)[0]) or real(*a, **kw))
+    real = plan._choose
+    monkeypatch.setattr(plan, "_choose", lambda *a, **kw: taken.append(real(*a, **kw)[0]) or real(*a, **kw))
     engine.convolve(np.zeros(shape, np.float32), k)
     assert taken == [expected]

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernelcli import _jit, engine
+from kernelcli import engine
+from kernelcli.engine import _jit
 
 from .reference import kernel_fits
 
@@ -72,7 +73,7 @@ def run_both(x, k, stride, padding, mode, dilation):
     sy, sx = stride
     dy, dx = dilation
     pads, (oh, ow) = engine.geometry(x.shape, k.shape, stride, padding, dilation)
-    rows, c = engine._rows_view(np.ascontiguousarray(x))
+    rows, c = engine.rows_view(np.ascontiguousarray(x))
     rowmap = engine.source_index(x.shape[0], pads[0], mode)
     colmap = engine.source_index(x.shape[1], pads[1], mode)
     out = np.full((oh, ow * c), 12345.0, np.float32)  # every value must be overwritten
@@ -166,7 +167,7 @@ def test_block_of_the_output_through_shifted_maps(stride, channels):
     x = image((40, 90, channels) if channels > 1 else (40, 90), 21 + stride)
     k = kernel((3, 5), 4)
     pads, (oh, ow) = engine.geometry(x.shape, k.shape, stride, "same", 1)
-    rows, c = engine._rows_view(x)
+    rows, c = engine.rows_view(x)
     rowmap = engine.source_index(x.shape[0], pads[0], "reflect")
     colmap = engine.source_index(x.shape[1], pads[1], "reflect")
     for oy0, oy1, ox0, ox1 in ((0, 5, 0, 7), (3, 11, 9, 25), (oh - 4, oh, ow - 6, ow)):

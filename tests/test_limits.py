@@ -403,9 +403,10 @@ def test_the_engine_refuses_sizes_beyond_its_arithmetic(options):
 
 def test_large_index_maps_are_not_kept():
     from kernelcli import engine
+    from kernelcli.engine import shapes
 
-    engine._source_index.cache_clear()
+    shapes._source_index.cache_clear()
     engine.source_index(10, (engine.CACHE_INDEX_UP_TO, 0), "zero")
-    assert engine._source_index.cache_info().currsize == 0
+    assert shapes._source_index.cache_info().currsize == 0
     engine.source_index(10, (3, 3), "zero")
-    assert engine._source_index.cache_info().currsize == 1
+    assert shapes._source_index.cache_info().currsize == 1

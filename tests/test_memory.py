@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from kernelcli import _memory, engine
+from kernelcli.engine import plan
 
 from .reference import correlate_ref, rand_image, rand_kernel
 
@@ -129,7 +130,7 @@ def _force(monkeypatch, method):
         size = (weights.shape[0] + 3, weights.shape[1] + 2) if method == "fft" else None
         return method, size
 
-    monkeypatch.setattr(engine, "_choose", forced)
+    monkeypatch.setattr(plan, "_choose", forced)
 
 
 @pytest.mark.skipif(not _memory._MAPPED, reason="no private mappings on this system")

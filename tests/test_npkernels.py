@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernelcli import _jit, _npkernels, engine
+from kernelcli import engine
+from kernelcli.engine import _jit, _npkernels, backends
+from kernelcli.errors import UsageError
 
 RNG = np.random.default_rng(11)
 SHAPES = [(1, 9, 1), (9, 1, 3), (7, 8, 1), (13, 11, 3), (5, 6, 4), (20, 17, 2)]
@@ -41,7 +43,7 @@ def test_correlation_is_bit_identical(h, w, c, kh, kw):
             for mode in engine.PAD_MODES:
                 try:
                     pads, (oh, ow) = engine.geometry((h, w), (kh, kw), (sy, sx), padding, (dy, dx))
-                except engine.UsageError:
+                except UsageError:
                     continue
                 rm = engine.source_index(h, pads[0], mode)
                 cm = engine.source_index(w, pads[1], mode)
@@ -86,7 +88,7 @@ def test_engine_gives_the_same_bits_on_either_backend(monkeypatch, kernel, pad_m
     x = RNG.uniform(0, 255, (23, 19, 3)).astype(np.float32)
     results = []
     for module in (_jit, _npkernels):
-        monkeypatch.setattr(engine, "backend", lambda work, m=module: m)
+        monkeypatch.setattr(backends, "backend", lambda work, m=module: m)
         y = engine.convolve(x, kernel, stride=(1, 2), pad_mode=pad_mode)
         results.append((y, engine.pool(y, "avg", 2), engine.pool(y, "max", (2, 3), 1)))
     for a, b in zip(*results):
@@ -96,10 +98,10 @@ def test_engine_gives_the_same_bits_on_either_backend(monkeypatch, kernel, pad_m
 def test_numpy_backend_only_while_numba_is_not_loaded(monkeypatch):
     import sys
 
-    assert engine.backend(10) is _jit  # Numba is loaded in this test process
+    assert backends.backend(10) is _jit  # Numba is loaded in this test process
     monkeypatch.delitem(sys.modules, "numba")
-    assert engine.backend(10) is _npkernels
-    assert engine.backend(engine.NUMPY_MAX_WORK + 1) is _jit
+    assert backends.backend(10) is _npkernels
+    assert backends.backend(backends.NUMPY_MAX_WORK + 1) is _jit
 
 
 def test_a_small_image_command_never_loads_numba(samples, tmp_path):
@@ -121,8 +123,8 @@ def test_bands_load_numba_once_for_an_image_whose_total_work_is_large(samples, t
     import subprocess
     import sys
 
-    code = ("import sys; from kernelcli import engine, stages; from kernelcli.run import bands; from kernelcli.io import inputs, pixels; "
-            + (f"engine.NUMPY_MAX_BANDED_WORK = {limit}; " if limit else "")
+    code = ("import sys; from kernelcli import engine, stages; from kernelcli.engine import plan; from kernelcli.run import bands; from kernelcli.io import inputs, pixels; "
+            + (f"plan.NUMPY_MAX_BANDED_WORK = {limit}; " if limit else "")
             + f"picture = inputs.read_image({str(samples / 'photo.png')!r}, integers=True); "
             "conv, _ = stages.make_conv('box:3'); "
             "out = bands.apply_in_bands(picture, conv, convert=lambda b: pixels.to_array(b, 'PNG'), tile_rows=16); "
@@ -142,7 +144,7 @@ def test_a_kernel_run_by_fft_never_loads_numba(nan):
             "rng = np.random.default_rng(1); x = rng.random((700, 650), dtype=np.float32); "
             + ("x[300, 200] = np.nan; " if nan else "")
             + "k = rng.standard_normal((31, 31)).astype(np.float32); "
-            "assert engine._method(k, x.shape) == 'fft'; "
+            "assert engine.method_for(k, x.shape) == 'fft'; "
             "y = engine.convolve(x, k); "
             "print(int(np.isnan(y).sum()), 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

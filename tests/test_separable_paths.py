@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernelcli import _jit, _npkernels, engine
+from kernelcli import engine
+from kernelcli.engine import _jit, _npkernels, ops
 
 from .reference import kernel_fits
 from .test_jit_paths import PAD_MODES, assert_bits, image
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
 
 
 def two_passes(kernels, rows, c, factors, rowmap, colmap, pad_left, sy, sx, dy, dx, oh, ow):
-    """What engine._separable computed before the passes were fused."""
+    """What ops._separable computed before the passes were fused."""
     width = rows.shape[1] // c
     tmp = np.full((oh, width * c), 777.0, np.float32)
     out = np.full((oh, ow * c), 555.0, np.float32)
@@ -68,7 +69,7 @@ def run_both(x, factors, stride, padding, mode, dilation):
     dy, dx = dilation
     kh, kw = factors[0][0].shape[0], factors[0][1].shape[1]
     pads, (oh, ow) = engine.geometry(x.shape, (kh, kw), stride, padding, dilation)
-    rows, c = engine._rows_view(np.ascontiguousarray(x))
+    rows, c = engine.rows_view(np.ascontiguousarray(x))
     rowmap = engine.source_index(x.shape[0], pads[0], mode)
     colmap = engine.source_index(x.shape[1], pads[1], mode)
     got = np.full((oh, ow * c), 12345.0, np.float32)  # every value must be overwritten
@@ -123,18 +124,18 @@ def test_many_bands_on_all_threads(shape, stride, band_bytes, monkeypatch):
 
 
 def test_engine_uses_the_fused_passes_and_the_twins_agree():
-    """engine._separable: the fused passes for the jitted loops, the two
+    """ops._separable: the fused passes for the jitted loops, the two
     whole-array passes for the NumPy twins; the same numbers (NaN aside)."""
     x = image((120, 90, 3), 3, specials=False)
     factors = factors_of(2, 7, 7, 9)
     pads, (oh, ow) = engine.geometry(x.shape, (7, 7), 1, "same", 1)
-    rows, c = engine._rows_view(x)
+    rows, c = engine.rows_view(x)
     rowmap = engine.source_index(x.shape[0], pads[0], "edge")
     colmap = engine.source_index(x.shape[1], pads[1], "edge")
     args = (rows, c, factors, rowmap, colmap, pads[1][0], (1, 1), (1, 1))
     fused = np.full((oh, ow * c), np.nan, dtype=np.float32)
     twins = np.full((oh, ow * c), np.nan, dtype=np.float32)
-    engine._separable(_jit, *args, fused)
-    engine._separable(_npkernels, *args, twins)
+    ops._separable(_jit, *args, fused)
+    ops._separable(_npkernels, *args, twins)
     assert_bits(fused, two_passes(_jit, rows, c, factors, rowmap, colmap, pads[1][0], 1, 1, 1, 1, oh, ow))
     assert_bits(fused, twins)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from kernelcli import _threads
+from kernelcli.engine import _threads
 
 
 def test_worker_runs_here_and_on_each_helper():
@@ -105,7 +105,8 @@ def test_convolve_from_several_threads_at_once_shares_the_helpers():
     helpers: every result is the one a lone call gives, and nothing hangs."""
     import numpy as np
 
-    from kernelcli import _jit, engine  # noqa: F401  (Numba loaded: the threaded loops run)
+    from kernelcli import engine  # noqa: F401
+    from kernelcli.engine import _jit  # noqa: F401  (Numba loaded: the threaded loops run)
 
     rng = np.random.default_rng(3)
     jobs = [(rng.normal(0, 50, (1000, 1000 + 7 * i)).astype(np.float32), k)  # enough work for helpers

@@ -280,7 +280,7 @@ def test_large_kernels_computed_by_fft_agree_within_float32_rounding(tmp_path):
     differently in a band than in the whole image: equal within rounding."""
     x = RNG.uniform(0, 255, (200, 150)).astype(np.float32)
     k = RNG.standard_normal((31, 31)).astype(np.float32)
-    assert engine._method(k, x.shape) == "fft"
+    assert engine.method_for(k, x.shape) == "fft"
     src = save(tmp_path, x)
     conv, _ = make_conv([Kernel("k", k)], 1, "same", "reflect")
     got, _ = banded(tmp_path, src, conv, 16)
@@ -369,7 +369,7 @@ def test_kernels_the_engine_would_run_by_fft_are_not_banded():
     rng = np.random.default_rng(1)
     picture = Picture(rng.integers(0, 256, (300, 280), dtype=np.uint8), "L", "PNG")
     big = Kernel("random31", rng.standard_normal((31, 31)))
-    assert engine._method(big.array, (300, 280)) == "fft"  # the premise
+    assert engine.method_for(big.array, (300, 280)) == "fft"  # the premise
     conv, _ = make_conv([big])
     assert in_bands(picture, conv, "PNG") is None
     small, _ = make_conv("sharpen")
@@ -627,7 +627,7 @@ wait = bands.load_numba_early(conv, Pool("max", 2), {height}, 400, 3)
 wait()
 from_bands = "numba" in sys.modules
 if from_bands:
-    from kernelcli import _jit
+    from kernelcli.engine import _jit
     compiled = sorted(f.__name__ for f in (_jit._rows_unit, _jit._rows_step, _jit.pool_rows) if f.signatures)
 else:
     compiled = []

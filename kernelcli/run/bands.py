@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -255,25 +254,28 @@ def apply_in_bands(picture: Picture, conv, relu=False, pool=None, gray=False, al
         return None
     probe = compute_band(job, 0, 1)
     first = convert(probe)
-    exact = None
-    max_pool_only = pool is None or pool.kind == "max"
-    if clips_to_8bit and px.dtype == np.uint8 and not picture.has_alpha and max_pool_only and not (
-            gray or conv.is_bank):
-        exact = engine.exact_weights(conv.kernel, conv.flip)
     out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
-    # (int16 rows are half the bytes of float32 ones: twice as many fit)
-    budget = MEMORY_BAND_BYTES * (1 if exact is None else 2)
-    rows = band_rows(job, final_h, out_row_bytes, tile_rows, budget)
-    if not _bands_compute_as_whole(job, conv, rows):
+
+    def cut(value_bytes: int):
+        # (int16 rows are half the bytes of float32 ones: twice as many fit)
+        rows = band_rows(job, final_h, out_row_bytes, tile_rows, MEMORY_BAND_BYTES * 4 // value_bytes)
+        heights = tuple(p1 - p0 for p0, p1 in (_input_rows(job, 0, rows), _input_rows(job, 0, 1)))
+        return engine.Bands(rows, heights, len(range(1, final_h, rows)),
+                            (rows + job.reach_y) * math.prod(px.shape[1:]))
+
+    how = engine.plan_bands(conv.kernels, conv.flip, px.shape, conv.stride, conv.padding, conv.dilation,
+                            job.conv.padding, cut, integer_pixels=px.dtype == np.uint8,
+                            output_is_plain_8bit=clips_to_8bit, pool_kind=None if pool is None else pool.kind,
+                            gray=gray, has_alpha=picture.has_alpha)
+    if not how.as_whole:
         return None
+    rows, exact = how.bands.rows, how.integer_weights
     out = (allocate or np.empty)((final_h,) + first.shape[1:], first.dtype)
     out[:1] = first
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(1, final_h, rows)]
-    band_values = (rows + job.reach_y) * math.prod(px.shape[1:])
-    band_work = _multiply_adds(conv, band_values)
-    if exact is None and band_work * len(bands) > engine.NUMPY_MAX_BANDED_WORK:
+    if how.load_numba:
         engine.load_numba()  # decided once for the image, not band by band
-    lock = threading.Lock() if exact is None and engine.uses_numba(band_work) else None
+    lock = threading.Lock() if how.take_turns else None
 
     def one(band):
         f0, f1 = band
@@ -286,12 +288,6 @@ def apply_in_bands(picture: Picture, conv, relu=False, pool=None, gray=False, al
         for _ in pool_.map(one, bands):
             pass
     return out
-
-
-def _multiply_adds(conv, values: int) -> int:
-    """Multiply-adds of every kernel of ``conv`` over ``values`` values
-    (:func:`kernelcli.engine.multiply_adds`)."""
-    return sum(engine.multiply_adds(k.array, values) for k in conv.kernels)
 
 
 def load_numba_early(conv, pool, height: int, width: int, channels: int):
@@ -310,16 +306,10 @@ def load_numba_early(conv, pool, height: int, width: int, channels: int):
     """
     import threading
 
+    shape = (height, width, channels) if channels > 1 else (height, width)
     try:
-        if "numba" in sys.modules or engine.exact_weights(conv.kernel, conv.flip) is not None:
-            return lambda: None  # loaded already; or an integer kernel's int16 bands, which need no Numba
-        values = height * width * channels  # (fewer than the bands read, with their overlaps)
-        if _multiply_adds(conv, values) <= engine.NUMPY_MAX_BANDED_WORK:
+        if not engine.numba_ahead(conv.kernels, conv.flip, shape, conv.stride, conv.padding, conv.dilation):
             return lambda: None
-        shape = (height, width, channels) if channels > 1 else (height, width)
-        if any(engine._method(k.array, shape, conv.stride, conv.padding, conv.dilation) == "fft"
-               for k in conv.kernels):
-            return lambda: None  # the whole image by FFT, which needs no Numba (nor bands)
     except Exception:  # only a head start: never a reason for the read to fail
         return lambda: None
 
@@ -341,24 +331,3 @@ def load_numba_early(conv, pool, height: int, width: int, channels: int):
     except RuntimeError:  # no thread to be had: Numba loads later, as it would have
         return lambda: None
     return thread.join
-
-
-def _bands_compute_as_whole(job: Job, conv, rows: int) -> bool:
-    """Does the engine pick the same method (never FFT) for the whole image
-    and for bands of ``rows`` final rows, for every kernel and for every
-    channel count a stage may hand it?"""
-    shape = job.source.shape
-    channels = shape[2] if len(shape) == 3 else 1
-    heights = {p1 - p0 for p0, p1 in (_input_rows(job, 0, rows), _input_rows(job, 0, 1))}
-    for kernel in conv.kernels:
-        weights = kernel.array[::-1, ::-1] if conv.flip else kernel.array
-        for c in {1, max(1, channels - 1), channels}:
-            tail = (c,) if len(shape) == 3 else ()
-            whole = engine._method(weights, shape[:2] + tail, conv.stride, conv.padding, conv.dilation)
-            if whole == "fft":
-                return False
-            for h in heights:  # a whole band, and the smallest band
-                band = engine._method(weights, (h, shape[1]) + tail, conv.stride, job.conv.padding, conv.dilation)
-                if band != whole:
-                    return False
-    return True

@@ -20,7 +20,12 @@ import threading
 import numba
 import numpy as np
 
-from . import _threads, config
+from .. import config
+from . import _threads
+
+#: This backend has ``correlate_separable``: both 1-D passes of a low-rank
+#: kernel in one call, a band of rows at a time.
+FUSED_SEPARABLE = True
 
 _jit = numba.njit(parallel=config.PARALLEL, fastmath=config.FASTMATH, cache=config.CACHE)
 #: Serial, GIL-free loops over a range of output rows, run side by side on
@@ -156,11 +161,8 @@ def _rows_unit(src, src_len, c, kernel, rowmap, colmap, pad_left, sy, dy, dx, ou
     values, channels interleaved, done a chunk at a time, ``_GROUP`` taps
     per pass summed in registers. Offsets are unsigned, so the indexing
     needs no negative-index check and the loops vectorise. Only the last
-    pass of a row looks for NaN; the others have loops without the check
-    (measured 2026-11-23, whole images on two threads: 1x15 12-26% faster,
-    3x3 with 9 taps 15-24%, 9x9 10% at widths 3000-4096 but 5-15% slower at
-    2048; a random 9x9 on a 48 MP JPEG, warm, 3.40 -> 2.65 s; about 0.3 s
-    more to compile).
+    pass of a row looks for NaN; the others have loops without the check,
+    which run faster for most kernels and widths.
     """
     out_w = out_len // c
     nval = (hi - lo) * c
@@ -269,17 +271,15 @@ def _interior_cols(kernel, width, pad_left, sx, dx, out_w):
 #: blocks to a kept helper thread costs about 0.02-0.05 ms).
 _MIN_THREADED_WORK = 4_000_000
 #: A tap of a column stride above 1 counts as this many in that work: its
-#: values are loaded one at a time. Measured 2026-11-23, a 3x3 at stride 2
-#: into an existing array (best of 200): on 1024x1024 it ran on one thread,
-#: 351 us, and takes 286 us on two; 768x768 is the same either way (222 and
-#: 216 us), 512x512 better on one (135 against 172 us).
+#: values are loaded one at a time (a strided 3x3 on about 768x768 takes as
+#: long on one thread as on two).
 _STRIDED_TAP = 4
 
 
 def _spread(run, n_rows, work):
     """Call ``run(y0, y1)`` on blocks of rows that cover ``0..n_rows``, on
     ``numba.get_num_threads()`` threads (the caller's and kept helpers,
-    :mod:`kernelcli._threads`) when the work is large enough: each thread
+    :mod:`kernelcli.engine._threads`) when the work is large enough: each thread
     takes the next block when it is free, and every block writes only its
     own output rows."""
     threads = min(numba.get_num_threads() if config.PARALLEL else 1, n_rows)
@@ -344,10 +344,9 @@ def correlate_rows(src, channels, kernel, rowmap, colmap, pad_left, sy, sx, dy, 
 
 #: Bytes of the intermediate rows :func:`correlate_separable` keeps per
 #: thread. A band of B output rows reads B + KH - 1 source rows, so small
-#: bands read the rows they share with their neighbours many times over.
-#: Measured 2026-11-23 (two threads, into an existing array): 2 MB against
-#: 256 KB, a 15x15 Gaussian on 4096x4096 18.3-17.7 ms against 23.5-19.6 ms,
-#: a 5x5 on 2048x2048x3 6.8 ms against 8.7 ms, within 3% elsewhere.
+#: bands read the rows they share with their neighbours many times over;
+#: 2 MB bands ran large Gaussians faster than 256 KB ones, and no slower
+#: elsewhere.
 _BAND_BYTES = 2 * 1024 * 1024
 
 

@@ -2,7 +2,7 @@
 
 Plain NumPy (``numpy.fft``, pocketfft), no Numba. The engine
 (:func:`kernelcli.engine.convolve`) decides when to come here (see
-``engine._method``) and hands over the same arguments the jitted kernels get:
+:mod:`kernelcli.engine.plan`) and hands over the same arguments the jitted kernels get:
 the image as ``(H, W*C)`` rows plus ``C``, the (already flipped) weights, the
 padding maps ``rowmap`` / ``colmap`` (padded coordinate -> source index, or -1
 for a zero), stride, dilation and the output size.
@@ -23,8 +23,7 @@ How one call runs:
   tile); a ``KY x KX x C`` kernel is summed over the channels in the
   frequency domain (C forward transforms, one inverse).
 * Tiles are independent, so they are spread over ``threads`` threads, the
-  caller's included (numpy's FFT releases the GIL: two threads ran 1.4-2x
-  faster than one here). Each thread takes the next tile when it is free,
+  caller's included (numpy's FFT releases the GIL). Each thread takes the next tile when it is free,
   reuses its own buffers (fresh pages are expensive on these machines) and
   writes its tiles' blocks of the output.
 * Every transform passes ``norm=``: with the default norm NumPy 2.4 runs a
@@ -54,7 +53,8 @@ import threading
 
 import numpy as np
 
-from . import _memory, _threads
+from .. import _memory
+from . import _threads
 
 #: The transforms below write into preallocated arrays (``out=``) and keep
 #: float32 as float32: both need NumPy 2.0. On older NumPy the engine does not
@@ -65,9 +65,7 @@ AVAILABLE = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 def _sizes(limit: int) -> np.ndarray:
     """2, 4, 6, 8, 10, 12, 16, 18, 20, 24, 30, 32, 36, ... up to ``limit``:
     even numbers whose odd part is 1, 3, 5, 9 or 15, sizes pocketfft does
-    fast (measured here: 0.23-0.25 ns per point per log2 of the size, one
-    transform, for 256..1024; a larger odd part such as 486 = 2 * 3**5 costs
-    about 10% more)."""
+    fast (a larger odd part such as 486 = 2 * 3**5 costs more)."""
     out = set()
     for odd in (1, 3, 5, 9, 15):
         n = 2 * odd
@@ -102,8 +100,7 @@ def plan(out_size, stride, reach, transforms: int, threads: int, tile_overhead: 
     transforms per tile (forward and inverse, times channels); ``point_cost``
     is seconds per point per log2 of the size for one transform, with the
     spectrum product and the gathering folded in; ``cache_points`` models
-    the slow-down of tiles that no longer fit in the cache (1.4x at 1536**2,
-    1.7x at 2048**2 here). Returns ``(None, inf)`` when no size fits the reach.
+    the slow-down of tiles that no longer fit in the cache. Returns ``(None, inf)`` when no size fits the reach.
     """
     ty, nty = axis_tiles(out_size[0], stride[0], reach[0])
     tx, ntx = axis_tiles(out_size[1], stride[1], reach[1])

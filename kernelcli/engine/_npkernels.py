@@ -1,4 +1,4 @@
-"""The kernels of :mod:`kernelcli._jit` in plain NumPy, for small images.
+"""The kernels of :mod:`kernelcli.engine._jit` in plain NumPy, for small images.
 
 Loading Numba costs about a third of a second per process, more than a small
 image takes to filter in NumPy. These functions have the same signatures and
@@ -8,7 +8,7 @@ order (kernel row, then column, then channel), skipping zero weights and
 zero padding, exactly as the jitted loops do. (Where a result is NaN it is
 NaN in both, but the NaN's sign and payload bits may differ: which operand's
 NaN survives an addition is up to the hardware.) The engine picks them when
-Numba is not loaded yet and the work is small (:func:`kernelcli.engine.backend`).
+Numba is not loaded yet and the work is small (:mod:`kernelcli.engine.backends`).
 
 Each tap is applied to whole regions at once: the interior (plain strided
 slices) and the border rows and columns (gathered through the padding maps).
@@ -21,6 +21,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
+#: No ``correlate_separable`` here: the engine runs a low-rank kernel as two
+#: ``correlate_rows`` passes over whole arrays.
+FUSED_SEPARABLE = False
 
 
 def _axis_plan(n_out: int, step: int, tap: int, index_map: np.ndarray):

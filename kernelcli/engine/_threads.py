@@ -1,9 +1,8 @@
 """The helper threads that the engine's row loops and FFT tiles share.
 
-Starting and joining a thread costs about 0.1 ms each here, against about
-0.5 ms for a 3x3 kernel over a whole 1-megapixel image on one thread, so
-helpers are started once per process and then kept: an idle helper waits on
-the pool's queue and costs nothing.
+Starting and joining a thread costs a fair part of what a small kernel
+takes over a whole image, so helpers are started once per process and then
+kept: an idle helper waits on the pool's queue and costs nothing.
 
 Work is always shared the same way: the calling thread works too, and
 ``helpers`` more threads run the same ``worker`` beside it; each worker takes
