@@ -38,6 +38,9 @@ def test_repeated_calls_load_numba_in_the_background_and_then_use_it():
         kernelcli.warm_up()  # waits for the thread already started; starts no other
         assert backends._warm_done.is_set()
         assert backends.backend(1000).__name__ == "kernelcli.engine._jit"
+        from kernelcli.engine import _jit
+        # it compiled the loop the twins stood in for, not the ones never used
+        assert _jit._rows_unit.signatures and not _jit.pool_rows.signatures
         assert np.array_equal(kernelcli.convolve(x, k), first)  # the same numbers on the compiled loops
         print("ok", calls)
     """)

@@ -68,16 +68,19 @@ def load_numba() -> None:
 #: A process that keeps calling (a notebook, a service) gets the compiled
 #: loops: once the NumPy twins have spent this many seconds in it, the
 #: warm-up starts on a background thread (when ``config.AUTO_WARM_UP``
-#: allows), the twins serving every call until it is done. A process that
-#: has paid that much on the twins is likely to go on, and loading Numba
-#: then costs it at most as much again.
-WARM_UP_AFTER_SECONDS = 0.3
+#: allows), the twins serving every call until it is done. About half of
+#: Numba's own start-up: a process that has paid that much on the twins is
+#: likely to go on calling.
+WARM_UP_AFTER_SECONDS = 0.15
 
 _warming = threading.local()  # .active: this thread is the one warming up
 _warm_lock = threading.Lock()
 _warm_thread: threading.Thread | None = None
 _warm_done = threading.Event()
 _twin_seconds = 0.0
+#: The exercises of the loops the twins stood in for, in the order first used:
+#: what the automatic warm-up compiles (the rest load when first used).
+_twin_loops: dict = {}
 
 
 def warm_up(exercise: Callable[[], None], wait: bool = True) -> None:
@@ -161,7 +164,8 @@ def is_twins(kernels: Kernels) -> bool:
 def timed(kernels: Kernels, exercise: Callable[[], None]):
     """Time what runs inside when ``kernels`` (from :func:`backend`) are the
     NumPy twins; past :data:`WARM_UP_AFTER_SECONDS` in all, the warm-up
-    (:func:`warm_up` of ``exercise``) starts, if ``config.AUTO_WARM_UP``."""
+    starts, if ``config.AUTO_WARM_UP``: it compiles the loops whose
+    ``exercise`` (a call of that loop on a small array) the twins have run."""
     if not is_twins(kernels):
         yield
         return
@@ -171,5 +175,11 @@ def timed(kernels: Kernels, exercise: Callable[[], None]):
         yield
     finally:
         _twin_seconds += time.perf_counter() - started
+    _twin_loops.setdefault(exercise, None)
     if _twin_seconds >= WARM_UP_AFTER_SECONDS and _warm_thread is None and config.AUTO_WARM_UP:
-        _start_warm_up(exercise)
+        _start_warm_up(_exercise_used)
+
+
+def _exercise_used() -> None:
+    for exercise in list(_twin_loops):
+        exercise()

@@ -113,7 +113,9 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                        flat)
     else:
         kernels = how.kernels()
-        with backends.timed(kernels, _exercise):
+        loop = _exercise_depth if weights.ndim == 3 else _exercise_direct if how.method == "direct" else \
+            _exercise_separable
+        with backends.timed(kernels, loop):
             if weights.ndim == 3:
                 kernels.correlate_depth(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
             elif how.method == "direct":
@@ -254,7 +256,7 @@ def pool(x, kind: str = "max", size=2, stride=None):
     rows, c = rows_view(src)
     out = _memory.empty((oh, ow * c))
     kernels = backends.backend(out.size * ph * pw)
-    with backends.timed(kernels, _exercise):
+    with backends.timed(kernels, _exercise_pool):
         kernels.pool_rows(rows, c, POOL_CODES[kind], ph, pw, sy, sx, out)
     return out.reshape((oh, ow, c) if src.ndim == 3 else (oh, ow))
 
@@ -278,9 +280,24 @@ def warm_up(wait: bool = True) -> None:
 
 
 def _exercise() -> None:
-    """The loops that :func:`convolve` and :func:`pool` run, each called once
-    on a small array, with the argument types of real calls."""
-    x = np.zeros((16, 16), np.float32)
-    convolve(x, np.ones((3, 3), np.float32))  # direct loop
-    convolve(x, np.ones((5, 5), np.float32))  # separable passes
-    pool(x, "max", 2)
+    """The loops that :func:`convolve` and :func:`pool` run most, each called
+    once on a small array, with the argument types of real calls (a
+    ``K x K x C`` kernel's loop loads when first used)."""
+    for loop in (_exercise_direct, _exercise_separable, _exercise_pool):
+        loop()
+
+
+def _exercise_direct() -> None:
+    convolve(np.zeros((16, 16), np.float32), np.ones((3, 3), np.float32))
+
+
+def _exercise_separable() -> None:
+    convolve(np.zeros((16, 16), np.float32), np.ones((5, 5), np.float32))
+
+
+def _exercise_depth() -> None:
+    convolve(np.zeros((16, 16, 2), np.float32), np.ones((3, 3, 2), np.float32))
+
+
+def _exercise_pool() -> None:
+    pool(np.zeros((16, 16), np.float32), "max", 2)
