@@ -6,8 +6,8 @@ import math
 
 import click
 
-from .config import MAX_SIZE as MAX_WHOLE
-from .errors import KernelcliError
+from ..config import MAX_SIZE as MAX_WHOLE
+from ..errors import KernelcliError
 
 
 class PairType(click.ParamType):
@@ -66,7 +66,7 @@ class KernelSpec(click.ParamType):
         self.bank = bank
 
     def convert(self, value, param, ctx):
-        from .kernels import Kernel, get_kernel, get_kernels
+        from ..kernels import Kernel, get_kernel, get_kernels
 
         if isinstance(value, (Kernel, tuple)):
             return value

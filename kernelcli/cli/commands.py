@@ -6,246 +6,22 @@ become ``kernelcli: error: ...`` on stderr with exit status 1 (processing) or 2
 ``KERNELCLI_DEBUG=1``) asks for the traceback. Ctrl-C exits with 130.
 """
 
+
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import re
 import sys
 from pathlib import Path
 
 import click
 
-from . import _process
-from ._process import quiet_stdout, say
-from .errors import KernelcliError
-from .params import FiniteFloat, KernelSpec, PaddingType, PairType, TileRowsType, whole_range
-
-__all__ = ["cli", "main"]
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Failure(click.ClickException):
-    """A one-line error for the user, with the exit status it deserves."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file=None):
-        say(f"kernelcli: error: {self.format_message()}")
-
-
-#: A word that is an inline matrix starting with a minus sign ("-1,0,1;-2,0,2;-1,0,1").
-_NEGATIVE_MATRIX = re.compile(r"^-[0-9.]")
-
-
-class MatrixArgsCommand(click.Command):
-    """A command whose arguments may be inline matrices that start with a
-    minus sign, as the kernel table prints them: such a word is an argument,
-    not an unknown option (unless it is the value of the option before it,
-    as in ``--offset -128``, or comes after ``--``)."""
-
-    def parse_args(self, ctx, args):
-        valued = {name for p in self.get_params(ctx)
-                  if isinstance(p, click.Option) and not p.is_flag and not p.count
-                  for name in p.opts + p.secondary_opts}
-        words, shielded, value_next = [], set(), False
-        for i, arg in enumerate(args):
-            if arg == "--":
-                words.extend(args[i:])
-                break
-            if not value_next and _NEGATIVE_MATRIX.match(arg):
-                arg = " " + arg  # not an option to click's parser; the value is stripped below
-                shielded.add(arg)
-            value_next = arg in valued
-            words.append(arg)
-        rest = super().parse_args(ctx, words)
-        for name, value in ctx.params.items():
-            if isinstance(value, str) and value in shielded:
-                ctx.params[name] = value[1:]
-        return rest
-
-
-class KernelcliGroup(click.Group):
-    """Turns every exception from a command into a clear message and exit status."""
-
-    command_class = MatrixArgsCommand
-
-    def invoke(self, ctx):
-        debug = bool(ctx.params.get("debug"))
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except KernelcliError as e:
-            if debug:
-                raise
-            raise Failure(str(e), e.exit_code) from None
-        except KeyboardInterrupt:
-            say("kernelcli: interrupted")
-            raise click.exceptions.Exit(130) from None
-        except BrokenPipeError:
-            quiet_stdout()
-            raise click.exceptions.Exit(0) from None
-        except MemoryError:
-            if debug:
-                raise
-            raise Failure("not enough memory for this image and these options", 1) from None
-        except Exception as e:
-            if debug:
-                raise
-            raise Failure(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1) from None
-
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """Like click's, but every error is one line: ``kernelcli: error: ...``."""
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as e:
-            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            say(f"kernelcli: error: {e.format_message()}{where}")
-            rv = e.exit_code
-        except click.ClickException as e:
-            e.show()
-            rv = e.exit_code
-        except click.exceptions.Abort:
-            say("kernelcli: interrupted")
-            rv = 130
-        except BrokenPipeError:  # --help or --version into a pipe whose reader went away
-            quiet_stdout()
-            rv = 0
-        except OSError as e:  # what --help and --version print (all else is translated in invoke)
-            if os.environ.get("KERNELCLI_DEBUG") or "--debug" in (args if args is not None else sys.argv[1:]):
-                raise
-            say(f"kernelcli: error: cannot write to stdout: {e.strerror or e}")
-            quiet_stdout()
-            rv = 1
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def emit(text: str) -> None:
-    """A command's text output on stdout; a failed write is a one-line error."""
-    try:
-        click.echo(text)
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        raise Failure(f"cannot write to stdout: {e.strerror or e}", 1) from None
-
-
-def note(ctx_quiet: bool, messages) -> None:
-    if not ctx_quiet:
-        for m in messages:
-            say(f"kernelcli: note: {m}")
-
-
-# --------------------------------------------------------------------------
-# option bundles
-
-
-def conv_options(f):
-    """--stride, --padding, --pad-mode, --dilation, --flip, --normalize, --gray, --alpha."""
-    options = [
-        click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
-                     help="Step between kernel positions: S or SY,SX."),
-        click.option("--padding", "-p", type=PaddingType(), default="same", show_default=True,
-                     help="same (keep size at stride 1), valid (none), full (K-1 each side), "
-                          "or P / PY,PX pixels each side."),
-        click.option("--pad-mode", type=click.Choice(["zero", "reflect", "reflect101", "edge", "wrap"]),
-                     default="zero", show_default=True, help="What the padding holds."),
-        click.option("--dilation", "-d", type=PairType(), default="1", show_default=True,
-                     help="Spacing between kernel taps: D or DY,DX (as PyTorch)."),
-        click.option("--flip", is_flag=True,
-                     help="True convolution (kernel flipped on both axes) instead of cross-correlation."),
-        click.option("--normalize", is_flag=True, help="Divide the kernel by the sum of its weights."),
-        click.option("--gray", is_flag=True, help="Convert colour to one luminance channel first."),
-        click.option("--alpha", type=click.Choice(["keep", "premultiply", "filter"]), default="keep",
-                     show_default=True,
-                     help="keep: alpha is not filtered, only moved; premultiply: filter "
-                          "colour weighted by alpha; filter: alpha is filtered like a colour."),
-    ]
-    return functools.reduce(lambda g, o: o(g), reversed(options), f)
-
-
-def stage_options(f):
-    """--relu, --pool, --pool-size, --pool-stride."""
-    options = [
-        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution."),
-        click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None,
-                     help="Pool after the convolution (and ReLU)."),
-        click.option("--pool-size", type=PairType(), default=None, help="Pooling window: N or NY,NX.  [default: 2]"),
-        click.option("--pool-stride", type=PairType(), default=None,
-                     help="Step between pooling windows.  [default: the pool size]"),
-    ]
-    return functools.reduce(lambda g, o: o(g), reversed(options), f)
-
-
-def output_options(f):
-    """--format, --scaling, --offset, --quality, --png-level."""
-    options = [
-        click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
-                     help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
-                          "extension, npy for stdout."),
-        click.option("--scaling", type=click.Choice(["clip", "abs", "stretch"]), default="clip",
-                     show_default=True,
-                     help="How values become pixels: clip to the range, absolute value, or "
-                          "stretch min..max to the full range. Not applied to .npy."),
-        click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
-                     help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
-        click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
-                     help="JPEG/WebP quality."),
-        click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,
-                     help="PNG zlib level: 1 is fast; 6-9 write files about 10-15% smaller, slowly."),
-    ]
-    return functools.reduce(lambda g, o: o(g), reversed(options), f)
-
-
-def batch_options(f):
-    """--recursive, --glob, --jobs, --skip-existing (for a folder INPUT)."""
-    options = [
-        click.option("--recursive", "-r", is_flag=True, help="Folders: descend into subfolders."),
-        click.option("--glob", "pattern", default=None, metavar="PATTERN",
-                     help="Folders: only files whose relative path or name matches (e.g. '*.jpg'; any case)."),
-        click.option("--jobs", "-j", type=whole_range(1), default=None,
-                     help="Folders: worker processes (at most one per file, and as many as the "
-                          "cores and memory allow).  [default: all cores]"),
-        click.option("--skip-existing", is_flag=True,
-                     help="Folders: leave outputs that already exist alone (resume a run)."),
-        click.option("--quiet", "-q", "quiet", is_flag=True,
-                     help="No notes, no progress bar, no summary (errors are still shown)."),
-    ]
-    return functools.reduce(lambda g, o: o(g), reversed(options), f)
-
-
-def scale_options(f):
-    """--tile-rows, --scheduler, --scheduler-timeout (large .npy files, clusters)."""
-    options = [
-        click.option("--tile-rows", type=TileRowsType(), default=None,
-                     help="A .npy INPUT: process it in bands of N output rows (auto: about 32 MB "
-                          "each), reading and writing the files band by band so memory holds a "
-                          "band, not the image. Automatic when the array would not fit in memory."),
-        click.option("--scheduler", default=None, metavar="ADDRESS",
-                     help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
-                          "file by file, a .npy INPUT band by band; workers must see the same paths."),
-        click.option("--scheduler-timeout", type=FiniteFloat(min=0.1, max=86400.0), default=10.0,
-                     show_default=True, help="Seconds to wait for the scheduler before giving up."),
-    ]
-    return functools.reduce(lambda g, o: o(g), reversed(options), f)
-
-
-def input_options(f):
-    return click.option("--max-pixels", type=whole_range(1, 2**62), default=None,
-                        help="Refuse images with more pixels than this (default 178956970).")(f)
-
-
-# --------------------------------------------------------------------------
-# commands
-
+from .. import _process
+from .._process import say
+from ..errors import KernelcliError
+from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
+from .options import batch_options, conv_options, input_options, output_options, scale_options, stage_options
+from .params import FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
 @click.version_option(None, "--version", "-V", package_name="kernelcli", message="kernelcli %(version)s")
@@ -272,8 +48,8 @@ def cli(ctx, debug, quiet):
 
 def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
     """Run one stage (stages.Relu or stages.Pool) from INPUT to OUTPUT."""
-    from .run import files
-    from .io import inputs
+    from ..run import files
+    from ..io import inputs
 
     note(ctx.obj["quiet"], files.run_stage(input, output, stage, _output_spec(fmt, scaling, offset, quality,
                                                                               png_level),
@@ -314,8 +90,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     .npy OUTPUT (see --tile-rows); --scheduler runs folders and such bands on
     a Dask cluster.
     """
-    from . import stages
-    from .run import files
+    from .. import stages
+    from ..run import files
 
     ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
     if pool is None and (pool_size or pool_stride):
@@ -329,7 +105,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     run = stages.Stages(conv, relu, stage_pool, gray, alpha)
     out = _output_spec(fmt, scaling, offset, quality, png_level)
     if is_folder:
-        from .run import batch
+        from ..run import batch
 
         jobs = _workers(ctx, jobs)
         if tile_rows:
@@ -339,8 +115,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
     if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
-        from .run import tiled
-        from .io import encode
+        from ..run import tiled
+        from ..io import encode
 
         if output == "-" or encode.format_for(output, fmt) != "NPY":
             raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
@@ -359,14 +135,14 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
 
 
 def _output_spec(fmt, scaling, offset, quality, png_level):
-    from .io.encode import OutputSpec
+    from ..io.encode import OutputSpec
 
     return OutputSpec(fmt, scaling, offset, quality, png_level)
 
 
 def _workers(ctx, jobs):
     """``--jobs``, lowered with a note to what the cores and memory allow (config.max_workers)."""
-    from . import config
+    from .. import config
 
     most = config.max_workers()
     if jobs is not None and jobs > most:
@@ -379,7 +155,7 @@ def _workers(ctx, jobs):
 def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
     """Bands of rows between a .npy file and a .npy file when asked, or when
     the input is large (tiled.goes_out_of_core)."""
-    from .io import encode, inputs
+    from ..io import encode, inputs
 
     npy = input != "-" and inputs.is_npy(input)
     if (tile_rows or scheduler) and not npy:
@@ -390,7 +166,7 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
         return True
     if output == "-" or encode.format_for(output, fmt) != "NPY":
         return False
-    from .run import tiled
+    from ..run import tiled
 
     try:
         return tiled.goes_out_of_core(tiled.open_source(input))
@@ -404,7 +180,7 @@ def _cluster(ctx, scheduler, timeout):
     if not scheduler:
         yield None
         return
-    from .run import cluster
+    from ..run import cluster
 
     client = cluster.connect(scheduler, timeout, debug=bool(ctx.find_root().params.get("debug")))
     try:
@@ -416,7 +192,7 @@ def _cluster(ctx, scheduler, timeout):
 def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client=None):
     quiet = ctx.obj["quiet"]
     if settings.output.fmt:
-        from .io.encode import format_for
+        from ..io.encode import format_for
 
         format_for("-", settings.output.fmt)  # an unknown --format is a usage error before any work
     outdir = batch.check_output_folder(output, input)
@@ -457,8 +233,8 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     and bit depth; give OUTPUT a picture extension or --format to end in one.
     KERNEL takes the same forms as in apply; commas make a filter bank.
     """
-    from . import stages
-    from .run import files
+    from .. import stages
+    from ..run import files
 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
@@ -481,7 +257,7 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
-    from . import stages
+    from .. import stages
 
     _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
 
@@ -503,7 +279,7 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     pooled with max for max pooling and with avg otherwise. INPUT and OUTPUT
     default to - (stdin, stdout).
     """
-    from . import stages
+    from .. import stages
 
     _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
            max_pixels)
@@ -527,8 +303,8 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     kernel that made it when the stack came from a kernelcli filter bank.
     --max-pixels limits the sheet too.
     """
-    from . import montage as draw
-    from .io import encode, inputs
+    from .. import montage as draw
+    from ..io import encode, inputs
 
     out_format = encode.format_for(output, fmt)
     max_pixels = max_pixels or inputs.DEFAULT_MAX_PIXELS
@@ -557,7 +333,7 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
     products and sum, the feature map with the output-size arithmetic, then
     the ReLU and pooling steps when asked.
     """
-    from . import explain as show
+    from .. import explain as show
 
     emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride))
 
@@ -567,7 +343,7 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
 def kernels(ctx):
     """List the named kernels (kernelcli kernels show NAME prints one)."""
     if ctx.invoked_subcommand is None:
-        from .kernels import catalogue
+        from ..kernels import catalogue
 
         found = catalogue()
         width = max(len(name) for name, *_ in found)

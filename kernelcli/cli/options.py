@@ -1,0 +1,111 @@
+"""Option bundles shared by the commands (stacked as decorators)."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_range
+
+# --------------------------------------------------------------------------
+# option bundles
+
+
+def conv_options(f):
+    """--stride, --padding, --pad-mode, --dilation, --flip, --normalize, --gray, --alpha."""
+    options = [
+        click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
+                     help="Step between kernel positions: S or SY,SX."),
+        click.option("--padding", "-p", type=PaddingType(), default="same", show_default=True,
+                     help="same (keep size at stride 1), valid (none), full (K-1 each side), "
+                          "or P / PY,PX pixels each side."),
+        click.option("--pad-mode", type=click.Choice(["zero", "reflect", "reflect101", "edge", "wrap"]),
+                     default="zero", show_default=True, help="What the padding holds."),
+        click.option("--dilation", "-d", type=PairType(), default="1", show_default=True,
+                     help="Spacing between kernel taps: D or DY,DX (as PyTorch)."),
+        click.option("--flip", is_flag=True,
+                     help="True convolution (kernel flipped on both axes) instead of cross-correlation."),
+        click.option("--normalize", is_flag=True, help="Divide the kernel by the sum of its weights."),
+        click.option("--gray", is_flag=True, help="Convert colour to one luminance channel first."),
+        click.option("--alpha", type=click.Choice(["keep", "premultiply", "filter"]), default="keep",
+                     show_default=True,
+                     help="keep: alpha is not filtered, only moved; premultiply: filter "
+                          "colour weighted by alpha; filter: alpha is filtered like a colour."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def stage_options(f):
+    """--relu, --pool, --pool-size, --pool-stride."""
+    options = [
+        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution."),
+        click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None,
+                     help="Pool after the convolution (and ReLU)."),
+        click.option("--pool-size", type=PairType(), default=None, help="Pooling window: N or NY,NX.  [default: 2]"),
+        click.option("--pool-stride", type=PairType(), default=None,
+                     help="Step between pooling windows.  [default: the pool size]"),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def output_options(f):
+    """--format, --scaling, --offset, --quality, --png-level."""
+    options = [
+        click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
+                     help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
+                          "extension, npy for stdout."),
+        click.option("--scaling", type=click.Choice(["clip", "abs", "stretch"]), default="clip",
+                     show_default=True,
+                     help="How values become pixels: clip to the range, absolute value, or "
+                          "stretch min..max to the full range. Not applied to .npy."),
+        click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
+                     help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
+        click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
+                     help="JPEG/WebP quality."),
+        click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,
+                     help="PNG zlib level: 1 is fast; 6-9 write files about 10-15% smaller, slowly."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def batch_options(f):
+    """--recursive, --glob, --jobs, --skip-existing (for a folder INPUT)."""
+    options = [
+        click.option("--recursive", "-r", is_flag=True, help="Folders: descend into subfolders."),
+        click.option("--glob", "pattern", default=None, metavar="PATTERN",
+                     help="Folders: only files whose relative path or name matches (e.g. '*.jpg'; any case)."),
+        click.option("--jobs", "-j", type=whole_range(1), default=None,
+                     help="Folders: worker processes (at most one per file, and as many as the "
+                          "cores and memory allow).  [default: all cores]"),
+        click.option("--skip-existing", is_flag=True,
+                     help="Folders: leave outputs that already exist alone (resume a run)."),
+        click.option("--quiet", "-q", "quiet", is_flag=True,
+                     help="No notes, no progress bar, no summary (errors are still shown)."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def scale_options(f):
+    """--tile-rows, --scheduler, --scheduler-timeout (large .npy files, clusters)."""
+    options = [
+        click.option("--tile-rows", type=TileRowsType(), default=None,
+                     help="A .npy INPUT: process it in bands of N output rows (auto: about 32 MB "
+                          "each), reading and writing the files band by band so memory holds a "
+                          "band, not the image. Automatic when the array would not fit in memory."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
+                          "file by file, a .npy INPUT band by band; workers must see the same paths."),
+        click.option("--scheduler-timeout", type=FiniteFloat(min=0.1, max=86400.0), default=10.0,
+                     show_default=True, help="Seconds to wait for the scheduler before giving up."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def input_options(f):
+    return click.option("--max-pixels", type=whole_range(1, 2**62), default=None,
+                        help="Refuse images with more pixels than this (default 178956970).")(f)
+
+
+# --------------------------------------------------------------------------
+# commands
