@@ -14,8 +14,8 @@ import numpy as np
 
 from . import engine
 from .errors import UsageError
-from .kernels import Kernel, parse_inline
-from .kernels import _fmt as _fmt_finite
+from .kernel_forms import Kernel, parse_inline
+from .kernel_forms import _fmt as _fmt_finite
 
 MAX_SIDE = 16
 #: The padded input shown is at most this many rows and columns: the text

@@ -1,0 +1,316 @@
+"""A kernel (:class:`Kernel`) and the forms it is written in: the plain text
+format, libvips ``.mat`` files, inline matrices, ImageMagick kernel strings
+and the sized forms (``box:N``, ``gaussian:SIGMA``). Parsing only: where
+kernels come from (names, files) is :mod:`kernelcli.kernels`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+
+from .errors import KernelError
+
+# NumPy is imported where arrays are made, not here: ``kernelcli kernels``
+# lists the library without it (it costs about 0.1 s of start-up).
+
+_FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max
+
+#: The largest kernel side accepted (a guard against sizes that cannot be meant).
+MAX_SIDE = 1025
+
+_SPLIT = re.compile(r"[\s,]+")
+_MAGICK = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
+_SIZED = re.compile(r"^(box|gaussian):(.*)$", re.I)
+_NUMBERISH = re.compile(r"^(?:[\s,;0-9eE.+\-/]|inf|nan)+$", re.I)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A 2-D kernel: ``values * scale``, plus ``offset`` added to every output."""
+
+    name: str
+    values: np.ndarray  # float64, as written (before scale)
+    scale: float = 1.0
+    scale_text: str = "1"
+    offset: float = 0.0
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            weights = self.values * self.scale
+            finite = bool(np.all(np.isfinite(weights.astype(np.float32))))
+        if not finite or not math.isfinite(self.offset):
+            raise KernelError(
+                f"{self.source or self.name}: the weights (values x scale) must be finite float32 "
+                "numbers (|w| < 3.4e38); this kernel overflows or holds NaN"
+            )
+
+    @property
+    def array(self) -> np.ndarray:
+        """The effective weights as a float32 array."""
+        import numpy as np
+
+        return (self.values * self.scale).astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        """The effective weights, as :attr:`array`, wherever NumPy expects an
+        array: ``np.asarray(kernel)``, ``np.allclose(kernel, expected)``.
+        The offset is not part of them. Always a new array, so ``copy`` is
+        satisfied whatever it asks."""
+        weights = self.array
+        return weights if dtype is None else weights.astype(dtype, copy=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Rows and columns (a depth kernel's third axis is :attr:`depth`)."""
+        return self.values.shape[:2]
+
+    @property
+    def depth(self) -> int | None:
+        """The number of input channels a ``K x K x C`` kernel sums over, else None."""
+        return self.values.shape[2] if self.values.ndim == 3 else None
+
+    def normalized(self) -> tuple["Kernel", bool]:
+        """Divide by the sum of the weights; zero-sum kernels come back unchanged.
+
+        Returns ``(kernel, changed)``.
+        """
+        total = float(self.values.sum() * self.scale)
+        if abs(total) < 1e-12:
+            return self, False
+        scale = self.scale / total
+        inverse = 1.0 / scale
+        text = f"1/{_fmt(inverse)}" if inverse == round(inverse) else _fmt(scale)
+        return replace(self, scale=scale, scale_text=text), True
+
+    def flipped(self) -> "Kernel":
+        return replace(self, values=self.values[::-1, ::-1].copy())
+
+    def format(self) -> str:
+        """The matrix as text, one row per line, with its scale and offset."""
+        planes = [self.values] if self.depth is None else [self.values[..., i] for i in range(self.depth)]
+        lines = []
+        for i, plane in enumerate(planes):
+            cells = [[_fmt(v) for v in row] for row in plane]
+            width = max(len(c) for row in cells for c in row)
+            if self.depth is not None:
+                lines.append(f"channel {i}:")
+            lines += [" ".join(c.rjust(width) for c in row) for row in cells]
+        size = "x".join(str(n) for n in self.values.shape)
+        head = [f"{self.name} ({size})"]
+        if self.description:
+            head.append(self.description)
+        if self.scale_text != "1":
+            head.append(f"scale: {self.scale_text}")
+        if self.offset:
+            head.append(f"offset: {_fmt(self.offset)}")
+        return "\n".join(head + lines)
+
+
+def _fmt(v: float) -> str:
+    v = float(v)
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.6g}"
+
+
+# --------------------------------------------------------------------------
+# numbers and matrices
+
+
+def _number(token: str, where: str) -> float:
+    try:
+        if "/" in token:
+            num, den = token.split("/", 1)
+            value = float(num.strip()) / float(den.strip())
+        else:
+            value = float(token)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise KernelError(f"{where}: {token!r} is not a number") from None
+    if not math.isfinite(value):
+        raise KernelError(f"{where}: {token!r} is not a finite number")
+    if abs(value) > _FLOAT32_MAX:
+        raise KernelError(f"{where}: {token!r} is too large for float32 weights (at most 3.4e38)")
+    return value
+
+
+def _matrix(rows: list[list[float]], where: str, row_wheres: list[str] | None = None) -> np.ndarray:
+    if not rows:
+        raise KernelError(f"{where}: the kernel is empty")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            at = row_wheres[i] if row_wheres else f"{where}, row {i + 1}"
+            raise KernelError(
+                f"{at}: ragged rows: this row has {len(row)} values, the first has {width}"
+            )
+    _check_size(len(rows), width, where)
+    import numpy as np
+
+    return np.array(rows, dtype=np.float64)
+
+
+def _check_size(h: int, w: int, where: str) -> None:
+    if h < 1 or w < 1:
+        raise KernelError(f"{where}: the kernel is empty")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise KernelError(f"{where}: a {h}x{w} kernel is too large (at most {MAX_SIDE} per side)")
+
+
+# --------------------------------------------------------------------------
+# parsers
+
+
+def parse_text(text: str, source: str, name: str | None = None) -> Kernel:
+    """Parse the plain text kernel format (see the module docstring)."""
+    rows, wheres, scale, scale_text, offset, description = _text_fields(text, source)
+    values = _matrix(rows, source, wheres)
+    return Kernel(name or source, values, scale, scale_text, offset, description, source)
+
+
+def _text_fields(text: str, source: str) -> tuple:
+    """The text format's rows (lists of floats, each with its line for
+    messages), scale, scale text, offset and description; no arrays yet."""
+    rows, wheres = [], []
+    scale, scale_text, offset, description = 1.0, "1", 0.0, ""
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        where = f"{source}, line {lineno}"
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if ":" in line:
+            key, _, value = line.partition(":")
+            key, value = key.strip().lower(), value.strip()
+            if key in seen:
+                raise KernelError(f"{where}: {key} is set twice (first on line {seen[key]})")
+            seen[key] = lineno
+            if key == "scale":
+                scale, scale_text = _number(value, where), value
+                if scale == 0:
+                    raise KernelError(f"{where}: the scale must not be 0")
+            elif key == "offset":
+                offset = _number(value, where)
+            elif key == "description":
+                description = value
+            else:
+                raise KernelError(f"{where}: unknown setting {key!r} (known: scale, offset, description)")
+            continue
+        rows.append([_number(t, where) for t in _SPLIT.split(line) if t])
+        wheres.append(where)
+    return rows, wheres, scale, scale_text, offset, description
+
+
+def parse_vips_mat(text: str, source: str) -> Kernel:
+    """Parse a libvips matrix file: ``W H [scale [offset]]`` then H rows of W values."""
+    lines = [(n, l.split("#", 1)[0].strip()) for n, l in enumerate(text.splitlines(), 1)]
+    lines = [(n, l) for n, l in lines if l]
+    if not lines:
+        raise KernelError(f"{source}: the kernel is empty")
+    n0, header = lines[0]
+    head = [_number(t, f"{source}, line {n0}") for t in _SPLIT.split(header) if t]
+    if not 2 <= len(head) <= 4 or head[0] != int(head[0]) or head[1] != int(head[1]):
+        raise KernelError(f"{source}, line {n0}: a .mat file starts with 'WIDTH HEIGHT [SCALE [OFFSET]]'")
+    w, h = int(head[0]), int(head[1])
+    scale = head[2] if len(head) > 2 else 1.0
+    offset = head[3] if len(head) > 3 else 0.0
+    if scale == 0:
+        raise KernelError(f"{source}, line {n0}: the scale must not be 0")
+    rows, wheres = [], []
+    for n, line in lines[1:]:
+        rows.append([_number(t, f"{source}, line {n}") for t in _SPLIT.split(line) if t])
+        wheres.append(f"{source}, line {n}")
+    values = _matrix(rows, source, wheres)
+    if values.shape != (h, w):
+        raise KernelError(f"{source}: the header says {w}x{h} (width x height), the rows give {values.shape[1]}x{values.shape[0]}")
+    return Kernel(source, values, 1.0 / scale, _fmt_inverse(scale), offset, "", source)
+
+
+def _fmt_inverse(scale: float) -> str:
+    return "1" if scale == 1 else f"1/{_fmt(scale)}"
+
+
+def parse_inline(spec: str) -> Kernel:
+    """Parse ``"1,0,1;0,1,0;1,0,1"``: rows by ``;``, values by commas or spaces."""
+    where = f"inline kernel {spec!r}"
+    rows = []
+    for i, part in enumerate(spec.split(";"), 1):
+        tokens = [t for t in _SPLIT.split(part.strip()) if t]
+        if not tokens:
+            raise KernelError(f"{where}: row {i} is empty")
+        rows.append([_number(t, f"{where}, row {i}") for t in tokens])
+    return Kernel(spec, _matrix(rows, where), source="inline")
+
+
+def parse_magick(spec: str) -> Kernel:
+    """Parse ImageMagick's ``"WxH[+X+Y]: values"`` (``"3: ..."`` means 3x3)."""
+    m = _MAGICK.match(spec)
+    where = f"ImageMagick kernel {spec.strip()!r}"
+    if not m:
+        raise KernelError(f"{where}: expected 'WxH: v1,v2,...'")
+    w = int(m.group(1))
+    h = int(m.group(2) or w)
+    _check_size(h, w, where)
+    tokens = [t for t in _SPLIT.split(m.group(5).strip()) if t]
+    values = []
+    for t in tokens:
+        if t.lower() in ("nan", "-"):
+            values.append(0.0)  # ImageMagick: this tap is not part of the kernel
+        else:
+            values.append(_number(t, where))
+    if len(values) != w * h:
+        raise KernelError(f"{where}: {w}x{h} needs {w * h} values, got {len(values)}")
+    if m.group(3) is not None:
+        ox, oy = int(m.group(3)), int(m.group(4))
+        if (ox, oy) != ((w - 1) // 2, (h - 1) // 2):
+            raise KernelError(
+                f"{where}: only the default origin +{(w - 1) // 2}+{(h - 1) // 2} is supported, got {m.group(3)}{m.group(4)}"
+            )
+    return Kernel(spec.strip(), _matrix([values[i * w:(i + 1) * w] for i in range(h)], where), source="imagemagick")
+
+
+def parse_sized(spec: str) -> Kernel:
+    """``box:N``, ``box:ROWS,COLS``, ``gaussian:SIGMA``, ``gaussian:SIGMA,SIZE``."""
+    import numpy as np
+
+    m = _SIZED.match(spec.strip())
+    kind, args = m.group(1).lower(), [a for a in _SPLIT.split(m.group(2).strip()) if a]
+    where = f"kernel {spec!r}"
+    if kind == "box":
+        if len(args) not in (1, 2):
+            raise KernelError(f"{where}: write box:N or box:ROWS,COLS")
+        sides = [_int(a, where) for a in args]
+        h, w = sides[0], sides[-1]
+        _check_size(h, w, where)
+        return Kernel(f"box:{h},{w}", np.ones((h, w)), 1.0 / (h * w), f"1/{h * w}",
+                      description=f"box blur: mean of the {h}x{w} neighbourhood", source="sized")
+    if len(args) not in (1, 2):
+        raise KernelError(f"{where}: write gaussian:SIGMA or gaussian:SIGMA,SIZE")
+    sigma = _number(args[0], where)
+    if sigma < 0.01:
+        raise KernelError(f"{where}: sigma must be at least 0.01, got {args[0]}")
+    if len(args) == 2:
+        size = _int(args[1], where)
+    else:
+        if 3 * sigma > MAX_SIDE:
+            raise KernelError(f"{where}: sigma {args[0]} needs a kernel wider than {MAX_SIDE} pixels")
+        size = 2 * math.ceil(3 * sigma) + 1
+    _check_size(size, size, where)
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(x * x) / (2 * sigma * sigma))
+    values = np.outer(g, g)
+    values /= values.sum()
+    return Kernel(f"gaussian:{_fmt(sigma)},{size}", values,
+                  description=f"Gaussian blur, sigma {_fmt(sigma)}, {size}x{size}, sum 1", source="sized")
+
+
+def _int(token: str, where: str) -> int:
+    value = _number(token, where)
+    if value != int(value) or value < 1:
+        raise KernelError(f"{where}: {token!r} must be a positive whole number")
+    return int(value)
