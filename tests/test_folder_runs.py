@@ -77,37 +77,36 @@ def test_a_signal_stops_a_run_whose_workers_are_stuck(pictures, tmp_path, sig, s
     assert len(list(out.glob("*.png"))) < 6  # queued files were not processed
 
 
-def test_sigterm_to_the_whole_process_group_leaves_no_process(pictures, tmp_path):
-    """What ``timeout 10 kernelcli ...`` does: SIGTERM to the command and its workers."""
+def _terminated(pictures, tmp_path, workers_to_wait_for: int, terminate) -> None:
+    """Start a folder run, wait for that many workers, ``terminate(proc,
+    workers)``; the run must end with 143, only its own lines on stderr, no
+    process and no temporary file left."""
     out = tmp_path / "out"
     proc = start(["apply", "gaussian:2", pictures, out, "--jobs", "2"])
     try:
-        workers = wait_for_children(proc, 2)
+        workers = wait_for_children(proc, workers_to_wait_for)
+        terminate(proc, workers)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 143, err
+    only_our_lines(err)
+    assert wait_until_gone(workers) == [] and group(proc.pid) == []
+    no_temporaries(out)
+
+
+def test_sigterm_to_the_whole_process_group_leaves_no_process(pictures, tmp_path):
+    """What ``timeout 10 kernelcli ...`` does: SIGTERM to the command and its workers."""
+    def terminate(proc, workers):
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
         os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        kill_group(proc)
-    assert proc.returncode == 143, err
-    only_our_lines(err)
-    assert wait_until_gone(workers) == [] and group(proc.pid) == []
-    no_temporaries(out)
+
+    _terminated(pictures, tmp_path, 2, terminate)
 
 
 def test_sigterm_while_workers_start_prints_no_traceback(pictures, tmp_path):
-    out = tmp_path / "out"
-    proc = start(["apply", "gaussian:2", pictures, out, "--jobs", "2"])
-    try:
-        workers = wait_for_children(proc, 1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        kill_group(proc)
-    assert proc.returncode == 143, err
-    only_our_lines(err)
-    assert wait_until_gone(workers) == [] and group(proc.pid) == []
-    no_temporaries(out)
+    _terminated(pictures, tmp_path, 1, lambda proc, workers: proc.send_signal(signal.SIGTERM))
 
 
 def test_workers_do_not_outlive_a_killed_command(pictures, tmp_path):
