@@ -193,9 +193,9 @@ def reuse_freed_memory() -> None:
 
 
 def worker_main(parent: int) -> None:
-    """A worker process of a folder run (:mod:`kernelcli.run.batch`): take tasks
+    """A worker process of a folder run (:mod:`kernelcli.run.workers`): take tasks
     from stdin, send results to stdout, until the parent closes the stream."""
-    from .run import batch
+    from .run import batch, workers
 
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
@@ -209,7 +209,7 @@ def worker_main(parent: int) -> None:
         os.dup2(null, 1)  # nothing else may write into the results stream
         skip_numba_blas()  # as for the command
         reuse_freed_memory()
-        batch.serve(tasks, results)
+        workers.serve(tasks, results, batch.run_task)
     except BaseException:  # the parent reports the file this worker held
         os._exit(1)
     os._exit(0)
