@@ -199,13 +199,13 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 
     def report(path, reason):
         message = reason if reason.startswith(path) else f"{path}: {reason}"
-        click.echo(f"kernelcli: failed: {message}", err=True)
+        say(f"kernelcli: failed: {message}")
 
     summary = batch.run(Path(input), outdir, settings, recursive=recursive, pattern=pattern, jobs=jobs,
                         skip_existing=skip_existing, progress=not quiet and sys.stderr.isatty(),
                         report=report, client=client, note=lambda message: note(quiet, [message]))
     if not quiet:
-        click.echo(f"kernelcli: {summary.line()}", err=True)
+        say(f"kernelcli: {summary.line()}")
     if summary.interrupted:
         raise click.exceptions.Exit(summary.interrupted_status)
     if summary.failed:
