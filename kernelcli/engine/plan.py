@@ -209,9 +209,10 @@ def multiply_adds(weights, values: int) -> int:
 NUMPY_MAX_BANDED_WORK = 5_000_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
-    """How :func:`kernelcli.engine.convolve` computes a kernel on an image."""
+    """How :func:`kernelcli.engine.convolve` computes a kernel on an image
+    (made for every call: a plain slotted class, quick to make)."""
 
     pads: tuple  # ((top, bottom), (left, right))
     out_size: tuple  # (OH, OW)

@@ -36,6 +36,9 @@ POOL_CODES = {"max": 0, "avg": 1, "sum": 2}
 
 def pair(value, what: str) -> tuple[int, int]:
     """``3`` -> ``(3, 3)``; ``(2, 1)`` -> ``(2, 1)``; positive integers only."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int \
+            and 1 <= value[0] <= MAX_SIZE and 1 <= value[1] <= MAX_SIZE:
+        return value  # already a checked pair (the engine passes them on)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         values = (int(value), int(value))
     else:
@@ -115,10 +118,12 @@ def geometry(shape, kernel_shape, stride, padding, dilation):
     reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
     pads = resolve_padding(padding, reach)
     padded = (h + pads[0][0] + pads[0][1], w + pads[1][0] + pads[1][1])
-    _memory.ensure_memory(INDEX_BYTES * (padded[0] + padded[1]),
-                  f"indexing a {padded[0]}x{padded[1]} padded input (padding {padding_text(padding, pads)}, "
-                  f"dilation {_show((dy, dx))}, kernel reach {reach[0]}x{reach[1]})",
-                  "use less padding or a smaller dilation")
+    index_bytes = INDEX_BYTES * (padded[0] + padded[1])
+    if index_bytes >= _memory.CHECK_MEMORY_FROM:  # (the message is made only where it may be needed)
+        _memory.ensure_memory(index_bytes,
+                              f"indexing a {padded[0]}x{padded[1]} padded input (padding "
+                              f"{padding_text(padding, pads)}, dilation {_show((dy, dx))}, kernel reach "
+                              f"{reach[0]}x{reach[1]})", "use less padding or a smaller dilation")
     oh = output_size(h, kh, pads[0], sy, dy)
     ow = output_size(w, kw, pads[1], sx, dx)
     if oh < 1 or ow < 1:
