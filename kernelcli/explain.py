@@ -15,7 +15,7 @@ import numpy as np
 from . import engine
 from .errors import UsageError
 from .kernel_forms import Kernel, parse_inline
-from .kernel_forms import _fmt as _fmt_finite
+from .kernel_forms import format_number as _fmt_finite
 
 MAX_SIDE = 16
 #: The padded input shown is at most this many rows and columns: the text

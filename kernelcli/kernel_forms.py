@@ -20,10 +20,10 @@ _FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max
 #: The largest kernel side accepted (a guard against sizes that cannot be meant).
 MAX_SIDE = 1025
 
-_SPLIT = re.compile(r"[\s,]+")
-_MAGICK = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
-_SIZED = re.compile(r"^(box|gaussian):(.*)$", re.I)
-_NUMBERISH = re.compile(r"^(?:[\s,;0-9eE.+\-/]|inf|nan)+$", re.I)
+SEPARATORS = re.compile(r"[\s,]+")
+MAGICK_FORM = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
+SIZED_FORM = re.compile(r"^(box|gaussian):(.*)$", re.I)
+NUMBERISH = re.compile(r"^(?:[\s,;0-9eE.+\-/]|inf|nan)+$", re.I)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Kernel:
             return self, False
         scale = self.scale / total
         inverse = 1.0 / scale
-        text = f"1/{_fmt(inverse)}" if inverse == round(inverse) else _fmt(scale)
+        text = f"1/{format_number(inverse)}" if inverse == round(inverse) else format_number(scale)
         return replace(self, scale=scale, scale_text=text), True
 
     def flipped(self) -> "Kernel":
@@ -96,7 +96,7 @@ class Kernel:
         planes = [self.values] if self.depth is None else [self.values[..., i] for i in range(self.depth)]
         lines = []
         for i, plane in enumerate(planes):
-            cells = [[_fmt(v) for v in row] for row in plane]
+            cells = [[format_number(v) for v in row] for row in plane]
             width = max(len(c) for row in cells for c in row)
             if self.depth is not None:
                 lines.append(f"channel {i}:")
@@ -108,11 +108,11 @@ class Kernel:
         if self.scale_text != "1":
             head.append(f"scale: {self.scale_text}")
         if self.offset:
-            head.append(f"offset: {_fmt(self.offset)}")
+            head.append(f"offset: {format_number(self.offset)}")
         return "\n".join(head + lines)
 
 
-def _fmt(v: float) -> str:
+def format_number(v: float) -> str:
     v = float(v)
     if v == int(v) and abs(v) < 1e15:
         return str(int(v))
@@ -149,13 +149,13 @@ def _matrix(rows: list[list[float]], where: str, row_wheres: list[str] | None = 
             raise KernelError(
                 f"{at}: ragged rows: this row has {len(row)} values, the first has {width}"
             )
-    _check_size(len(rows), width, where)
+    check_size(len(rows), width, where)
     import numpy as np
 
     return np.array(rows, dtype=np.float64)
 
 
-def _check_size(h: int, w: int, where: str) -> None:
+def check_size(h: int, w: int, where: str) -> None:
     if h < 1 or w < 1:
         raise KernelError(f"{where}: the kernel is empty")
     if h > MAX_SIDE or w > MAX_SIDE:
@@ -168,12 +168,12 @@ def _check_size(h: int, w: int, where: str) -> None:
 
 def parse_text(text: str, source: str, name: str | None = None) -> Kernel:
     """Parse the plain text kernel format (see the module docstring)."""
-    rows, wheres, scale, scale_text, offset, description = _text_fields(text, source)
+    rows, wheres, scale, scale_text, offset, description = text_fields(text, source)
     values = _matrix(rows, source, wheres)
     return Kernel(name or source, values, scale, scale_text, offset, description, source)
 
 
-def _text_fields(text: str, source: str) -> tuple:
+def text_fields(text: str, source: str) -> tuple:
     """The text format's rows (lists of floats, each with its line for
     messages), scale, scale text, offset and description; no arrays yet."""
     rows, wheres = [], []
@@ -201,7 +201,7 @@ def _text_fields(text: str, source: str) -> tuple:
             else:
                 raise KernelError(f"{where}: unknown setting {key!r} (known: scale, offset, description)")
             continue
-        rows.append([_number(t, where) for t in _SPLIT.split(line) if t])
+        rows.append([_number(t, where) for t in SEPARATORS.split(line) if t])
         wheres.append(where)
     return rows, wheres, scale, scale_text, offset, description
 
@@ -213,7 +213,7 @@ def parse_vips_mat(text: str, source: str) -> Kernel:
     if not lines:
         raise KernelError(f"{source}: the kernel is empty")
     n0, header = lines[0]
-    head = [_number(t, f"{source}, line {n0}") for t in _SPLIT.split(header) if t]
+    head = [_number(t, f"{source}, line {n0}") for t in SEPARATORS.split(header) if t]
     if not 2 <= len(head) <= 4 or head[0] != int(head[0]) or head[1] != int(head[1]):
         raise KernelError(f"{source}, line {n0}: a .mat file starts with 'WIDTH HEIGHT [SCALE [OFFSET]]'")
     w, h = int(head[0]), int(head[1])
@@ -223,7 +223,7 @@ def parse_vips_mat(text: str, source: str) -> Kernel:
         raise KernelError(f"{source}, line {n0}: the scale must not be 0")
     rows, wheres = [], []
     for n, line in lines[1:]:
-        rows.append([_number(t, f"{source}, line {n}") for t in _SPLIT.split(line) if t])
+        rows.append([_number(t, f"{source}, line {n}") for t in SEPARATORS.split(line) if t])
         wheres.append(f"{source}, line {n}")
     values = _matrix(rows, source, wheres)
     if values.shape != (h, w):
@@ -232,7 +232,7 @@ def parse_vips_mat(text: str, source: str) -> Kernel:
 
 
 def _fmt_inverse(scale: float) -> str:
-    return "1" if scale == 1 else f"1/{_fmt(scale)}"
+    return "1" if scale == 1 else f"1/{format_number(scale)}"
 
 
 def parse_inline(spec: str) -> Kernel:
@@ -240,7 +240,7 @@ def parse_inline(spec: str) -> Kernel:
     where = f"inline kernel {spec!r}"
     rows = []
     for i, part in enumerate(spec.split(";"), 1):
-        tokens = [t for t in _SPLIT.split(part.strip()) if t]
+        tokens = [t for t in SEPARATORS.split(part.strip()) if t]
         if not tokens:
             raise KernelError(f"{where}: row {i} is empty")
         rows.append([_number(t, f"{where}, row {i}") for t in tokens])
@@ -249,14 +249,14 @@ def parse_inline(spec: str) -> Kernel:
 
 def parse_magick(spec: str) -> Kernel:
     """Parse ImageMagick's ``"WxH[+X+Y]: values"`` (``"3: ..."`` means 3x3)."""
-    m = _MAGICK.match(spec)
+    m = MAGICK_FORM.match(spec)
     where = f"ImageMagick kernel {spec.strip()!r}"
     if not m:
         raise KernelError(f"{where}: expected 'WxH: v1,v2,...'")
     w = int(m.group(1))
     h = int(m.group(2) or w)
-    _check_size(h, w, where)
-    tokens = [t for t in _SPLIT.split(m.group(5).strip()) if t]
+    check_size(h, w, where)
+    tokens = [t for t in SEPARATORS.split(m.group(5).strip()) if t]
     values = []
     for t in tokens:
         if t.lower() in ("nan", "-"):
@@ -278,15 +278,15 @@ def parse_sized(spec: str) -> Kernel:
     """``box:N``, ``box:ROWS,COLS``, ``gaussian:SIGMA``, ``gaussian:SIGMA,SIZE``."""
     import numpy as np
 
-    m = _SIZED.match(spec.strip())
-    kind, args = m.group(1).lower(), [a for a in _SPLIT.split(m.group(2).strip()) if a]
+    m = SIZED_FORM.match(spec.strip())
+    kind, args = m.group(1).lower(), [a for a in SEPARATORS.split(m.group(2).strip()) if a]
     where = f"kernel {spec!r}"
     if kind == "box":
         if len(args) not in (1, 2):
             raise KernelError(f"{where}: write box:N or box:ROWS,COLS")
         sides = [_int(a, where) for a in args]
         h, w = sides[0], sides[-1]
-        _check_size(h, w, where)
+        check_size(h, w, where)
         return Kernel(f"box:{h},{w}", np.ones((h, w)), 1.0 / (h * w), f"1/{h * w}",
                       description=f"box blur: mean of the {h}x{w} neighbourhood", source="sized")
     if len(args) not in (1, 2):
@@ -300,13 +300,13 @@ def parse_sized(spec: str) -> Kernel:
         if 3 * sigma > MAX_SIDE:
             raise KernelError(f"{where}: sigma {args[0]} needs a kernel wider than {MAX_SIDE} pixels")
         size = 2 * math.ceil(3 * sigma) + 1
-    _check_size(size, size, where)
+    check_size(size, size, where)
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x * x) / (2 * sigma * sigma))
     values = np.outer(g, g)
     values /= values.sum()
-    return Kernel(f"gaussian:{_fmt(sigma)},{size}", values,
-                  description=f"Gaussian blur, sigma {_fmt(sigma)}, {size}x{size}, sum 1", source="sized")
+    return Kernel(f"gaussian:{format_number(sigma)},{size}", values,
+                  description=f"Gaussian blur, sigma {format_number(sigma)}, {size}x{size}, sum 1", source="sized")
 
 
 def _int(token: str, where: str) -> int:

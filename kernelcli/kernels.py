@@ -39,7 +39,7 @@ import re
 from pathlib import Path
 
 from .errors import KernelError
-from .kernel_forms import (_MAGICK, _NUMBERISH, _SIZED, _SPLIT, MAX_SIDE, Kernel, _check_size, _text_fields,
+from .kernel_forms import (MAGICK_FORM, NUMBERISH, SIZED_FORM, SEPARATORS, MAX_SIDE, Kernel, check_size, text_fields,
                            parse_inline, parse_magick, parse_sized, parse_text, parse_vips_mat)
 
 __all__ = ["Kernel", "get_kernel", "get_kernels", "library", "names", "catalogue", "load_file", "parse_text"]
@@ -93,8 +93,8 @@ def _looks_like_vips(text: str) -> bool:
     lines = [l for l in lines if l and ":" not in l]
     if len(lines) < 2:
         return False
-    head = [t for t in _SPLIT.split(lines[0]) if t]
-    rows = [[t for t in _SPLIT.split(l) if t] for l in lines[1:]]
+    head = [t for t in SEPARATORS.split(lines[0]) if t]
+    rows = [[t for t in SEPARATORS.split(l) if t] for l in lines[1:]]
     try:
         w, h = int(head[0]), int(head[1])
     except (ValueError, IndexError):
@@ -117,7 +117,7 @@ def _load_npy(path: Path, data: bytes) -> Kernel:
         raise KernelError(f"{path}: unreadable .npy kernel: {e}") from None
     if len(shape) not in (2, 3):
         raise KernelError(f"{path}: a kernel must be 2-D (K x K) or 3-D (K x K x C), this .npy has shape {shape}")
-    _check_size(*shape[:2], str(path))
+    check_size(*shape[:2], str(path))
     if len(shape) == 3 and shape[2] > 4096:
         raise KernelError(f"{path}: a kernel depth of {shape[2]} is too large (at most 4096)")
     try:
@@ -128,7 +128,7 @@ def _load_npy(path: Path, data: bytes) -> Kernel:
         raise KernelError(f"{path}: a kernel must be numeric, this .npy holds {arr.dtype}")
     if arr.ndim not in (2, 3):
         raise KernelError(f"{path}: a kernel must be 2-D (K x K) or 3-D (K x K x C), this .npy has shape {arr.shape}")
-    _check_size(*arr.shape[:2], str(path))
+    check_size(*arr.shape[:2], str(path))
     if min(arr.shape) < 1:
         raise KernelError(f"{path}: the kernel is empty")
     values = arr.astype(np.float64)
@@ -173,7 +173,7 @@ def catalogue() -> list[tuple[str, int, int, str]]:
     order, read without NumPy (for ``kernelcli kernels``)."""
     found = []
     for name, path in _library_files().items():
-        rows, _, _, _, _, description = _text_fields(path.read_text(encoding="utf-8"), str(path))
+        rows, _, _, _, _, description = text_fields(path.read_text(encoding="utf-8"), str(path))
         found.append((name, len(rows), len(rows[0]) if rows else 0, description))
     return found
 
@@ -194,7 +194,7 @@ def get_kernel(spec) -> Kernel:
         arr = np.asarray(spec)
         if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3) or min(arr.shape) < 1:
             raise KernelError(f"a kernel array must be 2-D or 3-D and numeric, got shape {arr.shape} dtype {arr.dtype}")
-        _check_size(*arr.shape[:2], "kernel array")
+        check_size(*arr.shape[:2], "kernel array")
         values = arr.astype(np.float64)
         if not np.all(np.isfinite(values)):
             raise KernelError("kernel array holds NaN or infinite values")
@@ -202,9 +202,9 @@ def get_kernel(spec) -> Kernel:
     text = spec.strip()
     if not text:
         raise KernelError("the kernel spec is empty")
-    if _MAGICK.match(text):
+    if MAGICK_FORM.match(text):
         return parse_magick(text)
-    if _SIZED.match(text):
+    if SIZED_FORM.match(text):
         return parse_sized(text)
     if text.lower() in _library_files():
         return _named(text.lower())  # its file alone: the other kernels are not parsed
@@ -212,7 +212,7 @@ def get_kernel(spec) -> Kernel:
         return load_file(text)
     if os.path.isdir(text):
         raise KernelError(f"{text}: is a folder, not a kernel file")
-    if _NUMBERISH.match(text) or ";" in text:
+    if NUMBERISH.match(text) or ";" in text:
         return parse_inline(text)
     if "/" in text or os.sep in text or Path(text).suffix.lower() in (".txt", ".npy", ".mat"):
         raise KernelError(f"kernel file not found: {text}")
@@ -243,12 +243,12 @@ def get_kernels(spec) -> list[Kernel]:
     if not isinstance(spec, str):
         return [get_kernel(spec)]
     text = spec.strip()
-    if ("," not in text or ";" in text or _MAGICK.match(text) or _NUMBERISH.match(text)
+    if ("," not in text or ";" in text or MAGICK_FORM.match(text) or NUMBERISH.match(text)
             or _is_kernel_file(text)):
         return [get_kernel(text)]
     items: list[str] = []
     for part in (p.strip() for p in text.split(",")):
-        if items and _SIZED.match(items[-1]) and re.fullmatch(r"[0-9.eE+\-]+", part):
+        if items and SIZED_FORM.match(items[-1]) and re.fullmatch(r"[0-9.eE+\-]+", part):
             items[-1] += "," + part
         else:
             items.append(part)

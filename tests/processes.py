@@ -30,7 +30,7 @@ def command() -> list:
 
 
 def start(args, **kwargs) -> subprocess.Popen:
-    """The installed command in a session (and process group) of its own."""
+    """The installed command, leading a process group of its own (setsid)."""
     env = dict(os.environ)
     env.pop("KERNELCLI_DEBUG", None)
     return subprocess.Popen(command() + [str(a) for a in args], stdin=subprocess.DEVNULL,
@@ -63,7 +63,7 @@ def children(pid: int) -> list:
 
 
 def group(pgid: int) -> list:
-    """Living processes of a process group (a session leader's pid is its group)."""
+    """Living processes of a process group (its leader's pid is its id)."""
     return _living(lambda st: st[2] == pgid)
 
 

@@ -502,3 +502,17 @@ def test_metadata_never_fails_the_pixels(run_cli, tmp_path_factory, dpi, exif_si
         assert "dropped its ICC profile" in err
     if not all(math.isfinite(v) and v > 0 for v in dpi) and source == "npy":
         assert "dropped its dpi" in err
+
+
+@pytest.mark.parametrize("stem", ["out", "é" * 120])  # a short name, and 240 bytes of UTF-8
+def test_the_temporaries_of_an_output_are_found_whatever_its_length(tmp_path, stem):
+    """What a folder run removes for a worker killed while writing (its
+    temporary name is cut to fit the file system's limit)."""
+    from kernelcli.io import sinks
+
+    target = tmp_path / f"{stem}.png"
+    (tmp_path / "other.png.part").write_bytes(b"")  # not one of its temporaries
+    with sinks.atomic_file(target) as tmp:
+        open(tmp, "wb").close()
+        assert sinks.temporaries_of(target) == [Path(tmp)]
+    assert sinks.temporaries_of(target) == []

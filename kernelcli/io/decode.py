@@ -184,7 +184,6 @@ def bomb_message(name, size, max_pixels) -> str:
 
 def _normalise_mode(img, name: str, notes: list):
     """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
-    fmt = img.format
     mode = img.mode
     if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):
         out = img

@@ -59,9 +59,10 @@ def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
     output ``name`` for each thing dropped."""
     kept = checked_info(info, name, notes)
     dpi = kept.get("dpi")
-    if dpi is not None and dpi_problem(dpi, fmt):
+    why = None if dpi is None else dpi_problem(dpi, fmt)
+    if why:
         del kept["dpi"]
-        notes.append(f"{name}: dropped the dpi {show_dpi(dpi)}: {dpi_problem(dpi, fmt)}")
+        notes.append(f"{name}: dropped the dpi {show_dpi(dpi)}: {why}")
     exif = kept.get("exif")
     if exif is not None:
         if fmt == "JPEG" and len(exif) > _JPEG_MAX_EXIF:

@@ -58,12 +58,7 @@ def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, in
 def _is_regular(stream) -> bool:
     """Is ``stream`` a file in memory or a regular file on disk (a known,
     finite size), not a pipe, FIFO, socket or device?"""
-    if isinstance(stream, io.BytesIO):
-        return True
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return False
+    return isinstance(stream, io.BytesIO) or _stored_bytes(stream) is not None
 
 
 #: A picture from a pipe may take this many bytes for each pixel the limit

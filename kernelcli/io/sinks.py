@@ -9,6 +9,7 @@ data is never written to a terminal.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import sys
@@ -168,6 +169,14 @@ def temporary_prefix(name: str, folder) -> str:
             cut -= 1
         raw = raw[:cut]
     return f".{os.fsdecode(raw)}."
+
+
+def temporaries_of(path) -> list:
+    """The temporary files that writes of ``path`` may have left beside it
+    (a process killed while writing it cannot remove its own)."""
+    path = Path(path)
+    prefix = temporary_prefix(path.name, path.parent if str(path.parent) else ".")
+    return list(path.parent.glob(f"{glob.escape(prefix)}*.part"))
 
 
 def _umask() -> int:

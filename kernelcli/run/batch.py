@@ -308,7 +308,7 @@ def _run_cluster(client, tasks, record):
     """The same per-file work as local processes, as tasks on a Dask cluster."""
     from distributed import as_completed
 
-    from .cluster import _first_line, serial
+    from .cluster import first_line, serial
 
     futures = {}
     for src, dst, settings in tasks:  # workers have their own working folder
@@ -321,7 +321,9 @@ def _run_cluster(client, tasks, record):
                 shown, absolute = futures[future]
                 record((shown, ok, mp, reason.replace(absolute, shown)))
             except Exception as e:  # the worker died, the task or the scheduler was lost
-                reason = _first_line(e).replace(future.key, "task") if isinstance(future.key, str) else _first_line(e)
+                reason = first_line(e)
+                if isinstance(future.key, str):
+                    reason = reason.replace(future.key, "task")
                 record((futures[future][0], False, 0.0, f"the cluster could not run it: {reason}"))
     except KeyboardInterrupt:
         client.cancel(list(futures))

@@ -72,9 +72,9 @@ def connect(address: str, timeout: float = DEFAULT_TIMEOUT, debug: bool = False)
     if e is None:
         return outcome["client"]
     if isinstance(e, (OSError, TimeoutError)):
-        raise KernelcliError(f"cannot reach {where} within {timeout:g} s: {_first_line(e)}") from None
+        raise KernelcliError(f"cannot reach {where} within {timeout:g} s: {first_line(e)}") from None
     # an unknown protocol, a version mismatch...
-    raise KernelcliError(f"cannot connect to {where}: {type(e).__name__}: {_first_line(e)}") from None
+    raise KernelcliError(f"cannot connect to {where}: {type(e).__name__}: {first_line(e)}") from None
 
 
 def _quiet_logs() -> None:
@@ -96,13 +96,13 @@ def _address_from_file(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             address = json.load(f).get("address")
     except (OSError, ValueError, AttributeError) as e:
-        raise KernelcliError(f"{path}: not a Dask scheduler file: {_first_line(e)}") from None
+        raise KernelcliError(f"{path}: not a Dask scheduler file: {first_line(e)}") from None
     if not isinstance(address, str) or not address:
         raise KernelcliError(f"{path}: not a Dask scheduler file: it holds no address")
     return address
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 

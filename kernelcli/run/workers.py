@@ -11,7 +11,6 @@ decides when workers stop.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pickle
 import select
@@ -22,6 +21,8 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+
+from ..io.sinks import temporaries_of
 
 _FRAME = struct.Struct("<Q")
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -121,7 +122,7 @@ class _Worker:
 def _remove_partial_output(dst: Path) -> None:
     """A worker killed while writing ``dst`` may leave its temporary file."""
     with contextlib.suppress(OSError):
-        for tmp in Path(dst).parent.glob(f".{glob.escape(Path(dst).name)}.*.part"):
+        for tmp in temporaries_of(dst):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
