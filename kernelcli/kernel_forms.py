@@ -1,6 +1,7 @@
 """A kernel (:class:`Kernel`) and the forms it is written in: the plain text
 format, libvips ``.mat`` files, inline matrices, ImageMagick kernel strings
-and the sized forms (``box:N``, ``gaussian:SIGMA``). Parsing only: where
+and the sized forms (``box:N``, ``gaussian:SIGMA``, ``log:SIGMA``,
+``dog:S1,S2``, ``unsharp:RADIUS``). Parsing only: where
 kernels come from (names, files) is :mod:`kernelcli.kernels`.
 """
 
@@ -22,7 +23,7 @@ MAX_SIDE = 1025
 
 SEPARATORS = re.compile(r"[\s,]+")
 MAGICK_FORM = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
-SIZED_FORM = re.compile(r"^(box|gaussian):(.*)$", re.I)
+SIZED_FORM = re.compile(r"^(box|gaussian|log|dog|unsharp):(.*)$", re.I)
 NUMBERISH = re.compile(r"^(?:[\s,;0-9eE.+\-/]|inf|nan)+$", re.I)
 
 
@@ -37,6 +38,12 @@ class Kernel:
     offset: float = 0.0
     description: str = ""
     source: str = field(default="", compare=False)
+    #: An unsharp mask's threshold (a fraction of the value range) and
+    #: amount: where the change the kernel makes is smaller than
+    #: ``threshold * range * amount``, the input is kept (a stage, not part
+    #: of the weights: :mod:`kernelcli.stages`). 0: none.
+    threshold: float = 0.0
+    amount: float = 1.0
 
     def __post_init__(self):
         import numpy as np
@@ -275,7 +282,8 @@ def parse_magick(spec: str) -> Kernel:
 
 
 def parse_sized(spec: str) -> Kernel:
-    """``box:N``, ``box:ROWS,COLS``, ``gaussian:SIGMA``, ``gaussian:SIGMA,SIZE``."""
+    """``box:N``, ``box:ROWS,COLS``, ``gaussian:SIGMA[,SIZE]``, ``log:SIGMA[,SIZE]``,
+    ``dog:S1,S2[,SIZE]`` and ``unsharp:RADIUS[,AMOUNT[,THRESHOLD]]``."""
     import numpy as np
 
     m = SIZED_FORM.match(spec.strip())
@@ -289,24 +297,104 @@ def parse_sized(spec: str) -> Kernel:
         check_size(h, w, where)
         return Kernel(f"box:{h},{w}", np.ones((h, w)), 1.0 / (h * w), f"1/{h * w}",
                       description=f"box blur: mean of the {h}x{w} neighbourhood", source="sized")
-    if len(args) not in (1, 2):
-        raise KernelError(f"{where}: write gaussian:SIGMA or gaussian:SIGMA,SIZE")
-    sigma = _number(args[0], where)
+    return _SIZED[kind](args, where)
+
+
+def _sigma(token: str, where: str) -> float:
+    sigma = _number(token, where)
     if sigma < 0.01:
-        raise KernelError(f"{where}: sigma must be at least 0.01, got {args[0]}")
-    if len(args) == 2:
-        size = _int(args[1], where)
+        raise KernelError(f"{where}: sigma must be at least 0.01, got {token}")
+    return sigma
+
+
+def _side(args: list, at: int, sigma: float, reach: int, where: str) -> int:
+    """The kernel's side: ``args[at]`` when given, else ``2*ceil(reach*sigma)+1``."""
+    if len(args) > at:
+        size = _int(args[at], where)
     else:
-        if 3 * sigma > MAX_SIDE:
-            raise KernelError(f"{where}: sigma {args[0]} needs a kernel wider than {MAX_SIDE} pixels")
-        size = 2 * math.ceil(3 * sigma) + 1
+        if reach * sigma > MAX_SIDE:
+            raise KernelError(f"{where}: sigma {format_number(sigma)} needs a kernel wider than {MAX_SIDE} pixels")
+        size = 2 * math.ceil(reach * sigma) + 1
     check_size(size, size, where)
+    return size
+
+
+def _gauss(sigma: float, size: int):
+    """A ``size x size`` sampled Gaussian summing to 1, and the tap offsets."""
+    import numpy as np
+
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x * x) / (2 * sigma * sigma))
     values = np.outer(g, g)
-    values /= values.sum()
+    return values / values.sum(), x
+
+
+def _gaussian(args, where) -> Kernel:
+    if len(args) not in (1, 2):
+        raise KernelError(f"{where}: write gaussian:SIGMA or gaussian:SIGMA,SIZE")
+    sigma = _sigma(args[0], where)
+    size = _side(args, 1, sigma, 3, where)
+    values, _ = _gauss(sigma, size)
     return Kernel(f"gaussian:{format_number(sigma)},{size}", values,
                   description=f"Gaussian blur, sigma {format_number(sigma)}, {size}x{size}, sum 1", source="sized")
+
+
+def _log(args, where) -> Kernel:
+    """Laplacian of Gaussian: ``(x^2 + y^2 - 2 sigma^2) / sigma^4`` times the
+    Gaussian (summing to 1), less its mean so that it sums to 0."""
+    if len(args) not in (1, 2):
+        raise KernelError(f"{where}: write log:SIGMA or log:SIGMA,SIZE")
+    sigma = _sigma(args[0], where)
+    size = _side(args, 1, sigma, 4, where)
+    g, x = _gauss(sigma, size)
+    r2 = x[:, None] ** 2 + x[None, :] ** 2
+    values = (r2 - 2 * sigma * sigma) / sigma ** 4 * g
+    values -= values.mean()
+    return Kernel(f"log:{format_number(sigma)},{size}", values,
+                  description=f"Laplacian of Gaussian, sigma {format_number(sigma)}, {size}x{size}, sum 0",
+                  source="sized")
+
+
+def _dog(args, where) -> Kernel:
+    """Difference of Gaussians: the Gaussian of S1 less that of S2 (each
+    summing to 1 on the same taps), sized for S2."""
+    if len(args) not in (2, 3):
+        raise KernelError(f"{where}: write dog:S1,S2 or dog:S1,S2,SIZE (S1 < S2)")
+    s1, s2 = _sigma(args[0], where), _sigma(args[1], where)
+    if not s1 < s2:
+        raise KernelError(f"{where}: the first sigma must be the smaller, got {args[0]} and {args[1]}")
+    size = _side(args, 2, s2, 3, where)
+    values = _gauss(s1, size)[0] - _gauss(s2, size)[0]
+    values -= values.mean()
+    return Kernel(f"dog:{format_number(s1)},{format_number(s2)},{size}", values,
+                  description=f"difference of Gaussians, sigmas {format_number(s1)} and {format_number(s2)}, "
+                              f"{size}x{size}, sum 0", source="sized")
+
+
+def _unsharp(args, where) -> Kernel:
+    """The image plus AMOUNT times (image minus its Gaussian blur of sigma
+    RADIUS); THRESHOLD is kept on the kernel for the conv stage."""
+    if len(args) not in (1, 2, 3):
+        raise KernelError(f"{where}: write unsharp:RADIUS[,AMOUNT[,THRESHOLD]]")
+    sigma = _sigma(args[0], where)
+    amount = _number(args[1], where) if len(args) > 1 else 1.0
+    threshold = _number(args[2], where) if len(args) > 2 else 0.0
+    if amount <= 0:
+        raise KernelError(f"{where}: the amount must be more than 0, got {args[1]}")
+    if not 0 <= threshold < 1:
+        raise KernelError(f"{where}: the threshold is a fraction of the value range, from 0 to below 1; "
+                          f"got {args[2]}")
+    size = _side(args, 3, sigma, 3, where)
+    g, _ = _gauss(sigma, size)
+    values = -amount * g
+    values[size // 2, size // 2] += 1 + amount
+    text = f"unsharp:{format_number(sigma)},{format_number(amount)},{format_number(threshold)}"
+    return Kernel(text, values, description=f"unsharp mask, radius (sigma) {format_number(sigma)}, amount "
+                                            f"{format_number(amount)}, threshold {format_number(threshold)}, "
+                                            f"{size}x{size}", source="sized", threshold=threshold, amount=amount)
+
+
+_SIZED = {"gaussian": _gaussian, "log": _log, "dog": _dog, "unsharp": _unsharp}
 
 
 def _int(token: str, where: str) -> int:

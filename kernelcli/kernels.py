@@ -21,6 +21,8 @@ A kernel spec (the KERNEL argument) may be, tried in this order:
   ``gaussian:SIGMA`` / ``gaussian:SIGMA,SIZE`` (normalised to sum 1; the size
   defaults to ``2*ceil(3*SIGMA)+1``);
 * a name from the library (``kernelcli kernels`` lists them);
+* a named filter bank (:data:`BANKS`: ``sobel`` is ``sobel-x,sobel-y``), in
+  :func:`get_kernels` only;
 * a file: ``.npy`` (a 2-D numeric array, never unpickled), a libvips ``.mat``
   file (header ``W H [scale [offset]]``, the sum is divided by ``scale``), or
   the plain text format above;
@@ -42,7 +44,16 @@ from .errors import KernelError
 from .kernel_forms import (MAGICK_FORM, NUMBERISH, SIZED_FORM, SEPARATORS, MAX_SIDE, Kernel, check_size, text_fields,
                            parse_inline, parse_magick, parse_sized, parse_text, parse_vips_mat)
 
-__all__ = ["Kernel", "get_kernel", "get_kernels", "library", "names", "catalogue", "load_file", "parse_text"]
+__all__ = ["Kernel", "get_kernel", "get_kernels", "library", "names", "catalogue", "load_file", "parse_text",
+           "BANKS"]
+
+#: Named filter banks: each name stands for these named kernels, in order.
+BANKS = {
+    "sobel": ("sobel-x", "sobel-y"),
+    "scharr": ("scharr-x", "scharr-y"),
+    "prewitt": ("prewitt-x", "prewitt-y"),
+    "kirsch": tuple(f"kirsch-{d}" for d in ("n", "ne", "e", "se", "s", "sw", "w", "nw")),
+}
 
 #: The largest kernel file read (a 1025x1025 kernel as text with ten digits a
 #: value takes about 12 MB): ``/dev/zero`` given as a kernel file is refused
@@ -208,6 +219,9 @@ def get_kernel(spec) -> Kernel:
         return parse_sized(text)
     if text.lower() in _library_files():
         return _named(text.lower())  # its file alone: the other kernels are not parsed
+    if text.lower() in BANKS:
+        raise KernelError(f"{text!r} is a filter bank ({','.join(BANKS[text.lower()])}): give one of its "
+                          "kernels here")
     if _is_kernel_file(text):
         return load_file(text)
     if os.path.isdir(text):
@@ -219,7 +233,7 @@ def get_kernel(spec) -> Kernel:
     import difflib
 
     known = names()
-    close = difflib.get_close_matches(text.lower(), known, n=1)
+    close = difflib.get_close_matches(text.lower(), known + list(BANKS), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise KernelError(
         f"unknown kernel {text!r}: not a name, a file or an inline matrix.{hint} "
@@ -243,6 +257,8 @@ def get_kernels(spec) -> list[Kernel]:
     if not isinstance(spec, str):
         return [get_kernel(spec)]
     text = spec.strip()
+    if text.lower() in BANKS:
+        return [_named(name) for name in BANKS[text.lower()]]
     if ("," not in text or ";" in text or MAGICK_FORM.match(text) or NUMBERISH.match(text)
             or _is_kernel_file(text)):
         return [get_kernel(text)]
@@ -254,7 +270,8 @@ def get_kernels(spec) -> list[Kernel]:
             items.append(part)
     if any(not item for item in items):
         raise KernelError(f"kernel bank {text!r} has an empty name between commas")
-    return [get_kernel(item) for item in items]
+    return [kernel for item in items for kernel in
+            ([_named(name) for name in BANKS[item.lower()]] if item.lower() in BANKS else [get_kernel(item)])]
 
 
 #: Used by the engine to accept names, specs, arrays and Kernels alike.

@@ -24,6 +24,17 @@ A filter bank (several kernels) gives a stack of feature maps, one channel per
 kernel and input colour channel, kernel-major: for kernels ``k1, k2`` on RGB the
 channels are ``k1:R k1:G k1:B k2:R k2:G k2:B``. A ``K x K x C`` kernel sums over
 the input's C channels and gives one map. Stacks carry no alpha.
+
+``combine`` reduces a bank's maps to one map per input channel, before ReLU
+and pooling: ``magnitude`` (the square root of the sum of squares, as
+``sqrt(sobel_x^2 + sobel_y^2)``), ``max``, ``min``, ``sum`` or ``mean``; the
+result is a picture of the input's colour channels again (without alpha).
+
+An unsharp mask with a threshold (``unsharp:RADIUS,AMOUNT,THRESHOLD``) keeps
+the input value wherever the change the mask makes is smaller than
+``THRESHOLD * range * AMOUNT`` (that is, wherever the input differs from its
+blur by less than ``THRESHOLD * range``), the input being moved through the
+same geometry as the output.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from .io.picture import Picture
 from .kernels import Kernel, get_kernels
 
 ALPHA_MODES = ("keep", "premultiply", "filter")
+COMBINE_MODES = ("magnitude", "max", "min", "sum", "mean")
 
 #: ITU-R 601-2 luma, as Pillow's ``convert("L")`` uses.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -54,6 +66,7 @@ class Conv:
     pad_mode: str = "zero"
     dilation: object = 1
     flip: bool = False
+    combine: str | None = None  # one of COMBINE_MODES: the bank's maps reduced to one per channel
 
     @property
     def kernel(self) -> Kernel:
@@ -66,6 +79,16 @@ class Conv:
     def run(self, x: np.ndarray, kernel: Kernel) -> np.ndarray:
         return engine.convolve(x, kernel, stride=self.stride, padding=self.padding,
                                pad_mode=self.pad_mode, dilation=self.dilation, flip=self.flip)
+
+    def filter(self, x: np.ndarray, kernel: Kernel, top: float) -> np.ndarray:
+        """:meth:`run`, then a kernel's threshold (values ranging up to ``top``):
+        outputs whose change is smaller than it keep the input's value."""
+        y = self.run(x, kernel)
+        if kernel.threshold:
+            before = self.follow(x)
+            small = np.abs(y - before) < np.float32(kernel.threshold * top * kernel.amount)
+            np.copyto(y, before, where=small)
+        return y
 
     def follow(self, x: np.ndarray) -> np.ndarray:
         """Move ``x`` through the same geometry without filtering it (identity kernel)."""
@@ -104,7 +127,7 @@ class Stages:
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
-              flip=False, normalize=False) -> tuple[Conv, list[str]]:
+              flip=False, normalize=False, combine=None) -> tuple[Conv, list[str]]:
     """Build the conv stage from user-facing values; returns it with notes to show."""
     kernels = kernel_spec if isinstance(kernel_spec, (list, tuple)) else get_kernels(kernel_spec)
     notes, ready = [], []
@@ -119,7 +142,13 @@ def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1
         raise UsageError(f"the kernels of a bank must have one size, got {sizes}")
     if len(ready) > 1 and any(k.depth is not None for k in ready):
         raise UsageError("a filter bank takes 2-D kernels; a K x K x C kernel goes alone")
-    return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip), notes
+    if combine is not None:
+        if combine not in COMBINE_MODES:
+            raise UsageError(f"combine must be one of {', '.join(COMBINE_MODES)}, got {combine!r}")
+        if len(ready) < 2:
+            raise UsageError(f"--combine {combine} needs a filter bank of two or more kernels "
+                             "(such as sobel, or sobel-x,sobel-y)")
+    return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip, combine), notes
 
 
 # --------------------------------------------------------------------------
@@ -163,16 +192,16 @@ def conv_stage(picture: Picture, conv: Conv, gray: bool = False, alpha: str = "k
         return _bank(picture, conv)
     px, kernel = picture.pixels, conv.kernel
     if not picture.has_alpha or alpha == "filter":
-        return picture.with_pixels(conv.run(px, kernel))
+        return picture.with_pixels(conv.filter(px, kernel, picture.max_value))
     colour, a = px[..., :-1], px[..., -1]
     if alpha == "premultiply":
         top = np.float32(picture.max_value)
-        filtered = conv.run(np.dstack([colour * (a / top)[..., None], a]), kernel)
+        filtered = conv.filter(np.dstack([colour * (a / top)[..., None], a]), kernel, picture.max_value)
         fa = filtered[..., -1]
         scale = np.divide(top, fa, out=np.zeros_like(fa), where=fa > 0)
         colour_out = filtered[..., :-1] * scale[..., None]
         return picture.with_pixels(np.dstack([colour_out, fa]).astype(np.float32))
-    colour_out = conv.run(colour, kernel)
+    colour_out = conv.filter(colour, kernel, picture.max_value)
     if colour_out.ndim == 2:
         colour_out = colour_out[..., None]
     return picture.with_pixels(np.dstack([colour_out, conv.follow(a)]).astype(np.float32, copy=False))
@@ -184,9 +213,11 @@ def _bank(picture: Picture, conv: Conv) -> Picture:
     if dropped:
         px = px[..., :-1]
     channel_names = _channel_names(picture, px)
+    if conv.combine:
+        return _combined(picture, px, conv, channel_names)
     maps, labels = [], []
     for kernel in conv.kernels:
-        y = conv.run(px, kernel)
+        y = conv.filter(px, kernel, picture.max_value)
         if y.ndim == 2:
             maps.append(y)
             labels.append(kernel.name)
@@ -197,6 +228,36 @@ def _bank(picture: Picture, conv: Conv) -> Picture:
     result = picture.with_pixels(stack, mode=None, range_max=picture.max_value, labels=labels)
     if dropped:
         result.notes.append("alpha is not part of a stack of feature maps; dropped")
+    return result
+
+
+def _combined(picture: Picture, px: np.ndarray, conv: Conv, channel_names: list[str]) -> Picture:
+    """The bank's maps reduced to one per input channel as ``conv.combine``
+    says, in float32, kernel by kernel (no stack of every map is made)."""
+    how = conv.combine
+    total = None
+    for kernel in conv.kernels:
+        y = conv.filter(px, kernel, picture.max_value)
+        if total is None:
+            total = y * y if how == "magnitude" else y
+        elif how == "magnitude":
+            total += y * y
+        elif how in ("sum", "mean"):
+            total += y
+        elif how == "max":
+            np.maximum(total, y, out=total)
+        else:
+            np.minimum(total, y, out=total)
+    if how == "magnitude":
+        np.sqrt(total, out=total)
+    elif how == "mean":
+        total /= np.float32(len(conv.kernels))
+    what = f"{how}({','.join(k.name for k in conv.kernels)})"
+    labels = [f"{what}:{c}" if c else what for c in channel_names]
+    mode = {"LA": "L", "RGBA": "RGB"}.get(picture.mode, picture.mode)
+    result = picture.with_pixels(total, mode=mode, labels=labels)
+    if picture.has_alpha:
+        result.notes.append("alpha is not part of combined feature maps; dropped")
     return result
 
 

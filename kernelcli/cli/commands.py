@@ -68,7 +68,7 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
+          alpha, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
           recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
@@ -76,7 +76,9 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     KERNEL is a name (kernelcli kernels), a sized form (box:5, gaussian:1.5),
     a file (.txt, .npy, libvips .mat), an inline matrix ("1,0,1;0,1,0;1,0,1"),
     an ImageMagick string ("3x3: 0,-1,0 -1,5,-1 0,-1,0"), or several kernels
-    separated by commas (a filter bank: one output channel per kernel).
+    separated by commas (a filter bank: one output channel per kernel; sobel,
+    scharr, prewitt and kirsch name banks). --combine magnitude makes one
+    edge map of a bank: kernelcli apply sobel in.jpg edges.png --combine magnitude
 
     INPUT is an image (png, jpg, tif, bmp, webp...) or .npy array, or - for
     stdin. OUTPUT's extension chooses the format (- is stdout: .npy unless
@@ -99,7 +101,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     is_folder = input != "-" and os.path.isdir(input)
     if not is_folder and (recursive or pattern or jobs or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT")
-    conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
+    conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, relu, stage_pool, gray, alpha)
@@ -221,7 +223,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @input_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, png_level, max_pixels):
+         alpha, combine, fmt, scaling, offset, quality, png_level, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -236,7 +238,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     from .. import stages
     from ..run import files
 
-    stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
+    stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine)
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
     _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
@@ -349,7 +351,11 @@ def kernels(ctx):
         width = max(len(name) for name, *_ in found)
         emit("\n".join(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}"
                        for name, rows, cols, description in found))
-        emit("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE")
+        emit("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE, log:SIGMA, dog:S1,S2, "
+             "unsharp:RADIUS[,AMOUNT[,THRESHOLD]]")
+        from ..kernels import BANKS
+
+        emit("Filter banks: " + "; ".join(f"{name} = {','.join(kernels)}" for name, kernels in BANKS.items()))
 
 
 @kernels.command("show", cls=MatrixArgsCommand, context_settings=CONTEXT)

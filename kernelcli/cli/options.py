@@ -13,7 +13,7 @@ from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_rang
 
 
 def conv_options(f):
-    """--stride, --padding, --pad-mode, --dilation, --flip, --normalize, --gray, --alpha."""
+    """--stride, --padding, --pad-mode, --dilation, --flip, --normalize, --gray, --alpha, --combine."""
     options = [
         click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
                      help="Step between kernel positions: S or SY,SX."),
@@ -32,6 +32,9 @@ def conv_options(f):
                      show_default=True,
                      help="keep: alpha is not filtered, only moved; premultiply: filter "
                           "colour weighted by alpha; filter: alpha is filtered like a colour."),
+        click.option("--combine", type=click.Choice(["magnitude", "max", "min", "sum", "mean"]), default=None,
+                     help="Reduce a filter bank's maps to one map per input channel (magnitude: square "
+                          "root of the sum of squares), before --relu and --pool."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 

@@ -303,7 +303,7 @@ def plan_bands(kernels, flip: bool, shape, stride, padding, dilation, band_paddi
     kernel (:func:`exact_weights`), bands are computed in int16 to the same
     bytes, half the size of float32 ones (so twice as many rows a band)."""
     integer = None
-    single = len(kernels) == 1 and kernels[0].depth is None
+    single = len(kernels) == 1 and kernels[0].depth is None and not kernels[0].threshold
     if (integer_pixels and output_is_plain_8bit and not has_alpha and pool_kind in (None, "max")
             and not gray and single):
         integer = exact_weights(kernels[0], flip)
