@@ -59,7 +59,7 @@ def _axis_rule(name: str, n: int, k: int, pad: tuple[int, int], s: int) -> str:
 
 
 def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", relu=False,
-            pool=None, pool_size=(2, 2), pool_stride=None) -> str:
+            pool=None, pool_size=(2, 2), pool_stride=None, cval=0.0) -> str:
     if kernel.depth is not None:
         raise UsageError("explain shows 2-D kernels only")
     x = load_small_input(input_spec)
@@ -72,12 +72,13 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
         raise UsageError(f"explain shows padded inputs up to {MAX_PADDED_SIDE}x{MAX_PADDED_SIDE}; "
                          f"{x.shape[0]}x{x.shape[1]} with padding {engine.padding_text(padding, pads)} "
                          f"is {padded_h}x{padded_w} (use less --padding)")
-    feature = engine.convolve(x, kernel, stride=(sy, sx), padding=padding)
-    padded = np.pad(x, pads)
+    feature = engine.convolve(x, kernel, stride=(sy, sx), padding=padding, cval=cval)
+    padded = np.pad(x, pads, constant_values=np.float32(cval))
     lines = [
         f"input {x.shape[0]}x{x.shape[1]}, kernel {kernel.name} {kh}x{kw}, stride {sy},{sx}, "
         f"padding {padding if isinstance(padding, str) else pads[0][0]} "
-        f"(rows {pads[0][0]}+{pads[0][1]}, columns {pads[1][0]}+{pads[1][1]})",
+        f"(rows {pads[0][0]}+{pads[0][1]}, columns {pads[1][0]}+{pads[1][1]})"
+        + (f", border value {_fmt(cval)}" if cval else ""),
         "",
         "kernel (the filter slides over the input without being flipped: cross-correlation):",
         _grid(w), "",

@@ -67,6 +67,7 @@ class Conv:
     dilation: object = 1
     flip: bool = False
     combine: str | None = None  # one of COMBINE_MODES: the bank's maps reduced to one per channel
+    cval: float = 0.0  # the value of zero padding (pad mode zero: constant padding)
 
     @property
     def kernel(self) -> Kernel:
@@ -78,7 +79,7 @@ class Conv:
 
     def run(self, x: np.ndarray, kernel: Kernel) -> np.ndarray:
         return engine.convolve(x, kernel, stride=self.stride, padding=self.padding,
-                               pad_mode=self.pad_mode, dilation=self.dilation, flip=self.flip)
+                               pad_mode=self.pad_mode, dilation=self.dilation, flip=self.flip, cval=self.cval)
 
     def filter(self, x: np.ndarray, kernel: Kernel, top: float) -> np.ndarray:
         """:meth:`run`, then a kernel's threshold (values ranging up to ``top``):
@@ -127,7 +128,7 @@ class Stages:
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
-              flip=False, normalize=False, combine=None) -> tuple[Conv, list[str]]:
+              flip=False, normalize=False, combine=None, cval=0.0) -> tuple[Conv, list[str]]:
     """Build the conv stage from user-facing values; returns it with notes to show."""
     kernels = kernel_spec if isinstance(kernel_spec, (list, tuple)) else get_kernels(kernel_spec)
     notes, ready = [], []
@@ -148,7 +149,9 @@ def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1
         if len(ready) < 2:
             raise UsageError(f"--combine {combine} needs a filter bank of two or more kernels "
                              "(such as sobel, or sobel-x,sobel-y)")
-    return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip, combine), notes
+    if cval and pad_mode != "zero":
+        raise UsageError(f"--border-value is the constant of --pad-mode zero; --pad-mode {pad_mode} takes none")
+    return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip, combine, float(cval)), notes
 
 
 # --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_rang
 
 
 def conv_options(f):
-    """--stride, --padding, --pad-mode, --dilation, --flip, --normalize, --gray, --alpha, --combine."""
+    """--stride, --padding, --pad-mode, --border-value, --dilation, --flip, --normalize, --gray, --alpha, --combine."""
     options = [
         click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
                      help="Step between kernel positions: S or SY,SX."),
@@ -22,6 +22,8 @@ def conv_options(f):
                           "or P / PY,PX pixels each side."),
         click.option("--pad-mode", type=click.Choice(["zero", "reflect", "reflect101", "edge", "wrap"]),
                      default="zero", show_default=True, help="What the padding holds."),
+        click.option("--border-value", "cval", type=FiniteFloat(), default=0.0, show_default=True,
+                     metavar="V", help="What zero padding holds: the constant V (as scipy's cval)."),
         click.option("--dilation", "-d", type=PairType(), default="1", show_default=True,
                      help="Spacing between kernel taps: D or DY,DX (as PyTorch)."),
         click.option("--flip", is_flag=True,

@@ -56,7 +56,7 @@ def _array_kernel_weights(data: bytes, shape: tuple, dtype: str, flip: bool):
 
 
 def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False,
-             out=None):
+             out=None, cval=0.0):
     """Cross-correlate ``x`` with a kernel.
 
     A 2-D kernel acts on each channel separately (the output has the input's
@@ -68,6 +68,10 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     ``"box:5"``, a file path), a :class:`kernelcli.kernels.Kernel` or a 2-D array.
     stride, dilation: ``S`` or ``(SY, SX)``. padding: ``"same"``, ``"valid"``,
     ``"full"``, ``P``, ``(PY, PX)`` or ``((TOP, BOTTOM), (LEFT, RIGHT))``. flip: convolve instead of correlate.
+    cval: the value the padding holds with ``pad_mode="zero"`` (constant
+    padding, as ``scipy.ndimage.correlate(mode="constant", cval=...)``); 0 by
+    default. Computed as the correlation of ``x - cval`` with zero padding,
+    plus ``cval`` times the sum of the weights.
     out: a C-contiguous float32 array of the result's shape to write into
     (not overlapping ``x``), as with NumPy's ``out=``: it saves a new array
     per call when many images of one size go through.
@@ -98,6 +102,8 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
         _memory.ensure_memory(oh * ow * out_channels * 4, f"a {oh}x{ow}x{out_channels} float32 result")
     else:
         _check_out(out, shape, x, src)
+    if cval:
+        rows, cval = _shifted(rows, cval, pad_mode)
     if weights.ndim == 3 and weights.shape[2] != c:
         raise UsageError(
             f"kernel {k.name} has depth {weights.shape[2]} but the input has {c} channel(s); "
@@ -122,9 +128,27 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
                 kernels.correlate_rows(rows, c, weights, rowmap, colmap, pads[1][0], sy, sx, dy, dx, flat)
             else:
                 _separable(kernels, rows, c, how.factors, rowmap, colmap, pads[1][0], (sy, sx), (dy, dx), flat)
+    if cval:
+        dest += np.float32(cval * float(weights.sum(dtype=np.float64)))
     if k.offset:
         dest += np.float32(k.offset)
     return dest
+
+
+def _shifted(rows: np.ndarray, cval, pad_mode: str):
+    """``rows - cval`` as a new float32 array (zero padding of it is padding
+    with ``cval`` of ``rows``), and ``cval`` as a checked float."""
+    import math
+
+    try:
+        value = float(cval)
+    except (TypeError, ValueError):
+        raise UsageError(f"the border value must be a number, got {cval!r}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"the border value must be a finite number, got {cval!r}")
+    if pad_mode != "zero":
+        raise UsageError(f"a border value is the constant of pad mode zero; pad mode {pad_mode} takes none")
+    return np.subtract(rows, np.float32(value), dtype=np.float32), value
 
 
 def correlate_exact(x: np.ndarray, weights: np.ndarray, stride=1, padding="same", pad_mode: str = "zero",

@@ -134,11 +134,11 @@ def band_rows(job: Job, final_h: int, out_row_bytes: int, tile_rows: int | None,
 # one band (runs on a local thread or a Dask worker)
 
 
-def read_rows(source: Source, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """These source rows as float32 (or ``dtype``; ``-1``: a row of zeros), read from
+def read_rows(source: Source, rows: np.ndarray, dtype=np.float32, fill: float = 0.0) -> np.ndarray:
+    """These source rows as float32 (or ``dtype``; ``-1``: a row of ``fill``), read from
     the array in memory or through a memory map that is dropped again before returning."""
     out = np.empty((len(rows),) + source.shape[1:], dtype=dtype)
-    out[rows < 0] = 0.0  # padding rows; every other row is copied below
+    out[rows < 0] = fill  # padding rows; every other row is copied below
     if source.pixels is not None:
         mm = source.pixels
     else:
@@ -164,7 +164,7 @@ def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
     included (gathered through the engine's row map), as ``dtype``."""
     p0, p1 = _input_rows(job, f0, f1)
     rowmap = engine.source_index(job.source.shape[0], job.row_pads, job.pad_mode)
-    return read_rows(job.source, rowmap[p0:p1], dtype)
+    return read_rows(job.source, rowmap[p0:p1], dtype, job.conv.cval)
 
 
 def compute_band(job: Job, f0: int, f1: int, lock=None) -> Picture:
@@ -265,7 +265,7 @@ def apply_in_bands(picture: Picture, conv, relu=False, pool=None, gray=False, al
 
     how = engine.plan_bands(conv.kernels, conv.flip, px.shape, conv.stride, conv.padding, conv.dilation,
                             job.conv.padding, cut, integer_pixels=px.dtype == np.uint8,
-                            output_is_plain_8bit=clips_to_8bit, pool_kind=None if pool is None else pool.kind,
+                            output_is_plain_8bit=clips_to_8bit and not conv.cval, pool_kind=None if pool is None else pool.kind,
                             gray=gray, has_alpha=picture.has_alpha)
     if not how.as_whole:
         return None

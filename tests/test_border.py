@@ -1,0 +1,95 @@
+"""Constant padding with any value (--border-value, ``convolve(..., cval=V)``),
+against scipy.ndimage.correlate(mode="constant", cval=V) and a plain loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from kernelcli import engine
+
+from .reference import correlate_ref
+
+RNG = np.random.default_rng(5)
+GRAY = (RNG.random((37, 29)) * 255).astype(np.float32)
+RGB = (RNG.random((19, 23, 3)) * 255).astype(np.float32)
+SQUARE = (RNG.random((64, 64)) * 255).astype(np.float32)
+
+
+def scipy_correlate(x, k, cval):
+    x = np.asarray(x, np.float64)
+    k = np.asarray(k, np.float32).astype(np.float64)
+    if x.ndim == 3:
+        return np.dstack([scipy_correlate(x[..., i], k, cval) for i in range(x.shape[2])])
+    return ndimage.correlate(x, k, mode="constant", cval=cval)
+
+
+def close(got, expected):
+    np.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("kernel, method", [
+    (RNG.random((3, 5)) - 0.3, "direct"),
+    (np.outer([1, 4, 6, 4, 1], [1, 2, 3, 2, 1]) / 81.0, "separable"),
+    (RNG.random((25, 25)), "fft"),
+])
+@pytest.mark.parametrize("cval", [37.5, -200.0])
+def test_border_value_equals_scipy_constant_mode(kernel, method, cval):
+    assert engine.method_for(kernel, SQUARE.shape) == method
+    close(engine.convolve(SQUARE, kernel, cval=cval), scipy_correlate(SQUARE, kernel, cval))
+
+
+def test_border_value_on_colour_and_a_depth_kernel():
+    k = RNG.random((3, 3)) - 0.5
+    close(engine.convolve(RGB, k, cval=9.0), scipy_correlate(RGB, k, 9.0))
+    depth = RNG.random((3, 3, 3))
+    expected = sum(scipy_correlate(RGB[..., c], depth[..., c], 9.0) for c in range(3))
+    close(engine.convolve(RGB, depth, cval=9.0), expected)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(2, "full", 1), ((1, 3), 4, 2), (3, "same", (2, 1))])
+def test_border_value_with_stride_padding_and_dilation(stride, padding, dilation):
+    k = RNG.random((3, 4)) - 0.5
+    from .reference import pads_for
+
+    pads = pads_for(padding, k.shape, dilation)
+    padded = np.pad(GRAY.astype(np.float64), pads, constant_values=-12.0)
+    expected = correlate_ref(padded, k.astype(np.float32), stride, dilation=dilation)
+    close(engine.convolve(GRAY, k, stride, padding, dilation=dilation, cval=-12.0), expected)
+
+
+def test_the_border_value_belongs_to_pad_mode_zero():
+    with pytest.raises(engine.shapes.UsageError, match="pad mode reflect takes none"):
+        engine.convolve(GRAY, "box", pad_mode="reflect", cval=1.0)
+
+
+def test_border_value_through_the_command_in_bands_and_tiles(run_installed, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    Image.fromarray(GRAY.astype(np.uint8)).save(src)
+    done = run_installed(["apply", "sharpen", src, tmp_path / "o.png", "--border-value", "255"])
+    assert done.returncode == 0, done.stderr
+    expected = scipy_correlate(GRAY.astype(np.uint8), np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]), 255)
+    with Image.open(tmp_path / "o.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), np.clip(np.round(expected), 0, 255).astype(np.uint8))
+    npy = tmp_path / "in.npy"
+    np.save(npy, RGB)
+    for out, extra in (("whole.npy", []), ("tiles.npy", ["--tile-rows", "3"])):
+        done = run_installed(["apply", "gaussian:1.5", npy, tmp_path / out, "--border-value", "-40", "--stride", "2",
+                              *extra])
+        assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "tiles.npy"), np.load(tmp_path / "whole.npy"))
+    from kernelcli.kernels import get_kernel
+
+    close(np.load(tmp_path / "whole.npy"), scipy_correlate(RGB, get_kernel("gaussian:1.5").array, -40)[::2, ::2])
+
+
+def test_border_value_usage_errors_and_explain(run_installed):
+    done = run_installed(["conv", "box", "-", "-", "--pad-mode", "edge", "--border-value", "3"])
+    assert done.returncode == 2
+    assert b"--border-value is the constant of --pad-mode zero" in done.stderr
+    done = run_installed(["explain", "box", "1,2;3,4", "--padding", "1", "--border-value", "10"])
+    assert done.returncode == 0, done.stderr
+    assert b"border value 10" in done.stdout and b"10 10 10 10" in done.stdout
