@@ -23,7 +23,7 @@ MAX_SIDE = 1025
 
 SEPARATORS = re.compile(r"[\s,]+")
 MAGICK_FORM = re.compile(r"^\s*(\d+)(?:x(\d+))?(?:([+-]\d+)([+-]\d+))?\s*:(.*)$", re.S)
-SIZED_FORM = re.compile(r"^(box|gaussian|log|dog|unsharp):(.*)$", re.I)
+SIZED_FORM = re.compile(r"^(box|gaussian|log|dog|unsharp|sep):(.*)$", re.I)
 NUMBERISH = re.compile(r"^(?:[\s,;0-9eE.+\-/]|inf|nan)+$", re.I)
 
 
@@ -186,6 +186,7 @@ def text_fields(text: str, source: str) -> tuple:
     rows, wheres = [], []
     scale, scale_text, offset, description = 1.0, "1", 0.0, ""
     seen: dict[str, int] = {}
+    passes: dict[str, list[float]] = {}  # a separable kernel's "rows:" and "cols:" masks
     for lineno, raw in enumerate(text.splitlines(), 1):
         where = f"{source}, line {lineno}"
         line = raw.split("#", 1)[0].strip()
@@ -205,11 +206,22 @@ def text_fields(text: str, source: str) -> tuple:
                 offset = _number(value, where)
             elif key == "description":
                 description = value
+            elif key in ("rows", "cols"):
+                passes[key] = [_number(t, where) for t in SEPARATORS.split(value) if t]
+                if not passes[key]:
+                    raise KernelError(f"{where}: {key}: needs the values of a 1-D mask")
             else:
-                raise KernelError(f"{where}: unknown setting {key!r} (known: scale, offset, description)")
+                raise KernelError(f"{where}: unknown setting {key!r} (known: scale, offset, description, rows, "
+                                  "cols)")
             continue
         rows.append([_number(t, where) for t in SEPARATORS.split(line) if t])
         wheres.append(where)
+    if passes:
+        if rows:
+            raise KernelError(f"{wheres[0]}: a kernel given by rows: and cols: masks has no matrix rows")
+        across, down = passes.get("rows", [1.0]), passes.get("cols", [1.0])
+        rows = [[c * r for r in across] for c in down]  # the outer product: cols down, rows across
+        wheres = [f"{source}, line {seen.get('cols', seen.get('rows'))}"] * len(rows)
     return rows, wheres, scale, scale_text, offset, description
 
 
@@ -394,7 +406,39 @@ def _unsharp(args, where) -> Kernel:
                                             f"{size}x{size}", source="sized", threshold=threshold, amount=amount)
 
 
-_SIZED = {"gaussian": _gaussian, "log": _log, "dog": _dog, "unsharp": _unsharp}
+def _sep(args, where) -> Kernel:
+    """``sep:M[ scale:S]``: the 1-D mask M (times S) along the rows, then
+    down the columns: the kernel is its outer product with itself."""
+    import numpy as np
+
+    scale, scale_text = 1.0, "1"
+    if args and args[-1].lower().startswith("scale:"):
+        scale_text = args.pop()[6:].strip()
+        scale = _number(scale_text, where)
+        if scale == 0:
+            raise KernelError(f"{where}: the scale must not be 0")
+    if not args:
+        raise KernelError(f"{where}: write sep:V1,V2,... (a 1-D mask), optionally followed by scale:S")
+    mask = np.array([_number(a, where) for a in args], dtype=np.float64)
+    check_size(len(mask), len(mask), where)
+    text = ",".join(format_number(v) for v in mask)
+    square = "1" if scale_text == "1" else _square_fraction(scale_text, scale) if "/" in scale_text \
+        else format_number(scale * scale)
+    return Kernel(f"sep:{text}" + (f" scale:{scale_text}" if scale_text != "1" else ""), np.outer(mask, mask),
+                  scale * scale, square,
+                  description=f"separable: the mask {text}" + (f" times {scale_text}" if scale_text != "1" else "")
+                              + " along the rows, then down the columns", source="sized")
+
+
+def _square_fraction(text: str, value: float) -> str:
+    num, den = (t.strip() for t in text.split("/", 1))
+    try:
+        return f"{format_number(float(num) ** 2)}/{format_number(float(den) ** 2)}"
+    except ValueError:
+        return format_number(value * value)
+
+
+_SIZED = {"gaussian": _gaussian, "log": _log, "dog": _dog, "unsharp": _unsharp, "sep": _sep}
 
 
 def _int(token: str, where: str) -> int:

@@ -264,7 +264,8 @@ def get_kernels(spec) -> list[Kernel]:
         return [get_kernel(text)]
     items: list[str] = []
     for part in (p.strip() for p in text.split(",")):
-        if items and SIZED_FORM.match(items[-1]) and re.fullmatch(r"[0-9.eE+\-]+", part):
+        if items and SIZED_FORM.match(items[-1]) and re.fullmatch(r"[0-9.eE+\-]+(\s+scale:\s*[0-9./eE+\-]+)?",
+                                                                   part, re.I):
             items[-1] += "," + part
         else:
             items.append(part)

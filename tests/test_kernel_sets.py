@@ -206,3 +206,51 @@ def test_kernels_lists_the_banks_and_sized_forms(run_installed):
     done = run_installed(["kernels"])
     assert done.returncode == 0
     assert b"sobel = sobel-x,sobel-y" in done.stdout and b"log:SIGMA, dog:S1,S2" in done.stdout
+
+
+# --------------------------------------------------------------------------
+# separable kernels: sep:MASK and rows:/cols: files
+
+
+def _passes(x, across, down):
+    """The 1-D mask ``across`` along every row, then ``down`` down every column (scipy, zero padding)."""
+    x = np.asarray(x, np.float64)
+    along = ndimage.correlate1d(x, np.asarray(across, np.float64), axis=1, mode="constant")
+    return ndimage.correlate1d(along, np.asarray(down, np.float64), axis=0, mode="constant")
+
+
+def test_sep_is_the_mask_along_rows_then_columns(run_installed, tmp_path):
+    from kernelcli import engine
+
+    k = get_kernel("sep:1,4,6,4,1 scale:1/16")
+    np.testing.assert_array_equal(k.array, get_kernel("gaussian-5x5").array)
+    square = (RNG.random((64, 64)) * 255).astype(np.float32)
+    assert engine.method_for(k.array, square.shape) == "separable"
+    src = tmp_path / "in.npy"
+    np.save(src, square)
+    done = run_installed(["apply", "sep:1,4,6,4,1 scale:1/16,sep:1,0,0,0,-1", src, tmp_path / "o.npy"])
+    assert done.returncode == 0, done.stderr
+    got = np.load(tmp_path / "o.npy")
+    mask = np.array([1, 4, 6, 4, 1]) / 16
+    np.testing.assert_allclose(got[..., 0], _passes(square, mask, mask), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(got[..., 1], _passes(square, [1, 0, 0, 0, -1], [1, 0, 0, 0, -1]), rtol=1e-5, atol=1e-3)
+
+
+def test_a_kernel_file_of_rows_and_cols_masks(tmp_path):
+    path = tmp_path / "k.txt"
+    path.write_text("# 7 across, 3 down\nscale: 1/256\nrows: 1 6 15 20 15 6 1\ncols: 1, 2, 1\n")
+    k = get_kernel(str(path))
+    assert k.shape == (3, 7)
+    expected = np.array([[c * r for r in (1, 6, 15, 20, 15, 6, 1)] for c in (1, 2, 1)]) / 256
+    np.testing.assert_allclose(k.array, expected, rtol=1e-7)
+    np.testing.assert_allclose(correlate(GRAY, k.array), _passes(GRAY, [1, 6, 15, 20, 15, 6, 1], [1, 2, 1]) / 256,
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_a_separable_file_takes_no_matrix_rows(tmp_path):
+    from kernelcli.errors import KernelError
+
+    path = tmp_path / "k.txt"
+    path.write_text("rows: 1 2 1\n1 2 1\n")
+    with pytest.raises(KernelError, match="has no matrix rows"):
+        get_kernel(str(path))
