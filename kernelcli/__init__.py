@@ -2,7 +2,8 @@
 
 Public API::
 
-    convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False, out=None, cval=0.0)
+    convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False, out=None, cval=0.0,
+             origin=None)
     relu(x)
     pool(x, kind="max", size=2, stride=None)
     release_memory()          # give back memory kept from large results that are gone

@@ -59,13 +59,18 @@ def _axis_rule(name: str, n: int, k: int, pad: tuple[int, int], s: int) -> str:
 
 
 def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", relu=False,
-            pool=None, pool_size=(2, 2), pool_stride=None, cval=0.0) -> str:
+            pool=None, pool_size=(2, 2), pool_stride=None, cval=0.0, origin=None) -> str:
     if kernel.depth is not None:
         raise UsageError("explain shows 2-D kernels only")
     x = load_small_input(input_spec)
     w = kernel.array
     kh, kw = w.shape
     sy, sx = engine.pair(stride, "stride")
+    if origin is None and kernel.origin is not None and padding == "same":
+        origin = kernel.origin
+    asked = padding
+    if origin is not None:
+        padding = engine.origin_padding((kh, kw), origin, padding)
     pads = engine.resolve_padding(padding, (kh, kw))
     padded_h, padded_w = x.shape[0] + sum(pads[0]), x.shape[1] + sum(pads[1])
     if max(padded_h, padded_w) > MAX_PADDED_SIDE:
@@ -76,12 +81,14 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
     padded = np.pad(x, pads, constant_values=np.float32(cval))
     lines = [
         f"input {x.shape[0]}x{x.shape[1]}, kernel {kernel.name} {kh}x{kw}, stride {sy},{sx}, "
-        f"padding {padding if isinstance(padding, str) else pads[0][0]} "
+        f"padding {asked if isinstance(asked, str) else pads[0][0]} "
         f"(rows {pads[0][0]}+{pads[0][1]}, columns {pads[1][0]}+{pads[1][1]})"
         + (f", border value {_fmt(cval)}" if cval else ""),
         "",
         "kernel (the filter slides over the input without being flipped: cross-correlation):",
-        _grid(w), "",
+        _grid(w), *([f"origin: row {origin[0]}, column {origin[1]} (the kernel cell over each output pixel; "
+                     f"padding {pads[0][0]} rows before, {pads[1][0]} columns before)"] if origin is not None else []),
+        "",
         f"padded input ({padded.shape[0]}x{padded.shape[1]}):", _grid(padded), "",
         "output size = floor((N + pad before + pad after - K) / stride) + 1",
         _axis_rule("rows", x.shape[0], kh, pads[0], sy),

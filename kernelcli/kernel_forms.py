@@ -44,6 +44,9 @@ class Kernel:
     #: of the weights: :mod:`kernelcli.stages`). 0: none.
     threshold: float = 0.0
     amount: float = 1.0
+    #: The cell ``(Y, X)`` over each output pixel (an ImageMagick ``WxH+X+Y:``
+    #: string's), or None: the centre.
+    origin: tuple | None = None
 
     def __post_init__(self):
         import numpy as np
@@ -116,6 +119,8 @@ class Kernel:
             head.append(f"scale: {self.scale_text}")
         if self.offset:
             head.append(f"offset: {format_number(self.offset)}")
+        if self.origin is not None:
+            head.append(f"origin: row {self.origin[0]}, column {self.origin[1]}")
         return "\n".join(head + lines)
 
 
@@ -284,13 +289,16 @@ def parse_magick(spec: str) -> Kernel:
             values.append(_number(t, where))
     if len(values) != w * h:
         raise KernelError(f"{where}: {w}x{h} needs {w * h} values, got {len(values)}")
+    origin = None
     if m.group(3) is not None:
         ox, oy = int(m.group(3)), int(m.group(4))
+        if not (0 <= ox < w and 0 <= oy < h):
+            raise KernelError(f"{where}: the origin {m.group(3)}{m.group(4)} (+X+Y) is not a cell of the {w}x{h} "
+                              f"kernel (X 0..{w - 1}, Y 0..{h - 1})")
         if (ox, oy) != ((w - 1) // 2, (h - 1) // 2):
-            raise KernelError(
-                f"{where}: only the default origin +{(w - 1) // 2}+{(h - 1) // 2} is supported, got {m.group(3)}{m.group(4)}"
-            )
-    return Kernel(spec.strip(), _matrix([values[i * w:(i + 1) * w] for i in range(h)], where), source="imagemagick")
+            origin = (oy, ox)
+    return Kernel(spec.strip(), _matrix([values[i * w:(i + 1) * w] for i in range(h)], where), source="imagemagick",
+                  origin=origin)
 
 
 def parse_sized(spec: str) -> Kernel:

@@ -128,8 +128,11 @@ class Stages:
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
-              flip=False, normalize=False, combine=None, cval=0.0) -> tuple[Conv, list[str]]:
-    """Build the conv stage from user-facing values; returns it with notes to show."""
+              flip=False, normalize=False, combine=None, cval=0.0, origin=None) -> tuple[Conv, list[str]]:
+    """Build the conv stage from user-facing values; returns it with notes to show.
+
+    ``origin`` (``(Y, X)``, else the kernels' own, else the centre) becomes
+    the explicit padding that puts that cell over each output pixel."""
     kernels = kernel_spec if isinstance(kernel_spec, (list, tuple)) else get_kernels(kernel_spec)
     notes, ready = [], []
     for kernel in kernels:
@@ -149,9 +152,23 @@ def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1
         if len(ready) < 2:
             raise UsageError(f"--combine {combine} needs a filter bank of two or more kernels "
                              "(such as sobel, or sobel-x,sobel-y)")
+    padding = _origin_padding(ready, origin, padding, dilation, flip)
     if cval and pad_mode != "zero":
         raise UsageError(f"--border-value is the constant of --pad-mode zero; --pad-mode {pad_mode} takes none")
     return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip, combine, float(cval)), notes
+
+
+def _origin_padding(kernels, origin, padding, dilation, flip):
+    """``padding``, made explicit for ``origin`` (or the kernels' own origin
+    with ``same`` padding)."""
+    if origin is None:
+        own = {k.origin for k in kernels}
+        if len(own) > 1:
+            raise UsageError("the kernels of a bank have different origins; give one with --origin")
+        if own == {None} or not (isinstance(padding, str) and padding.strip().lower() == "same"):
+            return padding
+    return engine.origin_padding(kernels[0].shape, engine.placed_origin(kernels[0], origin, flip), padding,
+                                 dilation)
 
 
 # --------------------------------------------------------------------------

@@ -93,3 +93,50 @@ def test_border_value_usage_errors_and_explain(run_installed):
     done = run_installed(["explain", "box", "1,2;3,4", "--padding", "1", "--border-value", "10"])
     assert done.returncode == 0, done.stderr
     assert b"border value 10" in done.stdout and b"10 10 10 10" in done.stdout
+
+
+# --------------------------------------------------------------------------
+# the origin: which kernel cell lies over the output pixel
+
+
+def test_every_origin_equals_scipy_s_under_the_stated_conversion():
+    k = RNG.random((4, 5)) - 0.4
+    for oy in range(4):
+        for ox in range(5):
+            expected = ndimage.correlate(GRAY.astype(np.float64), k.astype(np.float32).astype(np.float64),
+                                         mode="constant", origin=(oy - 4 // 2, ox - 5 // 2))
+            close(engine.convolve(GRAY, k, origin=(oy, ox)), expected)
+
+
+def test_origin_with_dilation_border_value_and_flip_against_a_plain_loop():
+    k = RNG.random((3, 4)) - 0.4
+    padded = np.pad(GRAY.astype(np.float64), ((0, 4), (6, 3)), constant_values=7.0)  # cell (0, 2), dilation 2,3
+    expected = correlate_ref(padded, k.astype(np.float32), dilation=(2, 3))
+    close(engine.convolve(GRAY, k, dilation=(2, 3), origin=(0, 2), cval=7.0), expected)
+    # flip: the origin names a cell of the kernel as given, which moves with it
+    close(engine.convolve(GRAY, k, origin=(0, 2), flip=True), engine.convolve(GRAY, k[::-1, ::-1], origin=(2, 1)))
+
+
+def test_origin_through_the_command_bands_tiles_and_imagemagick_strings(run_installed, tmp_path):
+    src = tmp_path / "in.npy"
+    np.save(src, RGB)
+    runs = {"opt.npy": ["1,2,3;4,5,6", "--origin", "1,0"], "im.npy": ["3x2+0+1: 1,2,3 4,5,6"],
+            "tiles.npy": ["1,2,3;4,5,6", "--origin", "1,0", "--tile-rows", "2"]}
+    for out, args in runs.items():
+        done = run_installed(["apply", args[0], src, tmp_path / out, *args[1:]])
+        assert done.returncode == 0, done.stderr
+    k = np.array([[1, 2, 3], [4, 5, 6]], np.float64)
+    expected = np.dstack([ndimage.correlate(RGB[..., c].astype(np.float64), k, mode="constant", origin=(0, -1))
+                          for c in range(3)])
+    for out in runs:
+        close(np.load(tmp_path / out), expected)
+
+
+def test_origin_errors_and_explain(run_installed):
+    done = run_installed(["conv", "box", "-", "-", "--origin", "3,0"])
+    assert done.returncode == 2 and b"the origin 3,0 is not a cell of the 3x3 kernel" in done.stderr
+    done = run_installed(["conv", "box", "-", "-", "--origin", "0,0", "--padding", "valid"])
+    assert done.returncode == 2 and b"an origin goes with padding same" in done.stderr
+    done = run_installed(["explain", "box", "1,2,3;4,5,6;7,8,9", "--padding", "same", "--origin", "0,0"])
+    assert done.returncode == 0, done.stderr
+    assert b"origin: row 0, column 0" in done.stdout and b"padding same (rows 0+2, columns 0+2)" in done.stdout

@@ -67,7 +67,7 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @batch_options
 @scale_options
 @click.pass_context
-def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, dilation, flip, normalize, gray,
+def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
           alpha, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
           recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
@@ -101,7 +101,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, dilation,
     is_folder = input != "-" and os.path.isdir(input)
     if not is_folder and (recursive or pattern or jobs or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT")
-    conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval)
+    conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
+                                   origin)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, relu, stage_pool, gray, alpha)
@@ -222,7 +223,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @output_options
 @input_options
 @click.pass_context
-def conv(ctx, kernel, input, output, stride, padding, pad_mode, cval, dilation, flip, normalize, gray,
+def conv(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
          alpha, combine, fmt, scaling, offset, quality, png_level, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
@@ -238,7 +239,8 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, cval, dilation, 
     from .. import stages
     from ..run import files
 
-    stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval)
+    stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
+                                    origin)
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
     _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
@@ -324,12 +326,14 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
               help="same, valid, full, P or PY,PX.")
 @click.option("--border-value", "cval", type=FiniteFloat(), default=0.0, show_default=True, metavar="V",
               help="What the padding holds.")
+@click.option("--origin", type=PairType(minimum=0), default=None, metavar="Y,X",
+              help="The kernel cell over each output pixel (0-based), with --padding same.")
 @click.option("--relu", is_flag=True, help="Show the ReLU step.")
 @click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None, help="Show a pooling step.")
 @click.option("--pool-size", type=PairType(), default="2", show_default=True, help="Pooling window: N or NY,NX.")
 @click.option("--pool-stride", type=PairType(), default=None,
               help="Step between pooling windows.  [default: the pool size]")
-def explain(kernel, input, stride, padding, cval, relu, pool, pool_size, pool_stride):
+def explain(kernel, input, stride, padding, cval, origin, relu, pool, pool_size, pool_stride):
     """Show the arithmetic of a convolution on a small INPUT, step by step.
 
     INPUT is an inline matrix ("1,1,1,0,0;0,1,1,1,0;...") or a small .npy or
@@ -339,7 +343,7 @@ def explain(kernel, input, stride, padding, cval, relu, pool, pool_size, pool_st
     """
     from .. import explain as show
 
-    emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, cval))
+    emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, cval, origin))
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)

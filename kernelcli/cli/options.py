@@ -13,7 +13,7 @@ from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_rang
 
 
 def conv_options(f):
-    """--stride, --padding, --pad-mode, --border-value, --dilation, --flip, --normalize, --gray, --alpha, --combine."""
+    """--stride, --padding, --pad-mode, --border-value, --origin, --dilation, --flip, --normalize, --gray, --alpha, --combine."""
     options = [
         click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
                      help="Step between kernel positions: S or SY,SX."),
@@ -24,6 +24,9 @@ def conv_options(f):
                      default="zero", show_default=True, help="What the padding holds."),
         click.option("--border-value", "cval", type=FiniteFloat(), default=0.0, show_default=True,
                      metavar="V", help="What zero padding holds: the constant V (as scipy's cval)."),
+        click.option("--origin", type=PairType(minimum=0), default=None, metavar="Y,X",
+                     help="The kernel cell (0-based row,column) over each output pixel, with --padding "
+                          "same.  [default: the centre]"),
         click.option("--dilation", "-d", type=PairType(), default="1", show_default=True,
                      help="Spacing between kernel taps: D or DY,DX (as PyTorch)."),
         click.option("--flip", is_flag=True,

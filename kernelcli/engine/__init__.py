@@ -9,16 +9,17 @@ the Numba loops and their NumPy twins.
 
 from .backends import load_numba, uses_numba
 from .shapes import (CACHE_INDEX_UP_TO, INDEX_BYTES, PAD_MODES, PADDING_WORDS, POOL_KINDS, as_image_array,
-                       geometry, output_size, padding_text, pair, pool_geometry, resolve_padding, rows_view,
-                       source_index)
-from .ops import convolve, correlate_exact, pool, release_memory, relu, warm_up
+                       geometry, origin_padding, output_size, padding_text, pair, pool_geometry, resolve_padding,
+                       rows_view, source_index)
+from .ops import convolve, correlate_exact, placed_origin, pool, release_memory, relu, warm_up
 from .plan import (SEPARABLE_MIN_TAPS, BandsPlan, Bands, Plan, exact_weights, low_rank_factors, method_for,
                    multiply_adds, numba_ahead, plan_bands, plan_convolution)
 
 __all__ = [
     "CACHE_INDEX_UP_TO", "INDEX_BYTES", "PAD_MODES", "PADDING_WORDS", "POOL_KINDS", "SEPARABLE_MIN_TAPS",
     "Bands", "BandsPlan", "Plan", "as_image_array", "convolve", "correlate_exact", "exact_weights", "geometry",
-    "load_numba", "low_rank_factors", "method_for", "multiply_adds", "numba_ahead", "output_size",
+    "load_numba", "low_rank_factors", "method_for", "multiply_adds", "numba_ahead", "origin_padding",
+    "output_size", "placed_origin",
     "padding_text", "pair", "plan_bands", "plan_convolution", "pool", "pool_geometry", "release_memory",
     "relu", "resolve_padding", "rows_view", "source_index", "uses_numba", "warm_up",
 ]

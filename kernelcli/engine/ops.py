@@ -16,7 +16,8 @@ import numpy as np
 from .. import _memory
 from ..errors import UsageError
 from . import backends, plan
-from .shapes import PAD_MODES, geometry, POOL_CODES, as_image_array, pair, pool_geometry, rows_view, source_index
+from .shapes import (PAD_MODES, geometry, POOL_CODES, as_image_array, origin_padding, pair, pool_geometry, rows_view,
+                     source_index)
 
 def _check_out(out, shape: tuple, x, src: np.ndarray) -> None:
     """Can the caller's ``out`` take a result of ``shape`` computed from ``x``?"""
@@ -56,7 +57,7 @@ def _array_kernel_weights(data: bytes, shape: tuple, dtype: str, flip: bool):
 
 
 def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilation=1, flip: bool = False,
-             out=None, cval=0.0):
+             out=None, cval=0.0, origin=None):
     """Cross-correlate ``x`` with a kernel.
 
     A 2-D kernel acts on each channel separately (the output has the input's
@@ -72,6 +73,10 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     padding, as ``scipy.ndimage.correlate(mode="constant", cval=...)``); 0 by
     default. Computed as the correlation of ``x - cval`` with zero padding,
     plus ``cval`` times the sum of the weights.
+    origin: ``(Y, X)``, the kernel cell (0-based, of the kernel as given)
+    that lies over each output pixel, with ``padding="same"``; default: the
+    kernel's own (an ImageMagick ``WxH+X+Y:`` string), else the centre.
+    ``scipy.ndimage.correlate``'s origin is ``Y - KH // 2``, ``X - KW // 2``.
     out: a C-contiguous float32 array of the result's shape to write into
     (not overlapping ``x``), as with NumPy's ``out=``: it saves a new array
     per call when many images of one size go through.
@@ -90,6 +95,8 @@ def convolve(x, kernel, stride=1, padding="same", pad_mode: str = "zero", dilati
     src = as_image_array(x)
     sy, sx = pair(stride, "stride")
     dy, dx = pair(dilation, "dilation")
+    if origin is not None or (k.origin is not None and padding == "same"):
+        padding = origin_padding(weights.shape, placed_origin(k, origin, flip), padding, (dy, dx))
     if pad_mode not in PAD_MODES:
         raise UsageError(f"pad mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
     how = plan.plan_convolution(weights, src.shape, (sy, sx), padding, (dy, dx))
@@ -149,6 +156,14 @@ def _shifted(rows: np.ndarray, cval, pad_mode: str):
     if pad_mode != "zero":
         raise UsageError(f"a border value is the constant of pad mode zero; pad mode {pad_mode} takes none")
     return np.subtract(rows, np.float32(value), dtype=np.float32), value
+
+
+def placed_origin(kernel, origin, flip: bool) -> tuple[int, int]:
+    """The origin among the weights as correlated: ``origin`` (else the
+    kernel's own), moved with the kernel when ``flip`` turns it."""
+    oy, ox = kernel.origin if origin is None else origin
+    kh, kw = kernel.shape
+    return (kh - 1 - oy, kw - 1 - ox) if flip else (oy, ox)
 
 
 def correlate_exact(x: np.ndarray, weights: np.ndarray, stride=1, padding="same", pad_mode: str = "zero",

@@ -7,7 +7,8 @@ Per axis, for an input of N samples and a kernel of K taps::
     output    out = floor((N + pad_before + pad_after - R) / stride) + 1
 
 Padding ``same`` pads ``(R-1)//2`` before and ``R//2`` after (so the size is
-kept at stride 1), ``valid`` pads nothing and ``full`` pads ``R-1`` on each
+kept at stride 1; with an origin, kernel cell ``(Y, X)`` over each output
+pixel: ``Y * dilation`` before and the rest of the reach after), ``valid`` pads nothing and ``full`` pads ``R-1`` on each
 side. Padded samples are zeros unless ``pad_mode`` says otherwise::
 
     pad_mode     padded samples around   a b c d
@@ -96,6 +97,28 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
     if max(py, px) > MAX_SIZE:
         raise UsageError(f"padding must be at most {MAX_SIZE} pixels a side, got {_show((py, px))}")
     return ((py, py), (px, px))
+
+
+def origin_padding(kernel_shape, origin, padding, dilation=1) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``same`` padding that puts kernel cell ``origin`` (``(Y, X)``, 0-based)
+    over each output pixel: ``Y * DY`` rows before and the rest of the reach
+    after (so the size is kept at stride 1), the same for columns. Only
+    ``same`` padding takes an origin: the other paddings place the windows
+    themselves."""
+    kh, kw = kernel_shape[:2]
+    try:
+        oy, ox = (int(v) for v in origin)
+    except (TypeError, ValueError):
+        raise UsageError(f"the origin must be a pair of kernel cells (Y, X), got {origin!r}") from None
+    if not (0 <= oy < kh and 0 <= ox < kw):
+        raise UsageError(f"the origin {oy},{ox} is not a cell of the {kh}x{kw} kernel (rows 0..{kh - 1}, "
+                         f"columns 0..{kw - 1})")
+    if not (isinstance(padding, str) and padding.strip().lower() == "same"):
+        raise UsageError(f"an origin goes with padding same (the output keeps the input's size); "
+                         f"padding {padding!r} places the windows itself")
+    dy, dx = pair(dilation, "dilation")
+    reach = (dy * (kh - 1) + 1, dx * (kw - 1) + 1)
+    return ((oy * dy, reach[0] - 1 - oy * dy), (ox * dx, reach[1] - 1 - ox * dx))
 
 
 def _is_explicit(padding) -> bool:
