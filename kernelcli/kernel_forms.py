@@ -124,6 +124,49 @@ class Kernel:
         return "\n".join(head + lines)
 
 
+#: The outer ring of a 3x3 kernel, clockwise from the top-left cell.
+_RING = ((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0))
+
+
+def turns(kernel: Kernel, angle: int, count: int | None = None) -> list[Kernel]:
+    """``kernel`` and its turns clockwise in steps of ``angle`` degrees
+    (``count`` kernels in all; default ``360 / angle``), as ImageMagick's
+    rotated kernel sets: 90 degrees turns a square kernel; 45 degrees moves
+    the outer ring of a 3x3 kernel one cell. The origin (if any) turns with it."""
+    import numpy as np
+
+    if angle not in (45, 90):
+        raise KernelError(f"kernels turn by 45 or 90 degrees, not {angle}")
+    count = 360 // angle if count is None else count
+    if not 1 <= count <= 360 // angle:
+        raise KernelError(f"{count} turns of {angle} degrees: give 1 to {360 // angle}")
+    if kernel.depth is not None:
+        raise KernelError(f"{kernel.name}: only 2-D kernels turn, this one is {'x'.join(map(str, kernel.values.shape))}")
+    h, w = kernel.shape
+    if angle == 45 and (h, w) != (3, 3):
+        raise KernelError(f"{kernel.name}: 45-degree turns move the outer ring of a 3x3 kernel; this one is "
+                          f"{h}x{w} (turn it by 90)")
+    if h != w:
+        raise KernelError(f"{kernel.name}: 90-degree turns need a square kernel; this one is {h}x{w}")
+    cells = np.arange(h * w).reshape(h, w)  # where each cell comes from, turn after turn
+    out = []
+    for step in range(count):
+        values = kernel.values.ravel()[cells]
+        origin = None
+        if kernel.origin is not None:
+            origin = tuple(int(v) for v in np.argwhere(cells == kernel.origin[0] * w + kernel.origin[1])[0])
+        name = kernel.name if step == 0 else f"{kernel.name}@{step * angle}"
+        out.append(replace(kernel, name=name, values=values, origin=origin))
+        if angle == 90:
+            cells = np.rot90(cells, -1)
+        else:
+            moved = cells.copy()
+            for i, cell in enumerate(_RING):
+                moved[_RING[(i + 1) % 8]] = cells[cell]
+            cells = moved
+    return out
+
+
 def format_number(v: float) -> str:
     v = float(v)
     if v == int(v) and abs(v) < 1e15:

@@ -46,6 +46,7 @@ import numpy as np
 from . import engine
 from .errors import UsageError
 from .io.picture import Picture
+from .kernel_forms import turns
 from .kernels import Kernel, get_kernels
 
 ALPHA_MODES = ("keep", "premultiply", "filter")
@@ -128,12 +129,19 @@ class Stages:
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
-              flip=False, normalize=False, combine=None, cval=0.0, origin=None) -> tuple[Conv, list[str]]:
+              flip=False, normalize=False, combine=None, cval=0.0, origin=None,
+              rotate=None, rotations=None) -> tuple[Conv, list[str]]:
     """Build the conv stage from user-facing values; returns it with notes to show.
 
     ``origin`` (``(Y, X)``, else the kernels' own, else the centre) becomes
-    the explicit padding that puts that cell over each output pixel."""
+    the explicit padding that puts that cell over each output pixel.
+    ``rotate`` (45 or 90) makes a bank of each kernel's turns in that step
+    (``rotations`` of them; default a full turn)."""
     kernels = kernel_spec if isinstance(kernel_spec, (list, tuple)) else get_kernels(kernel_spec)
+    if rotations is not None and rotate is None:
+        raise UsageError("--rotations needs --rotate 45 or 90")
+    if rotate is not None:
+        kernels = [turned for kernel in kernels for turned in turns(kernel, rotate, rotations)]
     notes, ready = [], []
     for kernel in kernels:
         if normalize:

@@ -254,3 +254,48 @@ def test_a_separable_file_takes_no_matrix_rows(tmp_path):
     path.write_text("rows: 1 2 1\n1 2 1\n")
     with pytest.raises(KernelError, match="has no matrix rows"):
         get_kernel(str(path))
+
+
+# --------------------------------------------------------------------------
+# --rotate: banks of turned kernels
+
+
+def test_90_degree_turns_of_a_square_kernel_against_a_loop():
+    from kernelcli.kernel_forms import turns
+
+    k = RNG.integers(-9, 9, (4, 4)).astype(np.float64)
+    got = turns(get_kernel(k), 90)
+    expected = [k]
+    for _ in range(3):  # clockwise: row i becomes column n-1-i
+        prev, nxt = expected[-1], np.empty_like(k)
+        for i in range(4):
+            for j in range(4):
+                nxt[j, 3 - i] = prev[i, j]
+        expected.append(nxt)
+    for kernel, want in zip(got, expected):
+        np.testing.assert_array_equal(kernel.values, want)
+    assert [kernel.name for kernel in got] == ["array", "array@90", "array@180", "array@270"]
+    turned = turns(get_kernel("3x3+0+0: 1,2,3 4,5,6 7,8,9"), 90, 2)[1]  # the origin turns with its cell
+    assert turned.origin == (0, 2) and turned.values[0, 2] == 1
+
+
+def test_rotate_45_makes_the_compass_bank(run_installed, tmp_path):
+    src = tmp_path / "in.npy"
+    np.save(src, GRAY)
+    done = run_installed(["conv", "kirsch-n", src, tmp_path / "o.npy", "--rotate", "45", "--rotations", "3"])
+    assert done.returncode == 0, done.stderr
+    got = np.load(tmp_path / "o.npy")
+    for step in range(3):
+        np.testing.assert_allclose(got[..., step], correlate(GRAY, turned(KIRSCH_N, step)), rtol=1e-6, atol=1e-3)
+    assert read_image(str(tmp_path / "o.npy")).labels == ["kirsch-n", "kirsch-n@45", "kirsch-n@90"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["box:5", "--rotate", "45"], "45-degree turns move the outer ring of a 3x3 kernel"),
+    (["1,2;3,4;5,6", "--rotate", "90"], "90-degree turns need a square kernel"),
+    (["edge", "--rotations", "2"], "--rotations needs --rotate 45 or 90"),
+    (["edge", "--rotate", "90", "--rotations", "5"], "give 1 to 4"),
+])
+def test_rotate_refusals(run_cli, args, message):
+    result = run_cli(["conv", args[0], "-", "-", *args[1:]])
+    assert result.exit_code == 2 and message in result.stderr, result.stderr

@@ -68,8 +68,8 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
-          alpha, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
-          recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          alpha, rotate, rotations, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality,
+          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -102,7 +102,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
     if not is_folder and (recursive or pattern or jobs or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT")
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
-                                   origin)
+                                   origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, relu, stage_pool, gray, alpha)
@@ -224,7 +224,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @input_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
-         alpha, combine, fmt, scaling, offset, quality, png_level, max_pixels):
+         alpha, rotate, rotations, combine, fmt, scaling, offset, quality, png_level, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -240,7 +240,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, di
     from ..run import files
 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
-                                    origin)
+                                    origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
     _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),

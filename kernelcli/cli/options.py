@@ -12,8 +12,13 @@ from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_rang
 # option bundles
 
 
+def _whole(ctx, param, value):
+    return None if value is None else int(value)
+
+
 def conv_options(f):
-    """--stride, --padding, --pad-mode, --border-value, --origin, --dilation, --flip, --normalize, --gray, --alpha, --combine."""
+    """--stride, --padding, --pad-mode, --border-value, --origin, --dilation, --flip, --normalize, --gray,
+    --alpha, --rotate, --rotations, --combine."""
     options = [
         click.option("--stride", "-s", type=PairType(), default="1", show_default=True,
                      help="Step between kernel positions: S or SY,SX."),
@@ -37,6 +42,12 @@ def conv_options(f):
                      show_default=True,
                      help="keep: alpha is not filtered, only moved; premultiply: filter "
                           "colour weighted by alpha; filter: alpha is filtered like a colour."),
+        click.option("--rotate", type=click.Choice(["45", "90"]), default=None, callback=_whole,
+                     help="Make a bank of each kernel turned clockwise in steps of 45 degrees (3x3 "
+                          "kernels: the outer ring moves) or 90 (square kernels)."),
+        click.option("--rotations", type=whole_range(1, 8), default=None, metavar="N",
+                     help="How many turns --rotate makes (the kernel itself first).  [default: a full "
+                          "turn: 8 or 4]"),
         click.option("--combine", type=click.Choice(["magnitude", "max", "min", "sum", "mean"]), default=None,
                      help="Reduce a filter bank's maps to one map per input channel (magnitude: square "
                           "root of the sum of squares), before --relu and --pool."),
