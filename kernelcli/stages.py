@@ -69,6 +69,7 @@ class Conv:
     flip: bool = False
     combine: str | None = None  # one of COMBINE_MODES: the bank's maps reduced to one per channel
     cval: float = 0.0  # the value of zero padding (pad mode zero: constant padding)
+    origin: tuple | None = None  # the kernel cell over each output pixel (padding holds it), else the centre
 
     @property
     def kernel(self) -> Kernel:
@@ -96,7 +97,7 @@ class Conv:
         """Move ``x`` through the same geometry without filtering it (identity kernel)."""
         kh, kw = self.kernel.shape
         ident = np.zeros((kh, kw))
-        ident[(kh - 1) // 2, (kw - 1) // 2] = 1.0
+        ident[self.origin or ((kh - 1) // 2, (kw - 1) // 2)] = 1.0
         return self.run(x, Kernel("identity", ident))
 
 
@@ -160,23 +161,25 @@ def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1
         if len(ready) < 2:
             raise UsageError(f"--combine {combine} needs a filter bank of two or more kernels "
                              "(such as sobel, or sobel-x,sobel-y)")
-    padding = _origin_padding(ready, origin, padding, dilation, flip)
+    padding, origin = _origin_padding(ready, origin, padding, dilation, flip)
     if cval and pad_mode != "zero":
         raise UsageError(f"--border-value is the constant of --pad-mode zero; --pad-mode {pad_mode} takes none")
-    return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip, combine, float(cval)), notes
+    return Conv(tuple(ready), stride, padding, pad_mode, dilation, flip, combine, float(cval), origin), notes
 
 
 def _origin_padding(kernels, origin, padding, dilation, flip):
-    """``padding``, made explicit for ``origin`` (or the kernels' own origin
-    with ``same`` padding)."""
+    """``(padding, origin)``: ``padding`` made explicit for ``origin`` (or the
+    kernels' own origin with ``same`` padding), and the origin it holds."""
     if origin is None:
         own = {k.origin for k in kernels}
         if len(own) > 1:
             raise UsageError("the kernels of a bank have different origins; give one with --origin")
         if own == {None} or not (isinstance(padding, str) and padding.strip().lower() == "same"):
-            return padding
+            return padding, None
+        origin = own.pop()
+    origin = tuple(int(v) for v in origin)
     return engine.origin_padding(kernels[0].shape, engine.placed_origin(kernels[0], origin, flip), padding,
-                                 dilation)
+                                 dilation), origin
 
 
 # --------------------------------------------------------------------------

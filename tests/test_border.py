@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 
 from kernelcli import engine
+from kernelcli.kernels import get_kernel
 
 from .reference import correlate_ref
 
@@ -140,3 +141,25 @@ def test_origin_errors_and_explain(run_installed):
     done = run_installed(["explain", "box", "1,2,3;4,5,6;7,8,9", "--padding", "same", "--origin", "0,0"])
     assert done.returncode == 0, done.stderr
     assert b"origin: row 0, column 0" in done.stdout and b"padding same (rows 0+2, columns 0+2)" in done.stdout
+
+
+def test_kept_alpha_and_an_unsharp_threshold_follow_the_origin(run_cli, tmp_path):
+    """Alpha moves through the geometry as if filtered by the identity at the
+    origin cell, and the threshold compares each output with the input under it."""
+    src = tmp_path / "in.npy"
+    np.save(src, GRAY)
+    assert run_cli(["apply", "unsharp:1,1,0.1", src, tmp_path / "o.npy", "--origin", "0,0"]).exit_code == 0
+    got = np.load(tmp_path / "o.npy")
+    k = get_kernel("unsharp:1,1,0.1").array.astype(np.float64)
+    r = k.shape[0]
+    padded = np.pad(GRAY.astype(np.float64), ((0, r - 1), (0, r - 1)))
+    sharp = correlate_ref(padded, k)
+    expected = np.where(np.abs(sharp - GRAY) < 0.1 * 255, GRAY, sharp)
+    close(got, expected)
+    from kernelcli import stages
+    from kernelcli.io.picture import Picture
+
+    rgba = np.dstack([RGB, (RNG.random(RGB.shape[:2]) * 255).astype(np.float32)])
+    conv, _ = stages.make_conv("3x3+0+0: 0,0,0 0,1,0 0,0,0", padding="same")
+    out = stages.conv_stage(Picture(rgba, mode="RGBA"), conv)
+    np.testing.assert_array_equal(out.pixels[..., 3], np.pad(rgba[..., 3], ((0, 2), (0, 2)))[:19, :23])
