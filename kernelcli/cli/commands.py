@@ -368,3 +368,8 @@ def main(argv=None):
         if argv is None:  # this process is the command's own: no caller to return to
             raise SystemExit(_process.exit_now(done.code)) from None
         raise
+
+
+from .info import info  # noqa: E402  (a command in its own module, added to the group)
+
+cli.add_command(info)
