@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
 from .._process import say
 from ..errors import KernelcliError
 from .base import CONTEXT, emit
+from .many import to_json
 
 
 @click.command(context_settings=CONTEXT)
@@ -33,7 +33,7 @@ def info(files, as_json):
             failed += 1
             say(f"kernelcli: error: {e}")
     if as_json:
-        emit(json.dumps(found, indent=2))
+        emit(to_json(found, indent=2))
     elif found:
         emit("\n".join(_text(facts) for facts in found))
     if failed:
@@ -65,7 +65,7 @@ def _text(facts: dict) -> str:
     if meta:
         shown = {k: v for k, v in meta.items() if k not in ("mode", "dpi")}
         if shown:
-            lines.append(f"  metadata     {json.dumps(shown)}")
+            lines.append(f"  metadata     {to_json(shown, None)}")
     return "\n".join(lines)
 
 
@@ -73,3 +73,4 @@ def _icc_text(icc) -> str:
     if not icc:
         return "none"
     return f"{icc.get('description') or 'unnamed'} ({icc['bytes']:,} bytes)"
+
