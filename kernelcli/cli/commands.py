@@ -59,7 +59,7 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec(bank=True))
-@click.argument("paths", metavar="INPUT... [OUTPUT]", nargs=-1)
+@click.argument("paths", metavar="INPUT... [OUTPUT]", nargs=-1, type=click.Path(allow_dash=True))
 @conv_options
 @stage_options
 @output_options
@@ -217,7 +217,7 @@ def _cluster(ctx, scheduler, timeout):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec(bank=True))
-@click.argument("paths", metavar="[INPUT...] [OUTPUT]", nargs=-1)
+@click.argument("paths", metavar="[INPUT...] [OUTPUT]", nargs=-1, type=click.Path(allow_dash=True))
 @conv_options
 @output_options
 @input_options

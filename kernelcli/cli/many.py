@@ -15,6 +15,7 @@ import click
 from .._process import say
 from ..errors import UsageError
 from .base import emit, note
+from .params import complete_files, complete_folders
 
 #: A --files-from list is read up to this many bytes.
 MAX_LIST_BYTES = 256 * 2**20
@@ -53,9 +54,9 @@ def many_options(f):
         return f(*args, **kwargs)
 
     options = [
-        click.option("--output", "-o", "output_dir", default=None, metavar="DIR",
+        click.option("--output", "-o", "output_dir", default=None, metavar="DIR", shell_complete=complete_folders,
                      help="Write the outputs into DIR (created if missing); every path given is an INPUT."),
-        click.option("--files-from", default=None, metavar="FILE",
+        click.option("--files-from", default=None, metavar="FILE", shell_complete=complete_files,
                      help="Read more INPUT paths from FILE (- for stdin), one a line."),
         click.option("--null", "-0", "null", is_flag=True,
                      help="--files-from paths are separated by NUL bytes (find -print0, xargs -0)."),
