@@ -21,7 +21,8 @@ from ..errors import KernelcliError
 from . import many as many_run
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
 from .many import many_options
-from .options import batch_options, conv_options, input_options, output_options, scale_options, stage_options
+from .options import (batch_options, conv_options, from_command_line, input_options, output_options, scale_options,
+                      stage_options)
 from .params import FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
@@ -107,7 +108,7 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, dilation, flip, normali
     input = inputs[0]
     is_folder = input != "-" and os.path.isdir(input)
     batch_run = is_folder or output is None or many.dry_run or many.as_json
-    if not batch_run and (recursive or pattern or jobs or skip_existing):
+    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
                                "or several inputs (-o DIR)")
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
@@ -247,7 +248,7 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, dilation, flip, normaliz
     inputs, output = many_run.split(paths, many, default_stdio=True)
     is_folder = inputs[0] != "-" and os.path.isdir(inputs[0])
     batch_run = is_folder or output is None or many.dry_run or many.as_json
-    if not batch_run and (recursive or pattern or jobs or skip_existing):
+    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
                                "or several inputs (-o DIR)")
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
