@@ -100,7 +100,8 @@ def split(paths: tuple, many: Many, default_stdio: bool):
     if default_stdio:
         paths = tuple(paths) + ("-",) * (2 - len(paths))
     if len(paths) < 2:
-        raise click.UsageError("Missing argument 'OUTPUT' (or give -o DIR, --suffix or --name)")
+        missing = "OUTPUT" if paths else "INPUT"
+        raise click.UsageError(f"Missing argument '{missing}' (or give -o DIR, --suffix or --name)")
     if (many.as_json or many.dry_run) and "-" in paths:
         raise click.UsageError(f"{'--json' if many.as_json else '--dry-run'} needs an INPUT and OUTPUT that "
                                f"are files, not - (stdin or stdout)")
