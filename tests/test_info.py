@@ -29,7 +29,22 @@ def files(tmp_path_factory):
     Image.new("P", (3, 3)).save(root / "palette.png")
     Image.fromarray(np.zeros((4, 6), np.uint16)).save(root / "deep.tif")  # 16-bit gray
     (root / "junk.png").write_bytes(b"not a picture")
+    (root / "rgb16.png").write_bytes(_png_rgb16())
     return root, srgb
+
+
+def _png_rgb16() -> bytes:
+    """A 2x2 PNG of 16-bit RGB samples, written by hand (Pillow writes none)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + bytes(12) for _ in range(2))
+    header = struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
 
 
 def _info(run_installed, *args, cwd):
@@ -39,7 +54,7 @@ def _info(run_installed, *args, cwd):
 
 def test_info_json_against_pillow(run_installed, files):
     root, srgb = files
-    names = ["profile.png", "rotated.jpg", "three.gif", "palette.png", "deep.tif"]
+    names = ["profile.png", "rotated.jpg", "three.gif", "palette.png", "deep.tif", "rgb16.png"]
     got, facts = _info(run_installed, "--json", *names, cwd=root)
     assert got.returncode == 0, got.stderr
     by_name = {f["file"]: f for f in facts}
@@ -57,6 +72,7 @@ def test_info_json_against_pillow(run_installed, files):
     assert by_name["three.gif"]["frames"] == 3
     assert by_name["palette.png"]["read_as"] == "RGB"
     assert by_name["deep.tif"]["bits"] == 16
+    assert (by_name["rgb16.png"]["mode"], by_name["rgb16.png"]["bits"]) == ("RGB", 16)  # the file's samples
 
 
 def test_info_text_and_a_failing_file(run_installed, files):
