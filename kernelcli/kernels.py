@@ -189,6 +189,25 @@ def catalogue() -> list[tuple[str, int, int, str]]:
     return found
 
 
+def catalogue_records() -> list[dict]:
+    """``kernelcli kernels --json``: every named kernel's name, size, scale
+    and description (read without NumPy)."""
+    found = []
+    for name, path in _library_files().items():
+        rows, _, scale, scale_text, _, description = text_fields(path.read_text(encoding="utf-8"), str(path))
+        found.append({"name": name, "rows": len(rows), "columns": len(rows[0]) if rows else 0,
+                      "scale": scale, "scale_text": scale_text, "description": description})
+    return found
+
+
+def kernel_record(kernel: Kernel) -> dict:
+    """``kernelcli kernels show --json``: a kernel's values as written, its
+    scale and offset, and the effective weights (values x scale)."""
+    return {"name": kernel.name, "shape": list(kernel.values.shape), "description": kernel.description,
+            "values": kernel.values.tolist(), "scale": kernel.scale, "scale_text": kernel.scale_text,
+            "offset": kernel.offset, "weights": (kernel.values * kernel.scale).tolist()}
+
+
 def names() -> list[str]:
     return list(_library_files())
 

@@ -334,3 +334,16 @@ def apply(picture: Picture, conv: Conv, relu: bool = False, pool: Pool | None = 
     if pool is not None:
         picture = pool_stage(picture, pool)
     return picture
+
+
+def output_size(stages: Stages, height: int, width: int) -> tuple[int, int]:
+    """The ``(height, width)`` ``stages`` give an input of this size, checked
+    as a run would check it (a usage error when the kernel or the pool
+    window does not fit)."""
+    if height is None or width is None:
+        raise UsageError("not an image: its shape has no height and width")
+    conv = stages.conv
+    _, (h, w) = engine.geometry((height, width), conv.kernel.shape, conv.stride, conv.padding, conv.dilation)
+    if stages.pool is not None:
+        *_, h, w = engine.pool_geometry((h, w), stages.pool.kind, stages.pool.size, stages.pool.stride)
+    return h, w

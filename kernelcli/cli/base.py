@@ -35,18 +35,20 @@ class MatrixArgsCommand(click.Command):
     """A command whose arguments may be inline matrices that start with a
     minus sign, as the kernel table prints them: such a word is an argument,
     not an unknown option (unless it is the value of the option before it,
-    as in ``--offset -128``, or comes after ``--``)."""
+    as in ``--offset -128``, an option's own name, as ``-0``, or comes after ``--``)."""
 
     def parse_args(self, ctx, args):
         valued = {name for p in self.get_params(ctx)
                   if isinstance(p, click.Option) and not p.is_flag and not p.count
                   for name in p.opts + p.secondary_opts}
+        named = {name for p in self.get_params(ctx) if isinstance(p, click.Option)
+                 for name in p.opts + p.secondary_opts}
         words, shielded, value_next = [], set(), False
         for i, arg in enumerate(args):
             if arg == "--":
                 words.extend(args[i:])
                 break
-            if not value_next and _NEGATIVE_MATRIX.match(arg):
+            if not value_next and arg not in named and _NEGATIVE_MATRIX.match(arg):
                 arg = " " + arg  # not an option to click's parser; the value is stripped below
                 shielded.add(arg)
             value_next = arg in valued

@@ -12,15 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from .. import _process
 from .._process import say
 from ..errors import KernelcliError
+from . import many as many_run
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
-from .options import batch_options, conv_options, input_options, output_options, scale_options, stage_options
+from .many import many_options
+from .options import (batch_options, conv_options, from_command_line, input_options, output_options, scale_options,
+                      stage_options)
 from .params import FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
@@ -58,18 +60,19 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec(bank=True))
-@click.argument("input", metavar="INPUT")
-@click.argument("output", metavar="OUTPUT")
+@click.argument("paths", metavar="INPUT... [OUTPUT]", nargs=-1, type=click.Path(allow_dash=True))
 @conv_options
 @stage_options
 @output_options
 @input_options
 @batch_options
+@many_options
 @scale_options
 @click.pass_context
-def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
+def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
           alpha, rotate, rotations, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality,
-          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, many, tile_rows, scheduler,
+          scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -88,6 +91,12 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
     every image in it is processed on all cores, mirrored by relative path,
     in its own format unless --format says otherwise.
 
+    \b
+    Several inputs (files and folders) go into one folder with -o DIR:
+      kernelcli apply sharpen *.jpg -o out/
+      find . -name '*.png' -print0 | kernelcli apply edge --files-from - -0 -o edges/
+      kernelcli apply sharpen *.jpg --suffix -sharpen     (photo-sharpen.jpg beside photo.jpg)
+
     A .npy INPUT too large for memory is processed in bands of rows into a
     .npy OUTPUT (see --tile-rows); --scheduler runs folders and such bands on
     a Dask cluster.
@@ -98,43 +107,62 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
     ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
     if pool is None and (pool_size or pool_stride):
         raise click.UsageError("--pool-size and --pool-stride need --pool max|avg|sum")
+    inputs, output = many_run.split(paths, many, default_stdio=False)
+    input = inputs[0]
     is_folder = input != "-" and os.path.isdir(input)
-    if not is_folder and (recursive or pattern or jobs or skip_existing):
-        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT")
+    batch_run = is_folder or output is None or many.dry_run or many.as_json
+    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
+        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
+                               "or several inputs (-o DIR)")
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
                                    origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, relu, stage_pool, gray, alpha)
     out = _output_spec(fmt, scaling, offset, quality, png_level)
-    if is_folder:
-        from ..run import batch
-
-        jobs = _workers(ctx, jobs)
+    if batch_run:
         if tile_rows:
-            raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
-        settings = batch.Settings(run, out, max_pixels)
-        with _cluster(ctx, scheduler, scheduler_timeout) as client:
-            _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
+            raise click.UsageError("--tile-rows needs a .npy file INPUT and OUTPUT, not a folder or several inputs")
+        _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing,
+                  scheduler, scheduler_timeout)
         return
     if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
-        from ..run import tiled
-        from ..io import encode
-
-        if output == "-" or encode.format_for(output, fmt) != "NPY":
-            raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
-                                   f"one, not {output!r}")
-        with _cluster(ctx, scheduler, scheduler_timeout) as client:
-            report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
-                               client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
-        note(ctx.obj["quiet"], report.notes)
-        if not ctx.obj["quiet"]:
-            where = "on the cluster" if client is not None else "on local threads"
-            say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
-                f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
+        _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_timeout)
         return
     _, notes = files.apply_file(input, output, run, out, max_pixels)
     note(ctx.obj["quiet"], notes)
+
+
+def _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_timeout):
+    from ..run import tiled
+    from ..io import encode
+
+    if output == "-" or encode.format_for(output, fmt) != "NPY":
+        raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
+                               f"one, not {output!r}")
+    with _cluster(ctx, scheduler, scheduler_timeout) as client:
+        report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
+                           client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+    note(ctx.obj["quiet"], report.notes)
+    if not ctx.obj["quiet"]:
+        where = "on the cluster" if client is not None else "on local threads"
+        say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
+            f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
+
+
+def _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing,
+              scheduler=None, scheduler_timeout=10.0):
+    """A folder, several inputs, or one file with --dry-run or --json (cli/many.py)."""
+    from ..run import batch
+
+    if out.fmt:
+        from ..io.encode import format_for
+
+        format_for("-", out.fmt)  # an unknown --format is a usage error before any work
+    settings = batch.Settings(run, out, max_pixels)
+    with _cluster(ctx, None if many.dry_run else scheduler, scheduler_timeout) as client:
+        many_run.run(ctx, inputs, output, many, settings, run.conv.kernels, recursive=recursive,
+                     pattern=pattern, jobs=_workers(ctx, jobs), skip_existing=skip_existing, client=client)
 
 
 def _output_spec(fmt, scaling, offset, quality, png_level):
@@ -192,59 +220,51 @@ def _cluster(ctx, scheduler, timeout):
         cluster.close(client)
 
 
-def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client=None):
-    quiet = ctx.obj["quiet"]
-    if settings.output.fmt:
-        from ..io.encode import format_for
-
-        format_for("-", settings.output.fmt)  # an unknown --format is a usage error before any work
-    outdir = batch.check_output_folder(output, input)
-
-    def report(path, reason):
-        message = reason if reason.startswith(path) else f"{path}: {reason}"
-        say(f"kernelcli: failed: {message}")
-
-    summary = batch.run(Path(input), outdir, settings, recursive=recursive, pattern=pattern, jobs=jobs,
-                        skip_existing=skip_existing, progress=not quiet and sys.stderr.isatty(),
-                        report=report, client=client, note=lambda message: note(quiet, [message]))
-    if not quiet:
-        say(f"kernelcli: {summary.line()}")
-    if summary.interrupted:
-        raise click.exceptions.Exit(summary.interrupted_status)
-    if summary.failed:
-        raise click.exceptions.Exit(1)
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec(bank=True))
-@click.argument("input", metavar="[INPUT]", default="-")
-@click.argument("output", metavar="[OUTPUT]", default="-")
+@click.argument("paths", metavar="[INPUT...] [OUTPUT]", nargs=-1, type=click.Path(allow_dash=True))
 @conv_options
 @output_options
 @input_options
+@batch_options
+@many_options
 @click.pass_context
-def conv(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
-         alpha, rotate, rotations, combine, fmt, scaling, offset, quality, png_level, max_pixels):
+def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
+         alpha, rotate, rotations, combine, fmt, scaling, offset, quality, png_level, max_pixels, recursive,
+         pattern, jobs, skip_existing, quiet, many):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
       kernelcli conv edge in.png | kernelcli relu | kernelcli pool max > out.npy
       kernelcli conv edge,sobel-x,sobel-y in.png maps.npy     (a filter bank)
+      kernelcli conv edge *.png -o maps/ --format npy          (several inputs)
 
     INPUT and OUTPUT default to - (stdin, stdout). Between commands the data
     is a lossless float32 .npy stream that also carries the picture's mode
     and bit depth; give OUTPUT a picture extension or --format to end in one.
     KERNEL takes the same forms as in apply; commas make a filter bank.
+    Folders and several inputs go into a folder with -o DIR, as in apply.
     """
     from .. import stages
     from ..run import files
 
+    ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
+    inputs, output = many_run.split(paths, many, default_stdio=True)
+    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0])
+    batch_run = is_folder or output is None or many.dry_run or many.as_json
+    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
+        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
+                               "or several inputs (-o DIR)")
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
                                     origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
+    run = stages.Stages(stage, gray=gray, alpha=alpha)
+    out = _output_spec(fmt, scaling, offset, quality, png_level)
+    if batch_run:
+        _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing)
+        return
     # apply with no stage but conv: the same numbers, in cache-sized bands
-    _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
-                                _output_spec(fmt, scaling, offset, quality, png_level), max_pixels)
+    _, notes = files.apply_file(inputs[0], output, run, out, max_pixels)
     note(ctx.obj["quiet"], notes)
 
 
@@ -347,12 +367,16 @@ def explain(kernel, input, stride, padding, cval, origin, relu, pool, pool_size,
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="List the kernels as JSON (names, sizes, scales, descriptions).")
 @click.pass_context
-def kernels(ctx):
+def kernels(ctx, as_json):
     """List the named kernels (kernelcli kernels show NAME prints one)."""
     if ctx.invoked_subcommand is None:
-        from ..kernels import catalogue
+        from ..kernels import catalogue, catalogue_records
 
+        if as_json:
+            emit(many_run.to_json(catalogue_records()))
+            return
         found = catalogue()
         width = max(len(name) for name, *_ in found)
         emit("\n".join(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}"
@@ -366,8 +390,14 @@ def kernels(ctx):
 
 @kernels.command("show", cls=MatrixArgsCommand, context_settings=CONTEXT)
 @click.argument("kernel", type=KernelSpec())
-def kernels_show(kernel):
+@click.option("--json", "as_json", is_flag=True, help="Print the kernel as JSON (values, scale, offset, weights).")
+def kernels_show(kernel, as_json):
     """Print KERNEL's matrix, scale and offset (any kernel spec works)."""
+    if as_json:
+        from ..kernels import kernel_record
+
+        emit(many_run.to_json(kernel_record(kernel)))
+        return
     emit(kernel.format())
 
 
@@ -380,3 +410,8 @@ def main(argv=None):
         if argv is None:  # this process is the command's own: no caller to return to
             raise SystemExit(_process.exit_now(done.code)) from None
         raise
+
+
+from .info import info  # noqa: E402  (a command in its own module, added to the group)
+
+cli.add_command(info)

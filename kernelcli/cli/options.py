@@ -81,8 +81,9 @@ def output_options(f):
         click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
         click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
-                     help="JPEG/WebP quality."),
+                     envvar="KERNELCLI_QUALITY", show_envvar=True, help="JPEG/WebP quality."),
         click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,
+                     envvar="KERNELCLI_PNG_LEVEL", show_envvar=True,
                      help="PNG zlib level: 1 is fast; 6-9 write files about 10-15% smaller, slowly."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
@@ -94,7 +95,7 @@ def batch_options(f):
         click.option("--recursive", "-r", is_flag=True, help="Folders: descend into subfolders."),
         click.option("--glob", "pattern", default=None, metavar="PATTERN",
                      help="Folders: only files whose relative path or name matches (e.g. '*.jpg'; any case)."),
-        click.option("--jobs", "-j", type=whole_range(1), default=None,
+        click.option("--jobs", "-j", type=whole_range(1), default=None, envvar="KERNELCLI_JOBS", show_envvar=True,
                      help="Folders: worker processes (at most one per file, and as many as the "
                           "cores and memory allow).  [default: all cores]"),
         click.option("--skip-existing", is_flag=True,
@@ -122,8 +123,22 @@ def scale_options(f):
 
 
 def input_options(f):
-    return click.option("--max-pixels", type=whole_range(1, 2**62), default=None,
-                        help="Refuse images with more pixels than this (default 178956970).")(f)
+    return click.option("--max-pixels", type=whole_range(1, 2**62), default=None, envvar="KERNELCLI_MAX_PIXELS",
+                        show_envvar=True, help="Refuse images with more pixels than this (default 178956970).")(f)
+
+
+#: Options that take their default from the environment (click's envvar):
+#: set once, e.g. in a shell profile; an option on the command line wins.
+ENVIRONMENT = ("KERNELCLI_JOBS", "KERNELCLI_QUALITY", "KERNELCLI_PNG_LEVEL", "KERNELCLI_MAX_PIXELS")
+
+
+def from_command_line(ctx, name: str, value):
+    """``value`` if the option was given on the command line (or is its
+    default), None when it came from the environment: a default set once
+    must not turn a single-file run into a usage error."""
+    from click.core import ParameterSource
+
+    return None if ctx.get_parameter_source(name) == ParameterSource.ENVIRONMENT else value
 
 
 # --------------------------------------------------------------------------

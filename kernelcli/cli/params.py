@@ -65,6 +65,21 @@ class KernelSpec(click.ParamType):
     def __init__(self, bank: bool = False):
         self.bank = bank
 
+    def shell_complete(self, ctx, param, incomplete):
+        """Named kernels and the sized forms (after the last comma of a bank),
+        then files: a kernel may be a file too."""
+        from click.shell_completion import CompletionItem
+
+        from ..kernels import names
+
+        head, _, word = incomplete.rpartition(",") if self.bank else ("", "", incomplete)
+        head = head + "," if head else ""
+        forms = [*names(), "box:", "gaussian:"]
+        found = [CompletionItem(head + name) for name in forms if name.startswith(word)]
+        if not found or "/" in word or "." in word:
+            return [CompletionItem(incomplete, type="file"), *found]
+        return found
+
     def convert(self, value, param, ctx):
         from ..kernels import Kernel, get_kernel, get_kernels
 
@@ -113,3 +128,17 @@ class FiniteFloat(click.FloatRange):
 def whole_range(minimum: int = 1, maximum: int = MAX_WHOLE) -> click.IntRange:
     """Click's IntRange with an upper end (:data:`MAX_WHOLE` unless told)."""
     return click.IntRange(minimum, maximum)
+
+
+def complete_folders(ctx, param, incomplete):
+    """Shell completion of a folder option (``-o DIR``)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
+
+
+def complete_files(ctx, param, incomplete):
+    """Shell completion of a file option (``--files-from FILE``)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]

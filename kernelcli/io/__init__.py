@@ -4,12 +4,29 @@
 at the bottom; ``pixels`` (float values to an output format's pixels) above
 them; ``decode`` (Pillow decoding) and ``inputs`` (opening inputs by their
 bytes) read, ``encode`` writes through ``sinks`` (temporary files renamed into
-place, stdout). ``_pillow`` holds the calls past Pillow's public API.
+place, stdout); ``header`` describes a file from its header alone (without
+NumPy, for a picture). ``_pillow`` holds the calls past Pillow's public API.
+
+The names below are imported when first used, so that importing one module
+of this package (``header``) does not import NumPy.
 """
 
-from .encode import format_for, write_image, write_pixels
-from .inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
-from .picture import Picture
+_LAZY = {
+    "format_for": "encode", "write_image": "encode", "write_pixels": "encode",
+    "DEFAULT_MAX_PIXELS": "inputs", "NpyInput": "inputs", "open_input": "inputs", "read_image": "inputs",
+    "Picture": "picture",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_MAX_PIXELS", "NpyInput", "Picture", "format_for", "open_input", "read_image",
            "write_image", "write_pixels"]

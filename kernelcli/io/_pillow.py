@@ -13,6 +13,17 @@ from ..errors import ImageReadError, ImageWriteError
 # copy, where crop + tobytes and fromarray + paste made three each (Pillow
 # keeps RGB as 4 bytes a pixel, so its memory cannot be shared with NumPy).
 
+#: The Pillow decoders kernelcli reads with: raster formats only, by name
+#: (``Image.open(..., formats=RASTER_FORMATS)``). Pillow would otherwise hand
+#: an EPS file to Ghostscript, a PostScript interpreter that runs whatever
+#: program the file holds (an endless loop, for one).
+RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
+                  "SGI", "QOI", "JPEG2000")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ImageReadError
 from . import _pillow
+from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -42,17 +43,6 @@ def declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
 
-
-#: The Pillow decoders kernelcli reads with: raster formats only, by name
-#: (``Image.open(..., formats=RASTER_FORMATS)``). Pillow would otherwise hand
-#: an EPS file to Ghostscript, a PostScript interpreter that runs whatever
-#: program the file holds (an endless loop, for one).
-RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
-                  "SGI", "QOI", "JPEG2000")
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-JPEG_MAGIC = b"\xff\xd8\xff"
 
 #: Bytes of the file handed to Pillow's decoder at a time (Pillow's own is
 #: 64 KiB). The decoder lets go of the GIL while it decodes a block, and takes

@@ -19,6 +19,7 @@ from .. import stopping
 from ..errors import ImageWriteError, KernelcliError, UsageError
 from ..io.encode import EXTENSIONS, OutputSpec
 from ..stages import Stages
+from .naming import Naming, refuse_clashes, target_for
 from .progress import Progress
 from .workers import run_pool
 
@@ -54,6 +55,24 @@ class Summary:
         head = "interrupted: " if self.interrupted else ""
         return (f"{head}{self.done} done, {self.skipped} skipped, {self.failed} failed "
                 f"in {self.seconds:.1f} s ({rate:.1f} megapixels/s)")
+
+    def as_dict(self) -> dict:
+        """The summary for ``--json``: counts, failures, time and speed."""
+        rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
+        return {"done": self.done, "skipped": self.skipped, "failed": self.failed,
+                "interrupted": self.interrupted,
+                "failures": [{"path": path, "message": reason} for path, reason in self.failures],
+                "seconds": round(self.seconds, 3), "megapixels": round(self.megapixels, 3),
+                "megapixels_per_second": round(rate, 3)}
+
+
+@dataclass
+class Job:
+    """One input file and its output; ``skip`` when ``--skip-existing`` finds the output."""
+
+    source: Path
+    target: Path
+    skip: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -134,12 +153,16 @@ def _matches(rel: str, name: str, pattern: str) -> bool:
 
 def output_for(rel: Path, outdir: Path, fmt: str | None) -> Path:
     """``outdir/rel``, with the extension of ``fmt`` when a format is forced."""
-    target = Path(outdir) / rel
-    if fmt:
-        from ..io.encode import format_for
+    return target_for(Path(outdir) / rel, rel, Naming(outdir=Path(outdir), ext=format_ext(fmt)))
 
-        target = target.with_suffix(_FORMAT_EXT[format_for(target, fmt)])
-    return target
+
+def format_ext(fmt: str | None) -> str | None:
+    """The extension of a forced output format (None without one)."""
+    if not fmt:
+        return None
+    from ..io.encode import format_for
+
+    return _FORMAT_EXT[format_for("-", fmt)]
 
 
 def check_output_folder(output: str, input: str | None = None) -> Path:
@@ -165,24 +188,6 @@ def _make_folder(path: Path) -> None:
         raise KernelcliError(f"{path}: cannot create the output folder: it is not a folder")
 
 
-def _refuse_collisions(indir: Path, targets) -> None:
-    """Two inputs whose outputs would have the same name (ignoring case, as
-    case-insensitive file systems do) would overwrite each other: refuse the
-    run before any work, naming them."""
-    by_name: dict = {}
-    for rel, dst in targets:
-        by_name.setdefault(os.path.normcase(str(dst)).casefold(), []).append((rel, dst))
-    clashes = [group for group in by_name.values() if len(group) > 1]
-    if not clashes:
-        return
-    group = clashes[0]
-    names = [str(Path(indir) / rel) for rel, _ in group]
-    listed = ", ".join(names[:-1]) + " and " + names[-1]
-    more = f" (and {len(clashes) - 1} more such groups)" if len(clashes) > 1 else ""
-    raise UsageError(f"{listed} would be written to the same output, {group[0][1]} (names are compared "
-                     f"ignoring case){more}; rename them or process them separately")
-
-
 def _nothing_found(indir: Path, recursive: bool, pattern: str | None) -> KernelcliError:
     if pattern:
         return KernelcliError(f"{indir}: no image matches --glob {pattern!r}"
@@ -197,7 +202,7 @@ def _nothing_found(indir: Path, recursive: bool, pattern: str | None) -> Kernelc
 # one file (the same code for every job count)
 
 
-def process_file(src: Path, dst: Path, settings: Settings) -> float:
+def process_file(src: Path, dst: Path, settings: Settings, threads: int = 1) -> float:
     """Read, filter, write one file; returns its megapixels."""
     from ..io import encode
     from . import files
@@ -211,7 +216,7 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
             where = e.filename or dst.parent
             raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
         # one thread per file: the worker processes share the cores already
-        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=1)
+        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=threads)
     except BaseException:
         for folder in missing:  # a failed file leaves no empty folders behind
             with contextlib.suppress(OSError):
@@ -220,11 +225,11 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
     return h * w / 1e6
 
 
-def run_task(task):
+def run_task(task, threads: int = 1):
     """One file's task ``(source, target, settings)``: ``(source, ok, megapixels, reason)``."""
     src, dst, settings = task
     try:
-        return str(src), True, process_file(src, dst, settings), ""
+        return str(src), True, process_file(src, dst, settings, threads), ""
     except KernelcliError as e:
         return str(src), False, 0.0, str(e)
     except MemoryError:
@@ -248,29 +253,67 @@ class Interrupted(KeyboardInterrupt):
 
 def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=None, jobs=None,
         skip_existing=False, progress=False, report=None, client=None, note=None) -> Summary:
-    """Process a folder. ``report(path, reason)`` is called for each failure,
-    ``note(message)`` for each file left out (:func:`find_inputs`).
+    """Process a folder into ``outdir``, mirrored by relative path
+    (:func:`plan` and :func:`run_jobs`)."""
+    started = time.monotonic()
+    planned = plan([indir], Naming(outdir=Path(outdir), ext=format_ext(settings.output.fmt)), settings,
+                   recursive=recursive, pattern=pattern, skip_existing=skip_existing, note=note)
+    return run_jobs(planned, settings, jobs=jobs, progress=progress, report=report, client=client,
+                    outdir=Path(outdir), started=started)
+
+
+def plan(inputs, naming: Naming, settings: Settings, recursive=False, pattern=None, skip_existing=False,
+         note=None) -> list[Job]:
+    """The jobs of a run over ``inputs`` (files and folders), named as
+    ``naming`` says; nothing is read or written. A folder gives its images
+    (:func:`find_inputs`), mirrored by relative path under the output folder.
 
     Refused before any work: a folder with no image (or none matching
-    ``pattern``) and inputs whose outputs would have the same name. With a
-    Dask ``client`` the files are processed on its cluster (whose workers must
-    see the same paths) instead of local processes.
+    ``pattern``), an output folder that is an input folder, two inputs whose
+    outputs would have the same name, an output that would replace an input
+    (unless ``naming.in_place``), and an output whose format is unknown.
     """
+    from ..io.encode import format_for
+
+    found = []
+    for given in inputs:
+        path = Path(given)
+        if not path.is_dir():
+            found.append((path, Path(path.name)))
+            continue
+        if naming.outdir is not None and os.path.realpath(naming.outdir) == os.path.realpath(path):
+            raise UsageError(f"OUTPUT {str(naming.outdir)!r} is the input folder: the outputs would be written "
+                             f"among the inputs; choose another folder")
+        rels = find_inputs(path, naming.outdir if naming.outdir is not None else Path(os.devnull),
+                           recursive, pattern, note=note)
+        if not rels:
+            raise _nothing_found(path, recursive, pattern)
+        found.extend((path / rel, rel) for rel in rels)
+    jobs = [Job(src, target_for(src, rel, naming)) for src, rel in found]
+    refuse_clashes([(job.source, job.target) for job in jobs], naming.in_place)
+    for job in jobs:
+        format_for(job.target, settings.output.fmt)  # an unknown output format: refused before any work
+        job.skip = skip_existing and job.target.exists()
+    return jobs
+
+
+def run_jobs(planned: list, settings: Settings, jobs=None, progress=False, report=None, client=None,
+             outdir: Path | None = None, started: float | None = None) -> Summary:
+    """Process ``planned`` (:func:`plan`): ``report(path, reason)`` is called
+    for each failure. With a Dask ``client`` the files are processed on its
+    cluster (whose workers must see the same paths) instead of local
+    processes. ``outdir`` is created first when given."""
     report = report or (lambda path, reason: None)
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     summary = Summary()
-    found = find_inputs(indir, outdir, recursive, pattern, note=note)
-    if not found:
-        raise _nothing_found(indir, recursive, pattern)
-    targets = [(rel, output_for(rel, outdir, settings.output.fmt)) for rel in found]
-    _refuse_collisions(indir, targets)
-    _make_folder(Path(outdir))
+    if outdir is not None:
+        _make_folder(Path(outdir))
     tasks = []
-    for rel, dst in targets:
-        if skip_existing and dst.exists():
+    for job in planned:
+        if job.skip:
             summary.skipped += 1
             continue
-        tasks.append((Path(indir) / rel, dst, settings))
+        tasks.append((job.source, job.target, settings))
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks) or 1))
     bar = Progress(len(tasks), progress)
 
@@ -291,8 +334,8 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
             with stopping.raising(Interrupted):  # a SIGTERM: stop the cluster's work, then the summary
                 _run_cluster(client, tasks, record)
         elif jobs == 1:
-            for task in tasks:
-                record(run_task(task))
+            for task in tasks:  # one file alone gets the threads a single-file run has
+                record(run_task(task, threads=2 if len(tasks) == 1 else 1))
         else:
             with stopping.raising(Interrupted):  # a SIGTERM: stop the workers, then the summary
                 run_pool(tasks, jobs, record)
@@ -302,6 +345,27 @@ def run(indir: Path, outdir: Path, settings: Settings, recursive=False, pattern=
     bar.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def preview(planned: list, settings: Settings) -> list[dict]:
+    """What a dry run shows of each job: ``input``, ``output``, ``skip`` and
+    the output's ``width`` and ``height`` from the input's header (or the
+    ``error`` reading it would give). Nothing is written."""
+    from ..io.header import describe
+    from ..stages import output_size
+
+    shown = []
+    for job in planned:
+        entry = {"input": str(job.source), "output": str(job.target), "skip": job.skip}
+        if not job.skip:
+            try:
+                facts = describe(job.source)
+                height, width = output_size(settings.stages, facts["height"], facts["width"])
+                entry.update(width=width, height=height)
+            except KernelcliError as e:
+                entry["error"] = str(e)
+        shown.append(entry)
+    return shown
 
 
 def _run_cluster(client, tasks, record):
