@@ -20,8 +20,9 @@ from .. import _process
 from .._process import say
 from ..errors import KernelcliError
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
-from .options import batch_options, conv_options, input_options, output_options, scale_options, stage_options
-from .params import FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
+from .options import (activation_option, batch_options, conv_options, input_options, output_options, scale_options,
+                      stage_options)
+from .params import ActivationType, FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
 @click.version_option(None, "--version", "-V", package_name="kernelcli", message="kernelcli %(version)s")
@@ -47,7 +48,7 @@ def cli(ctx, debug, quiet):
 
 
 def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
-    """Run one stage (stages.Relu or stages.Pool) from INPUT to OUTPUT."""
+    """Run one stage (stages.Relu, stages.Activation or stages.Pool) from INPUT to OUTPUT."""
     from ..run import files
     from ..io import inputs
 
@@ -68,9 +69,9 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
+          alpha, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
           recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
-    """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
+    """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu or --activation, then --pool).
 
     \b
     KERNEL is a name (kernelcli kernels), a sized form (box:5, gaussian:1.5),
@@ -102,7 +103,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
-    run = stages.Stages(conv, relu, stage_pool, gray, alpha)
+    run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha)
     out = _output_spec(fmt, scaling, offset, quality, png_level)
     if is_folder:
         from ..run import batch
@@ -132,6 +133,15 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
         return
     _, notes = files.apply_file(input, output, run, out, max_pixels)
     note(ctx.obj["quiet"], notes)
+
+
+def _activation(relu, activation):
+    """``--relu`` and ``--activation`` as the stages take them (False, True or an Activation)."""
+    if relu and activation is not None and activation.kind != "relu":
+        raise click.UsageError(f"--relu and --activation {activation} ask for two activations; give one")
+    if activation is None or activation.kind == "relu":
+        return relu or activation is not None  # plain ReLU: the stages' own, same numbers
+    return activation
 
 
 def _output_spec(fmt, scaling, offset, quality, png_level):
@@ -217,11 +227,12 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @click.argument("input", metavar="[INPUT]", default="-")
 @click.argument("output", metavar="[OUTPUT]", default="-")
 @conv_options
+@activation_option
 @output_options
 @input_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, png_level, max_pixels):
+         alpha, activation, fmt, scaling, offset, quality, png_level, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -232,14 +243,16 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     is a lossless float32 .npy stream that also carries the picture's mode
     and bit depth; give OUTPUT a picture extension or --format to end in one.
     KERNEL takes the same forms as in apply; commas make a filter bank.
+    --activation runs an activation on the feature maps (as kernelcli activate).
     """
     from .. import stages
     from ..run import files
 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
-    # apply with no stage but conv: the same numbers, in cache-sized bands
-    _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
+    # apply with no stage but conv (and the activation): the same numbers, in cache-sized bands
+    run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha)
+    _, notes = files.apply_file(input, output, run,
                                 _output_spec(fmt, scaling, offset, quality, png_level), max_pixels)
     note(ctx.obj["quiet"], notes)
 
@@ -260,6 +273,35 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
     from .. import stages
 
     _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("function", metavar="FUNC", type=ActivationType())
+@click.argument("input", metavar="[INPUT]", default="-")
+@click.argument("output", metavar="[OUTPUT]", default="-")
+@output_options
+@input_options
+@click.pass_context
+def activate(ctx, function, input, output, fmt, scaling, offset, quality, png_level, max_pixels):
+    """Run an activation FUNC on every value of INPUT (alpha passes through).
+
+    \b
+    FUNC is one of:
+      relu         max(x, 0)
+      leaky:S      x, or S * x where x < 0 (S default 0.01)
+      tanh:K       tanh(K * x), in -1..1 (K default 1)
+      sigmoid:K    1 / (1 + exp(-K * x)), in 0..1 (K default 1)
+
+    K multiplies the values before the function and may be a fraction:
+    tanh:1/255 suits 0-255 pixel values, where a plain tanh or sigmoid is
+    saturated almost everywhere. tanh and sigmoid give small values: keep
+    them as .npy (the default on stdout), or use --scaling stretch for a
+    picture. INPUT and OUTPUT default to - (stdin, stdout).
+
+    \b
+      kernelcli conv edge in.png | kernelcli activate tanh:1/255 | kernelcli pool max > out.npy
+    """
+    _stage(ctx, input, output, function, fmt, scaling, offset, quality, png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)

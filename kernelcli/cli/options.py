@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_range
+from .params import ActivationType, FiniteFloat, PaddingType, PairType, TileRowsType, whole_range
 
 # --------------------------------------------------------------------------
 # option bundles
@@ -36,12 +36,26 @@ def conv_options(f):
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
+#: --activation's help (apply and conv).
+ACTIVATION_HELP = ("An activation after the convolution: relu, leaky:SLOPE, tanh:K or sigmoid:K. "
+                   "K multiplies the values first (default 1): tanh:1/255 suits 0-255 pixels, where a "
+                   "plain tanh or sigmoid is saturated (1) almost everywhere. tanh gives -1..1 and "
+                   "sigmoid 0..1: write .npy, or use --scaling stretch or --colormap.")
+
+
+def activation_option(f):
+    return click.option("--activation", type=ActivationType(), default=None, metavar="FUNC",
+                        help=ACTIVATION_HELP)(f)
+
+
 def stage_options(f):
-    """--relu, --pool, --pool-size, --pool-stride."""
+    """--relu, --activation, --pool, --pool-size, --pool-stride."""
     options = [
-        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution."),
+        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution "
+                                                  "(the short form of --activation relu)."),
+        click.option("--activation", type=ActivationType(), default=None, metavar="FUNC", help=ACTIVATION_HELP),
         click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None,
-                     help="Pool after the convolution (and ReLU)."),
+                     help="Pool after the convolution (and the activation)."),
         click.option("--pool-size", type=PairType(), default=None, help="Pooling window: N or NY,NX.  [default: 2]"),
         click.option("--pool-stride", type=PairType(), default=None,
                      help="Step between pooling windows.  [default: the pool size]"),

@@ -18,7 +18,7 @@ from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer,
 from ..io.picture import Picture, nonfinite_note
 from ..io.pixels import clips_to_8bit, to_array
 from ..io.sinks import stream_to, write_chunks
-from ..stages import Conv, Relu, Stages, apply, pool_stage, relu_stage
+from ..stages import Activation, Conv, Relu, Stages, activation_stage, apply, pool_stage, relu_stage
 from . import bands
 
 
@@ -142,7 +142,7 @@ STREAM_BAND_BYTES = 4 * 2**20
 
 def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
-    """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
+    """Read ``source``, run one stage (:class:`Relu`, :class:`Activation` or :class:`Pool`), write
     ``target`` as ``output`` says; returns the notes to show.
 
     A ``.npy`` into a ``.npy`` goes through a band of rows at a time, from a
@@ -160,7 +160,12 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
                 return _stream_stage(got, target, stage)
             got = got.picture()
     notes, got.notes = got.notes, []
-    picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
+    if isinstance(stage, Relu):
+        picture = relu_stage(got, stage.slope, inplace=True)
+    elif isinstance(stage, Activation):
+        picture = activation_stage(got, stage, inplace=True)
+    else:
+        picture = pool_stage(got, stage)
     notes += picture.notes
     png_level = PNG_LEVEL if output.png_level is None else output.png_level
     return notes + write_image(target, picture, out_format, output.scaling, output.offset, output.quality,
@@ -170,11 +175,13 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
 def _stream_stage(npy: NpyInput, target, stage) -> list[str]:
     """:func:`run_stage` for a ``.npy`` without alpha, a band of rows at a time."""
     h, shape = npy.shape[0], npy.shape
-    if isinstance(stage, Relu):
+    if isinstance(stage, (Relu, Activation)):
         ph = sy = 1
         out_shape = shape
 
         def compute(band):
+            if isinstance(stage, Activation):
+                return engine.activate(band, stage.kind, stage.param, inplace=True)
             return engine.relu(band, stage.slope, inplace=True)
     else:
         ph, _, sy, _, oh, ow = engine.pool_geometry(shape, stage.kind, stage.size, stage.stride)
