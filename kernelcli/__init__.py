@@ -10,7 +10,7 @@ Public API::
     warm_up(wait=True)        # load Numba and the engine's loops now (else automatic, see below)
     get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
     read_image(source)        # path, "-", bytes or file -> Picture (.pixels float32)
-    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0)
+    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0, colormap="gray")
 
 Importing kernelcli does not import Numba. Small work runs on NumPy twins of
 the engine's loops, which spare a one-shot job Numba's start-up; large work
@@ -42,7 +42,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'kernelcli' has no attribute {name!r}")
 
 __all__ = [
-    "convolve", "relu", "activate", "pool", "release_memory", "warm_up", "get_kernel", "read_image", "write_image",
+    "convolve", "relu", "activate", "pool", "release_memory", "warm_up", "get_kernel", "read_image",
+    "write_image",
     "Kernel", "Picture", "KernelcliError", "KernelError", "UsageError",
     "ImageReadError", "ImageWriteError", "__version__",
 ]

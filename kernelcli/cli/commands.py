@@ -47,14 +47,13 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
+def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
     """Run one stage (stages.Relu, stages.Activation or stages.Pool) from INPUT to OUTPUT."""
     from ..run import files
     from ..io import inputs
 
-    note(ctx.obj["quiet"], files.run_stage(input, output, stage, _output_spec(fmt, scaling, offset, quality,
-                                                                              png_level),
-                                           max_pixels or inputs.DEFAULT_MAX_PIXELS))
+    spec = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
+    note(ctx.obj["quiet"], files.run_stage(input, output, stage, spec, max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -69,8 +68,8 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-          alpha, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
-          recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          alpha, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset, colormap, quality,
+          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu or --activation, then --pool).
 
     \b
@@ -104,7 +103,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha)
-    out = _output_spec(fmt, scaling, offset, quality, png_level)
+    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
     if is_folder:
         from ..run import batch
 
@@ -144,10 +143,10 @@ def _activation(relu, activation):
     return activation
 
 
-def _output_spec(fmt, scaling, offset, quality, png_level):
+def _output_spec(fmt, scaling, offset, colormap, quality, png_level):
     from ..io.encode import OutputSpec
 
-    return OutputSpec(fmt, scaling, offset, quality, png_level)
+    return OutputSpec(fmt, scaling, offset, quality, png_level, colormap)
 
 
 def _workers(ctx, jobs):
@@ -232,7 +231,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @input_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, activation, fmt, scaling, offset, quality, png_level, max_pixels):
+         alpha, activation, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -253,7 +252,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     # apply with no stage but conv (and the activation): the same numbers, in cache-sized bands
     run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha)
     _, notes = files.apply_file(input, output, run,
-                                _output_spec(fmt, scaling, offset, quality, png_level), max_pixels)
+                                _output_spec(fmt, scaling, offset, colormap, quality, png_level), max_pixels)
     note(ctx.obj["quiet"], notes)
 
 
@@ -265,14 +264,15 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 @output_options
 @input_options
 @click.pass_context
-def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, max_pixels):
+def relu(ctx, input, output, leaky, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
     """Set the negative values of INPUT to 0 (alpha passes through).
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
+    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, colormap, quality, png_level,
+           max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -282,7 +282,7 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
 @output_options
 @input_options
 @click.pass_context
-def activate(ctx, function, input, output, fmt, scaling, offset, quality, png_level, max_pixels):
+def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
     """Run an activation FUNC on every value of INPUT (alpha passes through).
 
     \b
@@ -301,7 +301,7 @@ def activate(ctx, function, input, output, fmt, scaling, offset, quality, png_le
     \b
       kernelcli conv edge in.png | kernelcli activate tanh:1/255 | kernelcli pool max > out.npy
     """
-    _stage(ctx, input, output, function, fmt, scaling, offset, quality, png_level, max_pixels)
+    _stage(ctx, input, output, function, fmt, scaling, offset, colormap, quality, png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -314,7 +314,8 @@ def activate(ctx, function, input, output, fmt, scaling, offset, quality, png_le
 @output_options
 @input_options
 @click.pass_context
-def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, png_level, max_pixels):
+def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, colormap, quality, png_level,
+         max_pixels):
     """Pool INPUT with KIND (max, avg or sum) over windows, without padding.
 
     Rows and columns left over at the bottom and right are dropped. Alpha is
@@ -323,8 +324,8 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
-           max_pixels)
+    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, colormap, quality,
+           png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -335,14 +336,19 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
 @click.option("--scale", "zoom", type=click.IntRange(1, 64), default=None,
               help="Enlarge each map by this factor (default: small maps are enlarged to ~128 px).")
 @click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", help="Output format (default: from OUTPUT).")
+@click.option("--colormap", type=click.Choice(["gray", "diverging", "heat"]), default=None,
+              help="Draw each map in colour on its own scale, with a scale bar under it: diverging "
+                   "(0 light gray, negatives blue, positives red), heat, or gray.  [default: gray "
+                   "tiles without scale bars]")
 @input_options
 @click.pass_context
-def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
+def montage(ctx, stack, output, columns, zoom, fmt, colormap, max_pixels):
     """Draw a stack of feature maps as one labelled picture.
 
     Each channel of STACK (an .npy stream or file, or an image) becomes one
     tile, stretched from its own minimum to its own maximum, labelled with the
     kernel that made it when the stack came from a kernelcli filter bank.
+    --colormap draws the tiles in colour with a scale bar each.
     --max-pixels limits the sheet too.
     """
     from .. import montage as draw
@@ -352,7 +358,7 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     max_pixels = max_pixels or inputs.DEFAULT_MAX_PIXELS
     picture = inputs.read_image(stack, max_pixels=max_pixels)
     note(ctx.obj["quiet"], picture.notes)
-    sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels)
+    sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels, colormap=colormap)
     note(ctx.obj["quiet"], encode.write_image(output, sheet, out_format))
 
 

@@ -64,7 +64,7 @@ def stage_options(f):
 
 
 def output_options(f):
-    """--format, --scaling, --offset, --quality, --png-level."""
+    """--format, --scaling, --offset, --colormap, --quality, --png-level."""
     options = [
         click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
                      help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
@@ -75,6 +75,11 @@ def output_options(f):
                           "stretch min..max to the full range. Not applied to .npy."),
         click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
+        click.option("--colormap", type=click.Choice(["gray", "diverging", "heat"]), default="gray",
+                     show_default=True,
+                     help="Pictures of one channel: gray writes the values as they are; diverging draws 0 "
+                          "light gray, negatives blue and positives red on a symmetric scale; heat runs "
+                          "black-red-yellow-white from the minimum to the maximum."),
         click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
                      help="JPEG/WebP quality."),
         click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,

@@ -32,7 +32,7 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     on ``threads`` threads): the same numbers, without full-size float32
     intermediates, in bands small enough to stay in cache. 8- and 16-bit
     images are read as they are, and written as images band by band, except
-    with ``stretch`` scaling, which needs every value first: its bands fill
+    with ``stretch`` scaling or a colormap, which need every value first: its bands fill
     one float32 result, stretched as a whole. A ``.npy`` output gets each
     band's float32 rows as soon as the rows above them are written. Whole pictures go through
     :func:`apply` when the bands would not give the same numbers (kernels
@@ -59,10 +59,11 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     size = picture.pixels.shape[:2]
 
     if out_format == "NPY":
+        notes += _colormap_note(output)
         return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
     # each band made into the output's values at once, or float32 kept for
     # stretch (every value known before any is scaled)
-    per_band = scaling != "stretch"
+    per_band = scaling != "stretch" and output.colormap == "gray"
     band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
     first: list[Picture] = []
     keep = _float_rows(band_notes, first)
@@ -82,12 +83,18 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
             band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
         else:
             band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
-                                             quality, png_level)
+                                      quality, png_level, output.colormap)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     result = _apply_whole(picture, conv, relu, pool, gray, alpha)
     notes += result.notes
-    notes += write_image(target, result, out_format, scaling, offset, quality, png_level)
+    notes += write_image(target, result, out_format, scaling, offset, quality, png_level, output.colormap)
     return size, notes
+
+
+def _colormap_note(output: OutputSpec) -> list[str]:
+    if output.colormap == "gray":
+        return []
+    return [f"--colormap {output.colormap} is for pictures; the .npy keeps the values"]
 
 
 def _float_rows(notes: list, first: list):
@@ -157,7 +164,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
         if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
             if out_format == "NPY" and not got.fortran and channels not in (2, 4):
-                return _stream_stage(got, target, stage)
+                return _colormap_note(output) + _stream_stage(got, target, stage)
             got = got.picture()
     notes, got.notes = got.notes, []
     if isinstance(stage, Relu):
@@ -169,7 +176,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
     notes += picture.notes
     png_level = PNG_LEVEL if output.png_level is None else output.png_level
     return notes + write_image(target, picture, out_format, output.scaling, output.offset, output.quality,
-                               png_level)
+                               png_level, output.colormap)
 
 
 def _stream_stage(npy: NpyInput, target, stage) -> list[str]:
