@@ -401,10 +401,34 @@ def kernels(ctx):
 
 
 @kernels.command("show", cls=MatrixArgsCommand, context_settings=CONTEXT)
-@click.argument("kernel", type=KernelSpec())
-def kernels_show(kernel):
-    """Print KERNEL's matrix, scale and offset (any kernel spec works)."""
-    emit(kernel.format())
+@click.argument("kernel", type=KernelSpec(bank=True))
+@click.option("--image", "image", default=None, metavar="OUT",
+              help="Draw the kernel (or each kernel of a bank) as a grid of cells coloured by weight "
+                   "(blue negative, gray 0, red positive), with the values written in cells large "
+                   "enough, into the picture OUT (png, jpg, webp...).")
+@click.option("--columns", type=whole_range(1), default=None,
+              help="--image: kernels per row (default: up to 4).")
+@click.pass_context
+def kernels_show(ctx, kernel, image, columns):
+    """Print KERNEL's matrix, scale and offset (any kernel spec works; commas
+    make a bank, printed kernel by kernel).
+
+    \b
+      kernelcli kernels show curve-detector --image curve.png
+      kernelcli kernels show edge,sobel-x,sobel-y,sharpen --image bank.png
+    """
+    if image is None:
+        if columns is not None:
+            raise click.UsageError("--columns goes with --image")
+        emit("\n\n".join(k.format() for k in kernel))
+        return
+    from ..figures import kernel_sheet
+    from ..io import encode
+
+    out_format = encode.format_for(image)
+    if out_format == "NPY":
+        raise click.UsageError(f"--image writes a picture (png, jpg, webp...), not {image!r}")
+    note(ctx.obj["quiet"], encode.write_image(image, kernel_sheet.kernel_sheet(kernel, columns), out_format))
 
 
 def main(argv=None):
