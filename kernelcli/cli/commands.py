@@ -373,17 +373,32 @@ def montage(ctx, stack, output, columns, zoom, fmt, colormap, max_pixels):
 @click.option("--pool-size", type=PairType(), default="2", show_default=True, help="Pooling window: N or NY,NX.")
 @click.option("--pool-stride", type=PairType(), default=None,
               help="Step between pooling windows.  [default: the pool size]")
-def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride):
+@click.option("--animate", "animate", default=None, metavar="OUT",
+              help="Draw the steps as an animation into OUT (.gif, .png for animated PNG, or .webp) "
+                   "instead of printing them.")
+def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, animate):
     """Show the arithmetic of a convolution on a small INPUT, step by step.
 
     INPUT is an inline matrix ("1,1,1,0,0;0,1,1,1,0;...") or a small .npy or
     gray image (up to 16x16, 32x32 with its padding). Prints the padded input, every window's
     products and sum, the feature map with the output-size arithmetic, then
     the ReLU and pooling steps when asked.
+
+    --animate OUT draws the same numbers instead: the kernel's window moving
+    over the padded input, its products and sum, the feature map filling in,
+    then the ReLU and pooling steps.
     """
     from .. import explain as show
 
-    emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride))
+    if animate is None:
+        emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride))
+        return
+    from ..figures import animation
+    from ..io.animation import animation_format, write_animation
+
+    animation_format(animate)  # a wrong name is refused before any work
+    walk = show.walkthrough(kernel, input, stride, padding, relu, pool, pool_size, pool_stride)
+    write_animation(animate, *animation.frames(walk))
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)
