@@ -65,7 +65,7 @@ def value_range(values: np.ndarray, name: str) -> tuple[float, float]:
         size = np.abs(finite)
         m = float(size.max()) if exact else float(np.percentile(size, 100 - TAIL))
         return -(m or float(size.max())), m or float(size.max())
-    if exact or name == "gray":  # gray: the exact extremes, as --scaling stretch
+    if exact:
         return float(finite.min()), float(finite.max())
     lo, hi = (float(v) for v in np.percentile(finite, [TAIL, 100 - TAIL]))
     return (lo, hi) if hi > lo else (float(finite.min()), float(finite.max()))
