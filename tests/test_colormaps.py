@@ -137,3 +137,19 @@ def test_montage_colormap_scale_bars(run_installed, tmp_path):
     plain = tmp_path / "plain.png"
     assert run_installed(["montage", src, plain]).returncode == 0
     assert Image.open(plain).mode == "L"
+
+
+def test_colormap_drops_the_input_profile_and_conv_writes_from_a_pipe(run_installed, tmp_path, samples):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "icc.png"
+    Image.open(samples / "gray.png").crop((0, 0, 40, 30)).convert("RGB").save(src, icc_profile=profile)
+    out = tmp_path / "o.png"
+    done = run_installed(["apply", "sobel-x", src, out, "--gray", "--colormap", "diverging"])
+    assert done.returncode == 0 and b"dropped the ICC profile" in done.stderr
+    assert "icc_profile" not in Image.open(out).info
+    piped = run_installed(["conv", "sobel-x", "-", tmp_path / "p.png", "--gray", "--colormap", "diverging"],
+                          input=src.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), np.asarray(Image.open(out)))

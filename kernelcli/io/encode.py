@@ -149,7 +149,12 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
         deliver(target, npy_chunks(picture), fmt)
     else:
         pixels = to_array(picture, fmt, scaling, offset, notes, colormap)
-        notes += write_pixels(target, pixels, fmt, picture.info, quality, png_level)
+        info = picture.info
+        if colormap != "gray" and "icc_profile" in info:  # the input's colour space is not the colormap's
+            info = {k: v for k, v in info.items() if k != "icc_profile"}
+            notes.append(f"{_target_name(target)}: dropped the ICC profile: --colormap {colormap} draws "
+                         "sRGB colours")
+        notes += write_pixels(target, pixels, fmt, info, quality, png_level)
     return notes
 
 
