@@ -148,3 +148,12 @@ def test_activation_usage_errors(run_installed, tmp_path, samples, args, message
     done = run_installed(args)
     assert done.returncode == 2
     assert message in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+
+
+def test_small_values_into_a_picture_get_a_note(run_installed, tmp_path, samples):
+    png = run_installed(["apply", "edge", samples / "gray.png", tmp_path / "t.png", "--activation", "tanh:1/255"])
+    assert png.returncode == 0 and b"round to the pixels 0 and 1" in png.stderr
+    for args in (["apply", "edge", samples / "gray.png", tmp_path / "t.npy", "--activation", "tanh:1/255"],
+                 ["activate", "sigmoid", samples / "gray.png", tmp_path / "s.png", "--scaling", "stretch"]):
+        done = run_installed(args)
+        assert done.returncode == 0 and b"round to the pixels" not in done.stderr

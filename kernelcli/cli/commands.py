@@ -103,6 +103,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha)
+    _small_values_note(ctx, activation, output, fmt, scaling, colormap)
     out = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
     if is_folder:
         from ..run import batch
@@ -141,6 +142,21 @@ def _activation(relu, activation):
     if activation is None or activation.kind == "relu":
         return relu or activation is not None  # plain ReLU: the stages' own, same numbers
     return activation
+
+
+def _small_values_note(ctx, activation, output, fmt, scaling, colormap) -> None:
+    """A note when tanh or sigmoid values (within -1..1) go into a picture as they are."""
+    if activation is None or activation.kind not in ("tanh", "sigmoid") or scaling != "clip" or colormap != "gray":
+        return
+    from ..io import encode
+
+    try:
+        picture = encode.format_for(output, fmt) != "NPY" if output != "-" or fmt else False
+    except KernelcliError:  # an unknown format is reported where it is used
+        return
+    if picture:
+        note(ctx.obj["quiet"], [f"{activation.kind} gives values within -1..1, which round to the pixels 0 and 1; "
+                                "use --scaling stretch or --colormap, or write .npy"])
 
 
 def _output_spec(fmt, scaling, offset, colormap, quality, png_level):
@@ -251,6 +267,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv (and the activation): the same numbers, in cache-sized bands
     run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha)
+    _small_values_note(ctx, activation, output, fmt, scaling, colormap)
     _, notes = files.apply_file(input, output, run,
                                 _output_spec(fmt, scaling, offset, colormap, quality, png_level), max_pixels)
     note(ctx.obj["quiet"], notes)
@@ -301,6 +318,7 @@ def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quali
     \b
       kernelcli conv edge in.png | kernelcli activate tanh:1/255 | kernelcli pool max > out.npy
     """
+    _small_values_note(ctx, function, output, fmt, scaling, colormap)
     _stage(ctx, input, output, function, fmt, scaling, offset, colormap, quality, png_level, max_pixels)
 
 
