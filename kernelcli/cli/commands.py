@@ -37,9 +37,11 @@ def cli(ctx, debug, quiet):
       kernelcli apply sharpen in.png out.png
       kernelcli apply edge in.jpg edges.png --relu --pool max
       kernelcli conv edge in.png | kernelcli relu | kernelcli pool max > out.npy
+      kernelcli conv edge in.png | kernelcli activate tanh:1/255 > out.npy
       kernelcli explain "1,0,1;0,1,0;1,0,1" samples/example-5x5.npy
+      kernelcli explain "1,0,1;0,1,0;1,0,1" samples/example-5x5.npy --animate conv.gif
       kernelcli kernels            list the named kernels
-      kernelcli kernels show box   print a kernel's matrix
+      kernelcli kernels show box   print a kernel's matrix (--image k.png draws it)
 
     The engine computes cross-correlation (the kernel is not flipped, as in
     ConvNets); --flip gives true convolution.
