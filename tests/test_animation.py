@@ -9,6 +9,7 @@ from PIL import Image, ImageSequence
 from kernelcli import explain
 from kernelcli.figures import animation
 from kernelcli.io import colormaps
+from kernelcli.errors import UsageError
 from kernelcli.kernels import get_kernel
 
 from .reference import correlate_ref, pool_ref
@@ -68,16 +69,26 @@ def test_relu_and_pool_steps_add_frames(tmp_path):
     np.save(tmp_path / "x.npy", x)
     walk = explain.walkthrough(get_kernel("sobel-x"), str(tmp_path / "x.npy"), padding="same", relu=True,
                                pool="avg")
-    frames, ms = animation.frames(walk)
-    assert len(frames) == len(ms) == 1 + 36 + 1 + 1 + (9 + 1)
-    assert ms[-1] == animation.LAST_MS
+    frames = animation.frames(walk)
+    assert len(frames) == 1 + 36 + 1 + 1 + (9 + 1)
+    assert frames[-1][1] == animation.LAST_MS and frames[1][1] == animation.STEP_MS
     lay = animation._Layout(walk)
-    relu_frame = frames[38]
+    relu_frame = np.asarray(frames[38][0]())
     rectified = np.maximum(walk.feature, 0)
     span = (-float(np.abs(walk.feature).max()), float(np.abs(walk.feature).max()))
     expected = colormaps.colorize(rectified, "diverging", span)
     for (i, j), _ in np.ndenumerate(rectified):
         assert np.abs(relu_frame[_cell(lay, lay.xc, i, j)].astype(int) - expected[i, j]).max() == 0
+
+
+def test_too_many_frames_are_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((16, 16), np.float32))
+    walk = explain.walkthrough(get_kernel("box"), str(tmp_path / "x.npy"), padding="full")  # 18x18 positions
+    assert len(animation.frames(walk)) == 2 + 18 * 18
+    walk = explain.walkthrough(get_kernel("1"), str(tmp_path / "x.npy"), padding=(2, 2), relu=True,
+                               pool="max", pool_stride=(1, 1))  # 20x20 positions, 19x19 windows
+    with pytest.raises(UsageError, match="is more than 400"):
+        animation.frames(walk)
 
 
 def test_animate_refuses_other_formats(run_installed, tmp_path):

@@ -71,7 +71,8 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, p
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
           alpha, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset, colormap, quality,
-          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler,
+          scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu or --activation, then --pool).
 
     \b
@@ -418,7 +419,7 @@ def explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, 
 
     animation_format(animate)  # a wrong name is refused before any work
     walk = show.walkthrough(kernel, input, stride, padding, relu, pool, pool_size, pool_stride)
-    write_animation(animate, *animation.frames(walk))
+    write_animation(animate, animation.frames(walk))
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)

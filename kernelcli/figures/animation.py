@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UsageError
 from ..io import colormaps
 from . import draw
 
@@ -138,48 +139,60 @@ def _pool_text(pool: PoolStep, current: np.ndarray, oy: int, ox: int) -> str:
             f"{draw.number(pool.result[oy, ox], 4)}")
 
 
-def frames(walk: Walk) -> tuple[list[np.ndarray], list[int]]:
-    """The animation's frames (``H x W x 3`` uint8, all one size) and how many
-    milliseconds each is shown."""
+#: The most frames an animation may have (a 16x16 input at stride 1 with
+#: "same" padding, ReLU and 2x2 pooling has 324).
+MAX_FRAMES = 400
+
+
+def frames(walk: Walk) -> list[tuple]:
+    """The animation's frames, drawn when asked: ``(draw, milliseconds)`` pairs,
+    where ``draw()`` returns the frame as an RGB Pillow image (all one size).
+    Refuses (a usage error) more than :data:`MAX_FRAMES`."""
     lay = _Layout(walk)
     span = _span(walk.feature)
     sy, sx = walk.stride
     oh, ow = walk.feature.shape
-    out, ms = [], []
-
-    def add(img, duration):
-        out.append(np.asarray(img))
-        ms.append(duration)
-
-    add(_conv_frame(walk, lay, span, None, ["slide the kernel over the input; each position gives one number"]),
-        INTRO_MS)
+    n_pool = 0 if walk.pool is None else walk.pool.result.size + 1
+    count = 2 + oh * ow + (walk.rectified is not None) + n_pool
+    if count > MAX_FRAMES:
+        raise UsageError(f"an animation of {count} frames ({oh}x{ow} positions) is more than {MAX_FRAMES}; "
+                         "use a smaller input, a larger --stride or less --padding")
+    out = [(lambda: _conv_frame(walk, lay, span, None,
+                                ["slide the kernel over the input; each position gives one number"]), INTRO_MS)]
     for oy in range(oh):
         for ox in range(ow):
             lines = _products(walk, oy * sy, ox * sx, walk.feature[oy, ox], oy, ox)
-            add(_conv_frame(walk, lay, span, (oy, ox), lines), STEP_MS)
+            out.append((lambda at=(oy, ox), lines=lines: _conv_frame(walk, lay, span, at, lines), STEP_MS))
     done = [f"feature map {oh}x{ow}: the sum at every position"]
-    add(_conv_frame(walk, lay, span, oh * ow, done), DONE_MS)
+    out.append((lambda: _conv_frame(walk, lay, span, oh * ow, done), DONE_MS))
     current = walk.feature
     if walk.rectified is not None:
-        add(_map_frame(walk, lay, ("feature map", walk.feature, span), ("ReLU", "max(0, x)"),
-                       ("rectified map", walk.rectified, span), None, None,
-                       ["ReLU: every negative value becomes 0; the others stay"]), STAGE_MS)
+        out.append((lambda: _map_frame(walk, lay, ("feature map", walk.feature, span), ("ReLU", "max(0, x)"),
+                                       ("rectified map", walk.rectified, span), None, None,
+                                       ["ReLU: every negative value becomes 0; the others stay"]), STAGE_MS))
         current = walk.rectified
     if walk.pool is not None:
-        pool = walk.pool
-        (ph, pw), (py, px) = pool.size, pool.stride
-        before = "rectified map" if walk.rectified is not None else "feature map"
-        words = (f"{pool.kind} pooling", f"{ph}x{pw}, stride {py},{px}")
-        n = pool.result.size
-        for i in range(n + 1):
-            at = divmod(i, pool.result.shape[1]) if i < n else None
-            lines = [_pool_text(pool, current, *at)] if at else [f"pooled map {pool.result.shape[0]}x"
-                                                                 f"{pool.result.shape[1]}"]
-            add(_map_frame(walk, lay, (before, current, span), words, ("pooled map", pool.result, span),
-                           at, i, lines), POOL_MS if at else LAST_MS)
-    if walk.pool is None:
-        ms[-1] = LAST_MS
-    return out, ms
+        out += _pool_frames(walk, lay, span, current)
+    else:
+        out[-1] = (out[-1][0], LAST_MS)
+    return out
+
+
+def _pool_frames(walk: Walk, lay: _Layout, span, current: np.ndarray) -> list[tuple]:
+    pool = walk.pool
+    (ph, pw), (py, px) = pool.size, pool.stride
+    before = "rectified map" if walk.rectified is not None else "feature map"
+    words = (f"{pool.kind} pooling", f"{ph}x{pw}, stride {py},{px}")
+    n = pool.result.size
+    out = []
+    for i in range(n + 1):
+        at = divmod(i, pool.result.shape[1]) if i < n else None
+        lines = ([_pool_text(pool, current, *at)] if at else
+                 [f"pooled map {pool.result.shape[0]}x{pool.result.shape[1]}"])
+        out.append((lambda at=at, i=i, lines=lines: _map_frame(
+            walk, lay, (before, current, span), words, ("pooled map", pool.result, span), at, i, lines),
+            POOL_MS if at else LAST_MS))
+    return out
 
 
 def _span(feature: np.ndarray) -> tuple[float, float]:
