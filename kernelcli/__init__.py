@@ -5,12 +5,13 @@ Public API::
     convolve(x, kernel, stride=1, padding="same", pad_mode="zero", dilation=1, flip=False, out=None, cval=0.0,
              origin=None)
     relu(x)
+    activate(x, kind="relu", param=None)   # relu, leaky (slope), tanh, sigmoid (input scale)
     pool(x, kind="max", size=2, stride=None)
     release_memory()          # give back memory kept from large results that are gone
     warm_up(wait=True)        # load Numba and the engine's loops now (else automatic, see below)
     get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
     read_image(source)        # path, "-", bytes or file -> Picture (.pixels float32)
-    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0)
+    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0, colormap="gray")
 
 Importing kernelcli does not import Numba. Small work runs on NumPy twins of
 the engine's loops, which spare a one-shot job Numba's start-up; large work
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 
 # The rest is imported on first use, so that `kernelcli --help` stays fast.
 _LAZY = {
-    "convolve": "engine", "relu": "engine", "pool": "engine", "release_memory": "engine",
+    "convolve": "engine", "relu": "engine", "activate": "engine", "pool": "engine", "release_memory": "engine",
     "warm_up": "engine",
     "get_kernel": "kernels", "Kernel": "kernels",
     "read_image": "io", "write_image": "io", "Picture": "io",
@@ -42,7 +43,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'kernelcli' has no attribute {name!r}")
 
 __all__ = [
-    "convolve", "relu", "pool", "release_memory", "warm_up", "get_kernel", "read_image", "write_image",
+    "convolve", "relu", "activate", "pool", "release_memory", "warm_up", "get_kernel", "read_image",
+    "write_image",
     "Kernel", "Picture", "KernelcliError", "KernelError", "UsageError",
     "ImageReadError", "ImageWriteError", "__version__",
 ]

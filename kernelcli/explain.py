@@ -58,8 +58,12 @@ def _axis_rule(name: str, n: int, k: int, pad: tuple[int, int], s: int) -> str:
             f"floor({n + pad[0] + pad[1] - k} / {s}) + 1 = {out}")
 
 
-def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", relu=False,
-            pool=None, pool_size=(2, 2), pool_stride=None, cval=0.0, origin=None) -> str:
+def walkthrough(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", relu=False,
+                pool=None, pool_size=(2, 2), pool_stride=None, cval=0.0, origin=None):
+    """Every number of the explanation, from the engine: a
+    :class:`kernelcli.figures.animation.Walk` (text and animation share it)."""
+    from .figures.animation import PoolStep, Walk
+
     if kernel.depth is not None:
         raise UsageError("explain shows 2-D kernels only")
     x = load_small_input(input_spec)
@@ -78,12 +82,30 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
                          f"{x.shape[0]}x{x.shape[1]} with padding {engine.padding_text(padding, pads)} "
                          f"is {padded_h}x{padded_w} (use less --padding)")
     feature = engine.convolve(x, kernel, stride=(sy, sx), padding=padding, cval=cval)
+    rectified = engine.relu(feature) if relu else None
+    pooled = None
+    if pool:
+        ph, pw = engine.pair(pool_size, "pool size")
+        py, px = engine.pair(pool_stride or (ph, pw), "pool stride")
+        current = feature if rectified is None else rectified
+        pooled = PoolStep(pool, (ph, pw), (py, px), engine.pool(current, pool, (ph, pw), (py, px)))
+    padding_word = asked if isinstance(asked, str) else str(pads[0][0])
     padded = np.pad(x, pads, constant_values=np.float32(cval))
+    return Walk(kernel.name, w, x, padded, pads, (sy, sx), padding_word, feature, rectified, pooled,
+                float(cval), origin)
+
+
+def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", relu=False,
+            pool=None, pool_size=(2, 2), pool_stride=None, cval=0.0, origin=None) -> str:
+    walk = walkthrough(kernel, input_spec, stride, padding, relu, pool, pool_size, pool_stride, cval, origin)
+    x, w, padded, pads, feature, origin = walk.x, walk.weights, walk.padded, walk.pads, walk.feature, walk.origin
+    kh, kw = w.shape
+    sy, sx = walk.stride
     lines = [
         f"input {x.shape[0]}x{x.shape[1]}, kernel {kernel.name} {kh}x{kw}, stride {sy},{sx}, "
-        f"padding {asked if isinstance(asked, str) else pads[0][0]} "
+        f"padding {walk.padding} "
         f"(rows {pads[0][0]}+{pads[0][1]}, columns {pads[1][0]}+{pads[1][1]})"
-        + (f", border value {_fmt(cval)}" if cval else ""),
+        + (f", border value {_fmt(walk.cval)}" if walk.cval else ""),
         "",
         "kernel (the filter slides over the input without being flipped: cross-correlation):",
         _grid(w), *([f"origin: row {origin[0]}, column {origin[1]} (the kernel cell over each output pixel; "
@@ -108,13 +130,11 @@ def explain(kernel: Kernel, input_spec: str, stride=(1, 1), padding="valid", rel
     if np.isinf(feature).any():
         lines.append("  (inf: the sum is beyond float32's range, about 3.4e38)")
     current = feature
-    if relu:
-        current = engine.relu(current)
+    if walk.rectified is not None:
+        current = walk.rectified
         lines += ["", "after ReLU (negative values become 0):", _grid(current)]
-    if pool:
-        ph, pw = engine.pair(pool_size, "pool size")
-        py, px = engine.pair(pool_stride or (ph, pw), "pool stride")
-        pooled = engine.pool(current, pool, (ph, pw), (py, px))
+    if walk.pool is not None:
+        (ph, pw), (py, px), pooled, pool = walk.pool.size, walk.pool.stride, walk.pool.result, walk.pool.kind
         lines += ["", f"{pool} pooling, window {ph}x{pw}, stride {py},{px}, no padding:",
                   f"  rows: floor(({current.shape[0]} - {ph}) / {py}) + 1 = {pooled.shape[0]}",
                   f"  columns: floor(({current.shape[1]} - {pw}) / {px}) + 1 = {pooled.shape[1]}"]

@@ -1,4 +1,4 @@
-"""The stages of a feature-extraction layer: (gray) -> conv -> (ReLU) -> (pool).
+"""The stages of a feature-extraction layer: (gray) -> conv -> (ReLU or another activation) -> (pool).
 
 Each stage takes a :class:`~kernelcli.io.picture.Picture` and returns a new one, so
 ``kernelcli apply`` (all stages in one process) and a shell pipeline of
@@ -17,7 +17,7 @@ handled by the conv stage as ``alpha`` says:
 ``filter``
     Alpha is filtered like any colour channel (what ImageMagick and libvips do).
 
-After the conv stage, ReLU acts on colour only, and pooling pools alpha with
+After the conv stage, ReLU (or tanh, sigmoid, leaky ReLU) acts on colour only, and pooling pools alpha with
 ``max`` for max pooling and ``avg`` otherwise.
 
 A filter bank (several kernels) gives a stack of feature maps, one channel per
@@ -116,6 +116,49 @@ class Relu:
 
 
 @dataclass(frozen=True)
+class Activation:
+    """The activation stage: ``kind`` (relu, leaky, tanh, sigmoid) and its
+    ``param`` (leaky's slope; the factor tanh and sigmoid multiply the input
+    by first), None for the default."""
+
+    kind: str = "relu"
+    param: float | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.param is None else f"{self.kind}:{self.param:g}"
+
+    @property
+    def clipped_away(self) -> bool:
+        """Does clipping to ``0..top`` afterwards undo it (ReLU, or a leaky
+        slope of 0 or more: every negative ends at 0 either way)?"""
+        return self.kind == "relu" or (self.kind == "leaky" and (self.param is None or self.param >= 0))
+
+
+#: What ``--activation`` and ``kernelcli activate`` take.
+ACTIVATION_FORMS = "relu, leaky[:SLOPE], tanh[:K] or sigmoid[:K]"
+
+
+def parse_activation(text: str) -> Activation:
+    """``relu``, ``leaky:S``, ``tanh:K``, ``sigmoid:K``; a parameter may be
+    a fraction (``tanh:1/255``)."""
+    kind, _, param = str(text).strip().lower().partition(":")
+    if kind not in engine.ACTIVATIONS:
+        raise UsageError(f"unknown activation {text!r}; use {ACTIVATION_FORMS}")
+    if not param:
+        return Activation(kind)
+    if kind == "relu":
+        raise UsageError(f"relu takes no parameter, got {text!r} (leaky:SLOPE lets negatives through)")
+    try:
+        top, _, bottom = param.partition("/")
+        value = float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{text!r}: the parameter after ':' must be a number or a fraction like 1/255") from None
+    if not np.isfinite(value):
+        raise UsageError(f"{text!r}: the parameter after ':' must be a finite number")
+    return Activation(kind, value)
+
+
+@dataclass(frozen=True)
 class Stages:
     """One run's stages: ``conv``, then ReLU and pooling if asked, on
     luminance (``gray``) or every colour channel, alpha as ``alpha`` says
@@ -123,7 +166,7 @@ class Stages:
     bands and the cluster."""
 
     conv: Conv
-    relu: bool = False
+    relu: bool | Activation = False  # True: ReLU; an Activation: that one
     pool: Pool | None = None
     gray: bool = False
     alpha: str = "keep"
@@ -313,6 +356,16 @@ def relu_stage(picture: Picture, slope: float = 0.0, inplace: bool = False) -> P
     return picture.with_pixels(out)
 
 
+def activation_stage(picture: Picture, activation: Activation, inplace: bool = False) -> Picture:
+    """An activation on colour channels (alpha passes through)."""
+    px = picture.pixels
+    if not picture.has_alpha:
+        return picture.with_pixels(engine.activate(px, activation.kind, activation.param, inplace=inplace))
+    out = px.copy()
+    out[..., :-1] = engine.activate(px[..., :-1], activation.kind, activation.param)
+    return picture.with_pixels(out)
+
+
 def pool_stage(picture: Picture, pool: Pool) -> Picture:
     """Pool colour with ``pool.kind``; alpha with max (for max) or avg."""
     px = picture.pixels
@@ -325,12 +378,15 @@ def pool_stage(picture: Picture, pool: Pool) -> Picture:
     return picture.with_pixels(np.dstack([colour, a]).astype(np.float32, copy=False))
 
 
-def apply(picture: Picture, conv: Conv, relu: bool = False, pool: Pool | None = None,
+def apply(picture: Picture, conv: Conv, relu: bool | Activation = False, pool: Pool | None = None,
           gray: bool = False, alpha: str = "keep", relu_slope: float = 0.0) -> Picture:
-    """All stages in one go: the same numbers as running them one by one."""
+    """All stages in one go: the same numbers as running them one by one.
+    ``relu``: True for ReLU (``relu_slope`` for a leaky one), or an :class:`Activation`."""
     picture = conv_stage(picture, conv, gray=gray, alpha=alpha)
-    if relu:
-        picture = relu_stage(picture, relu_slope, inplace=True)  # the conv output is ours
+    if isinstance(relu, Activation):
+        picture = activation_stage(picture, relu, inplace=True)  # the conv output is ours
+    elif relu:
+        picture = relu_stage(picture, relu_slope, inplace=True)
     if pool is not None:
         picture = pool_stage(picture, pool)
     return picture

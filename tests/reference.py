@@ -146,3 +146,25 @@ def relu_ref(x, slope=0.0):
     for i, v in enumerate(flat_in):
         flat_out[i] = v if v >= 0 else v * slope
     return out
+
+
+def activation_ref(x, kind, param=None):
+    """relu, leaky, tanh and sigmoid one value at a time, in float64."""
+    import math
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    flat_in, flat_out = x.ravel(), out.ravel()
+    for i, v in enumerate(flat_in):
+        if kind == "relu":
+            flat_out[i] = v if v >= 0 else 0.0
+        elif kind == "leaky":
+            flat_out[i] = v if v >= 0 else v * (0.01 if param is None else param)
+        elif kind == "tanh":
+            flat_out[i] = math.tanh((1.0 if param is None else param) * v)
+        elif kind == "sigmoid":
+            z = (1.0 if param is None else param) * v
+            flat_out[i] = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        else:
+            raise ValueError(kind)
+    return out

@@ -57,9 +57,16 @@ def test_bank_names_stand_for_their_kernels(bank, names):
 
 
 def test_a_bank_name_where_one_kernel_is_wanted_says_so(run_cli):
-    result = run_cli(["kernels", "show", "sobel"])
+    result = run_cli(["explain", "sobel", "1,2,3;4,5,6;7,8,9"])
     assert result.exit_code == 2
     assert "'sobel' is a filter bank (sobel-x,sobel-y)" in result.stderr
+
+
+def test_kernels_show_prints_every_kernel_of_a_named_bank(run_cli):
+    result = run_cli(["kernels", "show", "sobel"])
+    assert result.exit_code == 0
+    assert [block.splitlines()[0] for block in result.stdout.strip().split("\n\n")] == [
+        "sobel-x (3x3)", "sobel-y (3x3)"]
 
 
 # --------------------------------------------------------------------------

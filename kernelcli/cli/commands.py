@@ -21,9 +21,9 @@ from ..errors import KernelcliError
 from . import many as many_run
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
 from .many import many_options
-from .options import (batch_options, conv_options, from_command_line, input_options, output_options, scale_options,
-                      stage_options)
-from .params import FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
+from .options import (activation_option, batch_options, conv_options, from_command_line, input_options,
+                      output_options, scale_options, stage_options)
+from .params import ActivationType, FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
 @click.version_option(None, "--version", "-V", package_name="kernelcli", message="kernelcli %(version)s")
@@ -38,9 +38,11 @@ def cli(ctx, debug, quiet):
       kernelcli apply sharpen in.png out.png
       kernelcli apply edge in.jpg edges.png --relu --pool max
       kernelcli conv edge in.png | kernelcli relu | kernelcli pool max > out.npy
+      kernelcli conv edge in.png | kernelcli activate tanh:1/255 > out.npy
       kernelcli explain "1,0,1;0,1,0;1,0,1" samples/example-5x5.npy
+      kernelcli explain "1,0,1;0,1,0;1,0,1" samples/example-5x5.npy --animate conv.gif
       kernelcli kernels            list the named kernels
-      kernelcli kernels show box   print a kernel's matrix
+      kernelcli kernels show box   print a kernel's matrix (--image k.png draws it)
 
     The engine computes cross-correlation (the kernel is not flipped, as in
     ConvNets); --flip gives true convolution.
@@ -48,14 +50,13 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
-    """Run one stage (stages.Relu or stages.Pool) from INPUT to OUTPUT."""
+def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
+    """Run one stage (stages.Relu, stages.Activation or stages.Pool) from INPUT to OUTPUT."""
     from ..run import files
     from ..io import inputs
 
-    note(ctx.obj["quiet"], files.run_stage(input, output, stage, _output_spec(fmt, scaling, offset, quality,
-                                                                              png_level),
-                                           max_pixels or inputs.DEFAULT_MAX_PIXELS))
+    spec = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
+    note(ctx.obj["quiet"], files.run_stage(input, output, stage, spec, max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -70,10 +71,10 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
-          alpha, rotate, rotations, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality,
-          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, many, tile_rows, scheduler,
-          scheduler_timeout):
-    """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
+          alpha, rotate, rotations, combine, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset,
+          colormap, quality, png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, many,
+          tile_rows, scheduler, scheduler_timeout):
+    """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu or --activation, then --pool).
 
     \b
     KERNEL is a name (kernelcli kernels), a sized form (box:5, gaussian:1.5),
@@ -118,8 +119,9 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
                                    origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
-    run = stages.Stages(conv, relu, stage_pool, gray, alpha)
-    out = _output_spec(fmt, scaling, offset, quality, png_level)
+    run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha)
+    _small_values_note(ctx, activation, output, fmt, scaling, colormap)
+    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
     if batch_run:
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT and OUTPUT, not a folder or several inputs")
@@ -165,10 +167,34 @@ def _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, patter
                      pattern=pattern, jobs=_workers(ctx, jobs), skip_existing=skip_existing, client=client)
 
 
-def _output_spec(fmt, scaling, offset, quality, png_level):
+def _activation(relu, activation):
+    """``--relu`` and ``--activation`` as the stages take them (False, True or an Activation)."""
+    if relu and activation is not None and activation.kind != "relu":
+        raise click.UsageError(f"--relu and --activation {activation} ask for two activations; give one")
+    if activation is None or activation.kind == "relu":
+        return relu or activation is not None  # plain ReLU: the stages' own, same numbers
+    return activation
+
+
+def _small_values_note(ctx, activation, output, fmt, scaling, colormap) -> None:
+    """A note when tanh or sigmoid values (within -1..1) go into a picture as they are."""
+    if activation is None or activation.kind not in ("tanh", "sigmoid") or scaling != "clip" or colormap != "gray":
+        return
+    from ..io import encode
+
+    try:
+        picture = encode.format_for(output, fmt) != "NPY" if output not in ("-", None) or fmt else False
+    except KernelcliError:  # an unknown format is reported where it is used
+        return
+    if picture:
+        note(ctx.obj["quiet"], [f"{activation.kind} gives values within -1..1, which round to the pixels 0 and 1; "
+                                "use --scaling stretch or --colormap, or write .npy"])
+
+
+def _output_spec(fmt, scaling, offset, colormap, quality, png_level):
     from ..io.encode import OutputSpec
 
-    return OutputSpec(fmt, scaling, offset, quality, png_level)
+    return OutputSpec(fmt, scaling, offset, quality, png_level, colormap)
 
 
 def _workers(ctx, jobs):
@@ -224,14 +250,15 @@ def _cluster(ctx, scheduler, timeout):
 @click.argument("kernel", type=KernelSpec(bank=True))
 @click.argument("paths", metavar="[INPUT...] [OUTPUT]", nargs=-1, type=click.Path(allow_dash=True))
 @conv_options
+@activation_option
 @output_options
 @input_options
 @batch_options
 @many_options
 @click.pass_context
 def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
-         alpha, rotate, rotations, combine, fmt, scaling, offset, quality, png_level, max_pixels, recursive,
-         pattern, jobs, skip_existing, quiet, many):
+         alpha, rotate, rotations, combine, activation, fmt, scaling, offset, colormap, quality, png_level,
+         max_pixels, recursive, pattern, jobs, skip_existing, quiet, many):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -244,6 +271,7 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
     and bit depth; give OUTPUT a picture extension or --format to end in one.
     KERNEL takes the same forms as in apply; commas make a filter bank.
     Folders and several inputs go into a folder with -o DIR, as in apply.
+    --activation runs an activation on the feature maps (as kernelcli activate).
     """
     from .. import stages
     from ..run import files
@@ -258,12 +286,13 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
                                     origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
-    run = stages.Stages(stage, gray=gray, alpha=alpha)
-    out = _output_spec(fmt, scaling, offset, quality, png_level)
+    run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha)
+    _small_values_note(ctx, activation, output, fmt, scaling, colormap)
+    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
     if batch_run:
         _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing)
         return
-    # apply with no stage but conv: the same numbers, in cache-sized bands
+    # apply with no stage but conv (and the activation): the same numbers, in cache-sized bands
     _, notes = files.apply_file(inputs[0], output, run, out, max_pixels)
     note(ctx.obj["quiet"], notes)
 
@@ -276,14 +305,45 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
 @output_options
 @input_options
 @click.pass_context
-def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, max_pixels):
+def relu(ctx, input, output, leaky, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
     """Set the negative values of INPUT to 0 (alpha passes through).
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
+    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, colormap, quality, png_level,
+           max_pixels)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("function", metavar="FUNC", type=ActivationType())
+@click.argument("input", metavar="[INPUT]", default="-")
+@click.argument("output", metavar="[OUTPUT]", default="-")
+@output_options
+@input_options
+@click.pass_context
+def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
+    """Run an activation FUNC on every value of INPUT (alpha passes through).
+
+    \b
+    FUNC is one of:
+      relu         max(x, 0)
+      leaky:S      x, or S * x where x < 0 (S default 0.01)
+      tanh:K       tanh(K * x), in -1..1 (K default 1)
+      sigmoid:K    1 / (1 + exp(-K * x)), in 0..1 (K default 1)
+
+    K multiplies the values before the function and may be a fraction:
+    tanh:1/255 suits 0-255 pixel values, where a plain tanh or sigmoid is
+    saturated almost everywhere. tanh and sigmoid give small values: keep
+    them as .npy (the default on stdout), or use --scaling stretch for a
+    picture. INPUT and OUTPUT default to - (stdin, stdout).
+
+    \b
+      kernelcli conv edge in.png | kernelcli activate tanh:1/255 | kernelcli pool max > out.npy
+    """
+    _small_values_note(ctx, function, output, fmt, scaling, colormap)
+    _stage(ctx, input, output, function, fmt, scaling, offset, colormap, quality, png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -296,7 +356,8 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
 @output_options
 @input_options
 @click.pass_context
-def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, png_level, max_pixels):
+def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, colormap, quality, png_level,
+         max_pixels):
     """Pool INPUT with KIND (max, avg or sum) over windows, without padding.
 
     Rows and columns left over at the bottom and right are dropped. Alpha is
@@ -305,8 +366,8 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
-           max_pixels)
+    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, colormap, quality,
+           png_level, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -317,14 +378,19 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
 @click.option("--scale", "zoom", type=click.IntRange(1, 64), default=None,
               help="Enlarge each map by this factor (default: small maps are enlarged to ~128 px).")
 @click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", help="Output format (default: from OUTPUT).")
+@click.option("--colormap", type=click.Choice(["gray", "diverging", "heat"]), default=None,
+              help="Draw each map in colour on its own scale, with a scale bar under it: diverging "
+                   "(0 light gray, negatives blue, positives red), heat, or gray.  [default: gray "
+                   "tiles without scale bars]")
 @input_options
 @click.pass_context
-def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
+def montage(ctx, stack, output, columns, zoom, fmt, colormap, max_pixels):
     """Draw a stack of feature maps as one labelled picture.
 
     Each channel of STACK (an .npy stream or file, or an image) becomes one
     tile, stretched from its own minimum to its own maximum, labelled with the
     kernel that made it when the stack came from a kernelcli filter bank.
+    --colormap draws the tiles in colour with a scale bar each.
     --max-pixels limits the sheet too.
     """
     from .. import montage as draw
@@ -334,7 +400,7 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
     max_pixels = max_pixels or inputs.DEFAULT_MAX_PIXELS
     picture = inputs.read_image(stack, max_pixels=max_pixels)
     note(ctx.obj["quiet"], picture.notes)
-    sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels)
+    sheet = draw.montage(picture, columns=columns, zoom=zoom, max_pixels=max_pixels, colormap=colormap)
     note(ctx.obj["quiet"], encode.write_image(output, sheet, out_format))
 
 
@@ -353,17 +419,32 @@ def montage(ctx, stack, output, columns, zoom, fmt, max_pixels):
 @click.option("--pool-size", type=PairType(), default="2", show_default=True, help="Pooling window: N or NY,NX.")
 @click.option("--pool-stride", type=PairType(), default=None,
               help="Step between pooling windows.  [default: the pool size]")
-def explain(kernel, input, stride, padding, cval, origin, relu, pool, pool_size, pool_stride):
+@click.option("--animate", "animate", default=None, metavar="OUT",
+              help="Draw the steps as an animation into OUT (.gif, .png for animated PNG, or .webp) "
+                   "instead of printing them.")
+def explain(kernel, input, stride, padding, cval, origin, relu, pool, pool_size, pool_stride, animate):
     """Show the arithmetic of a convolution on a small INPUT, step by step.
 
     INPUT is an inline matrix ("1,1,1,0,0;0,1,1,1,0;...") or a small .npy or
     gray image (up to 16x16, 32x32 with its padding). Prints the padded input, every window's
     products and sum, the feature map with the output-size arithmetic, then
     the ReLU and pooling steps when asked.
+
+    --animate OUT draws the same numbers instead: the kernel's window moving
+    over the padded input, its products and sum, the feature map filling in,
+    then the ReLU and pooling steps.
     """
     from .. import explain as show
 
-    emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, cval, origin))
+    if animate is None:
+        emit(show.explain(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, cval, origin))
+        return
+    from ..figures import animation
+    from ..io.animation import animation_format, write_animation
+
+    animation_format(animate)  # a wrong name is refused before any work
+    walk = show.walkthrough(kernel, input, stride, padding, relu, pool, pool_size, pool_stride, cval, origin)
+    write_animation(animate, animation.frames(walk))
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -389,16 +470,44 @@ def kernels(ctx, as_json):
 
 
 @kernels.command("show", cls=MatrixArgsCommand, context_settings=CONTEXT)
-@click.argument("kernel", type=KernelSpec())
-@click.option("--json", "as_json", is_flag=True, help="Print the kernel as JSON (values, scale, offset, weights).")
-def kernels_show(kernel, as_json):
-    """Print KERNEL's matrix, scale and offset (any kernel spec works)."""
+@click.argument("kernel", type=KernelSpec(bank=True))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the kernel as JSON (values, scale, offset, weights; a bank as a list).")
+@click.option("--image", "image", default=None, metavar="OUT",
+              help="Draw the kernel (or each kernel of a bank) as a grid of cells coloured by weight "
+                   "(blue negative, gray 0, red positive), with the values written in cells large "
+                   "enough, into the picture OUT (png, jpg, webp...).")
+@click.option("--columns", type=whole_range(1), default=None,
+              help="--image: kernels per row (default: up to 4).")
+@click.pass_context
+def kernels_show(ctx, kernel, as_json, image, columns):
+    """Print KERNEL's matrix, scale and offset (any kernel spec works; commas
+    make a bank, printed kernel by kernel).
+
+    \b
+      kernelcli kernels show curve-detector --image curve.png
+      kernelcli kernels show edge,sobel-x,sobel-y,sharpen --image bank.png
+    """
+    if columns is not None and image is None:
+        raise click.UsageError("--columns goes with --image")
     if as_json:
+        if image is not None:
+            raise click.UsageError("--json prints the kernel; --image draws it: give one")
         from ..kernels import kernel_record
 
-        emit(many_run.to_json(kernel_record(kernel)))
+        records = [kernel_record(k) for k in kernel]
+        emit(many_run.to_json(records[0] if len(records) == 1 else records))
         return
-    emit(kernel.format())
+    if image is None:
+        emit("\n\n".join(k.format() for k in kernel))
+        return
+    from ..figures import kernel_sheet
+    from ..io import encode
+
+    out_format = encode.format_for(image)
+    if out_format == "NPY":
+        raise click.UsageError(f"--image writes a picture (png, jpg, webp...), not {image!r}")
+    note(ctx.obj["quiet"], encode.write_image(image, kernel_sheet.kernel_sheet(kernel, columns), out_format))
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from .params import FiniteFloat, PaddingType, PairType, TileRowsType, whole_range
+from .params import ActivationType, FiniteFloat, PaddingType, PairType, TileRowsType, whole_range
 
 # --------------------------------------------------------------------------
 # option bundles
@@ -55,12 +55,26 @@ def conv_options(f):
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
+#: --activation's help (apply and conv).
+ACTIVATION_HELP = ("An activation after the convolution: relu, leaky:SLOPE, tanh:K or sigmoid:K. "
+                   "K multiplies the values first (default 1): tanh:1/255 suits 0-255 pixels, where a "
+                   "plain tanh or sigmoid is saturated (1) almost everywhere. tanh gives -1..1 and "
+                   "sigmoid 0..1: write .npy, or use --scaling stretch or --colormap.")
+
+
+def activation_option(f):
+    return click.option("--activation", type=ActivationType(), default=None, metavar="FUNC",
+                        help=ACTIVATION_HELP)(f)
+
+
 def stage_options(f):
-    """--relu, --pool, --pool-size, --pool-stride."""
+    """--relu, --activation, --pool, --pool-size, --pool-stride."""
     options = [
-        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution."),
+        click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution "
+                                                  "(the short form of --activation relu)."),
+        click.option("--activation", type=ActivationType(), default=None, metavar="FUNC", help=ACTIVATION_HELP),
         click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None,
-                     help="Pool after the convolution (and ReLU)."),
+                     help="Pool after the convolution (and the activation)."),
         click.option("--pool-size", type=PairType(), default=None, help="Pooling window: N or NY,NX.  [default: 2]"),
         click.option("--pool-stride", type=PairType(), default=None,
                      help="Step between pooling windows.  [default: the pool size]"),
@@ -69,7 +83,7 @@ def stage_options(f):
 
 
 def output_options(f):
-    """--format, --scaling, --offset, --quality, --png-level."""
+    """--format, --scaling, --offset, --colormap, --quality, --png-level."""
     options = [
         click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
                      help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
@@ -80,6 +94,11 @@ def output_options(f):
                           "stretch min..max to the full range. Not applied to .npy."),
         click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
+        click.option("--colormap", type=click.Choice(["gray", "diverging", "heat"]), default="gray",
+                     show_default=True,
+                     help="Pictures of one channel: gray writes the values as they are; diverging draws 0 "
+                          "light gray, negatives blue and positives red on a symmetric scale; heat runs "
+                          "black-red-yellow-white from the minimum to the maximum."),
         click.option("--quality", type=click.IntRange(1, 100), default=92, show_default=True,
                      envvar="KERNELCLI_QUALITY", show_envvar=True, help="JPEG/WebP quality."),
         click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,

@@ -91,6 +91,22 @@ class KernelSpec(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class ActivationType(click.ParamType):
+    """``relu``, ``leaky[:SLOPE]``, ``tanh[:K]``, ``sigmoid[:K]`` (K may be a fraction: 1/255)."""
+
+    name = "relu|leaky:S|tanh:K|sigmoid:K"
+
+    def convert(self, value, param, ctx):
+        from ..stages import Activation, parse_activation
+
+        if isinstance(value, Activation):
+            return value
+        try:
+            return parse_activation(value)
+        except KernelcliError as e:
+            self.fail(str(e), param, ctx)
+
+
 class TileRowsType(click.ParamType):
     """``auto`` or a positive number of output rows per band."""
 

@@ -1,4 +1,4 @@
-"""The numeric core: convolution, ReLU and pooling on float32 arrays.
+"""The numeric core: convolution, activations (ReLU, tanh, sigmoid) and pooling on float32 arrays.
 
 :mod:`~kernelcli.engine.ops` validates, allocates and dispatches;
 :mod:`~kernelcli.engine.plan` decides how a computation runs (method,
@@ -11,11 +11,12 @@ from .backends import load_numba, uses_numba
 from .shapes import (CACHE_INDEX_UP_TO, INDEX_BYTES, PAD_MODES, PADDING_WORDS, POOL_KINDS, as_image_array,
                        geometry, origin_padding, output_size, padding_text, pair, pool_geometry, resolve_padding,
                        rows_view, source_index)
-from .ops import convolve, correlate_exact, placed_origin, pool, release_memory, relu, warm_up
+from .ops import ACTIVATIONS, activate, convolve, correlate_exact, placed_origin, pool, release_memory, relu, warm_up
 from .plan import (SEPARABLE_MIN_TAPS, BandsPlan, Bands, Plan, exact_weights, low_rank_factors, method_for,
                    multiply_adds, numba_ahead, plan_bands, plan_convolution)
 
 __all__ = [
+    "ACTIVATIONS", "activate",
     "CACHE_INDEX_UP_TO", "INDEX_BYTES", "PAD_MODES", "PADDING_WORDS", "POOL_KINDS", "SEPARABLE_MIN_TAPS",
     "Bands", "BandsPlan", "Plan", "as_image_array", "convolve", "correlate_exact", "exact_weights", "geometry",
     "load_numba", "low_rank_factors", "method_for", "multiply_adds", "numba_ahead", "origin_padding",

@@ -285,6 +285,42 @@ def relu(x, slope: float = 0.0, inplace: bool = False):
     return np.maximum(arr, np.float32(0.0), out=arr if inplace else _memory.empty(arr.shape))
 
 
+#: The element-wise activations :func:`activate` computes.
+ACTIVATIONS = ("relu", "leaky", "tanh", "sigmoid")
+
+
+def activate(x, kind: str = "relu", param: float | None = None, inplace: bool = False):
+    """An activation function element by element, in float32.
+
+    ``relu``: ``max(x, 0)``; ``leaky``: negatives times ``param`` (the slope,
+    default 0.01); ``tanh``: ``tanh(param * x)``; ``sigmoid``:
+    ``1 / (1 + exp(-param * x))`` (``param`` default 1, computed as
+    ``0.5 + 0.5 * tanh(param * x / 2)``, which never overflows). ``relu`` and
+    ``leaky`` are :func:`relu`, with the same numbers. ``inplace=True``
+    overwrites ``x`` when it is already a writable float32 array.
+    """
+    if kind not in ACTIVATIONS:
+        raise UsageError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {kind!r}")
+    if param is not None and not np.isfinite(param):
+        raise UsageError(f"the {kind} parameter must be a finite number, got {param!r}")
+    if kind == "relu":
+        return relu(x, 0.0, inplace=inplace)
+    if kind == "leaky":
+        return relu(x, 0.01 if param is None else param, inplace=inplace)
+    arr = as_image_array(x)
+    out = arr if inplace and arr is x and arr.flags.writeable else _memory.empty(arr.shape)
+    k = np.float32(1.0 if param is None else param)
+    if kind == "sigmoid":
+        k = k * np.float32(0.5)
+    with np.errstate(over="ignore", invalid="ignore"):  # k * x past float32's range is +-inf: tanh is +-1
+        np.multiply(arr, k, out=out)
+        np.tanh(out, out=out)
+    if kind == "sigmoid":
+        out *= np.float32(0.5)
+        out += np.float32(0.5)
+    return out
+
+
 def pool(x, kind: str = "max", size=2, stride=None):
     """Max, average or sum pooling over ``size`` windows every ``stride`` (default: size).
 

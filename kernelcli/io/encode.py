@@ -43,7 +43,7 @@ _JPEG_MAX_ICC = 255 * 65519
 @dataclass(frozen=True)
 class OutputSpec:
     """How values become the output file: ``fmt`` (else from the file's
-    extension), ``scaling`` and ``offset`` (:func:`kernelcli.io.pixels.to_array`),
+    extension), ``scaling``, ``offset`` and ``colormap`` (:func:`kernelcli.io.pixels.to_array`),
     JPEG/WebP ``quality`` and the PNG compression ``png_level`` (None: the
     default). The same bundle serves a single file, a folder and a stage."""
 
@@ -52,6 +52,7 @@ class OutputSpec:
     offset: float = 0.0
     quality: int = 92
     png_level: int | None = None
+    colormap: str = "gray"
 
 
 def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
@@ -126,13 +127,15 @@ PNG_LEVEL = 1
 
 
 def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
-                offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL) -> list[str]:
+                offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL,
+                colormap: str = "gray") -> list[str]:
     """Write a Picture (or a bare array) to a path, ``"-"`` (stdout) or a binary file.
 
     Image formats get ``map(values) + offset``, rounded and clipped to the
     output's range, where map is ``clip`` (nothing), ``abs`` or ``stretch``
-    (min-max to the full range). ``.npy`` gets the float32 values untouched.
-    Returns notes about conversions the format forced (alpha dropped...).
+    (min-max to the full range); one channel may be drawn in colour through
+    a ``colormap`` (``diverging``, ``heat``: :mod:`kernelcli.io.colormaps`).
+    ``.npy`` gets the float32 values untouched. Returns notes about conversions the format forced (alpha dropped...).
     """
     if not isinstance(picture, Picture):
         picture = Picture(np.asarray(picture, dtype=np.float32), None)
@@ -141,10 +144,17 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     fmt = format_for(target, fmt)
     notes: list[str] = []
     if fmt == "NPY":
+        if colormap != "gray":
+            notes.append(f"--colormap {colormap} is for pictures; the .npy keeps the values")
         deliver(target, npy_chunks(picture), fmt)
     else:
-        pixels = to_array(picture, fmt, scaling, offset, notes)
-        notes += write_pixels(target, pixels, fmt, picture.info, quality, png_level)
+        pixels = to_array(picture, fmt, scaling, offset, notes, colormap)
+        info = picture.info
+        if colormap != "gray" and "icc_profile" in info:  # the input's colour space is not the colormap's
+            info = {k: v for k, v in info.items() if k != "icc_profile"}
+            notes.append(f"{_target_name(target)}: dropped the ICC profile: --colormap {colormap} draws "
+                         "sRGB colours")
+        notes += write_pixels(target, pixels, fmt, info, quality, png_level)
     return notes
 
 

@@ -24,10 +24,14 @@ SCALINGS = ("clip", "abs", "stretch")
 _MODE_FOR_BANDS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
-def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None) -> np.ndarray:
+def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None,
+             colormap: str = "gray") -> np.ndarray:
     """The pixels as the format stores them: uint8 (L, LA, RGB, RGBA), uint16
-    (16-bit gray) or float32 (TIFF's F), 2-D for one channel."""
+    (16-bit gray) or float32 (TIFF's F), 2-D for one channel; RGB through
+    ``colormap`` unless it is ``gray`` (:mod:`kernelcli.io.colormaps`)."""
     notes = [] if notes is None else notes
+    if colormap != "gray":
+        return _colormapped(picture, scaling, offset, colormap, notes)
     px = picture.pixels
     bands = 1 if px.ndim == 2 else px.shape[2]
     mode = picture.mode
@@ -71,6 +75,28 @@ def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 
     else:
         arr = quantize(colour, top, scaling, offset, factor)
     return arr
+
+
+def _colormapped(picture: Picture, scaling: str, offset: float, colormap: str, notes: list) -> np.ndarray:
+    """One channel through a colormap: ``abs`` (for ``--scaling abs``) and
+    ``+ offset`` first; the colormap sets its own scale (``stretch`` is implied)."""
+    from .colormaps import check, colorize
+
+    check(colormap)
+    px = picture.pixels
+    bands = 1 if px.ndim == 2 else px.shape[2]
+    colour_bands = bands - (1 if picture.has_alpha and bands in (2, 4) else 0)
+    if colour_bands != 1:
+        hint = "use kernelcli montage, " if picture.labels else ""
+        raise UsageError(f"--colormap {colormap} draws one channel; this picture has {colour_bands} "
+                         f"({hint}--gray, or one kernel)")
+    if bands == 2:
+        notes.append(f"--colormap {colormap} draws the values' colours; alpha dropped")
+    values = px if px.ndim == 2 else px[..., 0]
+    if scaling == "abs" or offset:
+        values = np.abs(values) if scaling == "abs" else values.astype(np.float32)
+        values = values + np.float32(offset) if offset else values
+    return colorize(values, colormap)
 
 
 def clips_to_8bit(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0) -> bool:

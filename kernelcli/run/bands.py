@@ -65,7 +65,7 @@ class Job:
     reach_y: int
     pool: object
     pool_rows: tuple  # (window, stride) along rows, or (1, 1)
-    relu: bool
+    relu: object  # False, True (ReLU) or a stages.Activation
     gray: bool
     alpha: str
 
@@ -98,7 +98,7 @@ def plan(source: Source, conv, relu=False, pool=None, gray=False, alpha="keep", 
     else:
         ph, psy, final_h = 1, 1, oh
     job = Job(source, "", 0, (), band_conv, pads[0], conv.pad_mode, sy, reach_y,
-              pool, (ph, psy), bool(relu), bool(gray), alpha)
+              pool, (ph, psy), relu or False, bool(gray), alpha)
     if not check_memory:
         return job, final_h
     p0, p1 = _input_rows(job, 0, 1)  # the fewest input rows a band reads
@@ -242,6 +242,10 @@ def apply_in_bands(picture: Picture, conv, relu=False, pool=None, gray=False, al
     """
     import threading
 
+    from ..stages import Activation
+
+    if isinstance(relu, Activation) and not relu.clipped_away:
+        clips_to_8bit = False  # tanh, sigmoid: values the int16 path does not compute
     px = picture.pixels
     source = Source("<memory>", px.shape, px.dtype.str, 0,
                     picture.with_pixels(np.zeros((1, 1) + px.shape[2:], dtype=np.float32)), pixels=px)

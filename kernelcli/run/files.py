@@ -18,7 +18,7 @@ from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer,
 from ..io.picture import Picture, nonfinite_note
 from ..io.pixels import clips_to_8bit, to_array
 from ..io.sinks import stream_to, write_chunks
-from ..stages import Conv, Relu, Stages, apply, pool_stage, relu_stage
+from ..stages import Activation, Conv, Relu, Stages, activation_stage, apply, pool_stage, relu_stage
 from . import bands
 
 
@@ -32,7 +32,7 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     on ``threads`` threads): the same numbers, without full-size float32
     intermediates, in bands small enough to stay in cache. 8- and 16-bit
     images are read as they are, and written as images band by band, except
-    with ``stretch`` scaling, which needs every value first: its bands fill
+    with ``stretch`` scaling or a colormap, which need every value first: its bands fill
     one float32 result, stretched as a whole. A ``.npy`` output gets each
     band's float32 rows as soon as the rows above them are written. Whole pictures go through
     :func:`apply` when the bands would not give the same numbers (kernels
@@ -59,10 +59,11 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     size = picture.pixels.shape[:2]
 
     if out_format == "NPY":
+        notes += _colormap_note(output)
         return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
     # each band made into the output's values at once, or float32 kept for
     # stretch (every value known before any is scaled)
-    per_band = scaling != "stretch"
+    per_band = scaling != "stretch" and output.colormap == "gray"
     band_notes: list[str] = []  # the stages' notes (the same for every band) and the conversions'
     first: list[Picture] = []
     keep = _float_rows(band_notes, first)
@@ -82,12 +83,18 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
             band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
         else:
             band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
-                                             quality, png_level)
+                                      quality, png_level, output.colormap)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     result = _apply_whole(picture, conv, relu, pool, gray, alpha)
     notes += result.notes
-    notes += write_image(target, result, out_format, scaling, offset, quality, png_level)
+    notes += write_image(target, result, out_format, scaling, offset, quality, png_level, output.colormap)
     return size, notes
+
+
+def _colormap_note(output: OutputSpec) -> list[str]:
+    if output.colormap == "gray":
+        return []
+    return [f"--colormap {output.colormap} is for pictures; the .npy keeps the values"]
 
 
 def _float_rows(notes: list, first: list):
@@ -142,7 +149,7 @@ STREAM_BAND_BYTES = 4 * 2**20
 
 def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
-    """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
+    """Read ``source``, run one stage (:class:`Relu`, :class:`Activation` or :class:`Pool`), write
     ``target`` as ``output`` says; returns the notes to show.
 
     A ``.npy`` into a ``.npy`` goes through a band of rows at a time, from a
@@ -157,24 +164,31 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
         if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
             if out_format == "NPY" and not got.fortran and channels not in (2, 4):
-                return _stream_stage(got, target, stage)
+                return _colormap_note(output) + _stream_stage(got, target, stage)
             got = got.picture()
     notes, got.notes = got.notes, []
-    picture = relu_stage(got, stage.slope, inplace=True) if isinstance(stage, Relu) else pool_stage(got, stage)
+    if isinstance(stage, Relu):
+        picture = relu_stage(got, stage.slope, inplace=True)
+    elif isinstance(stage, Activation):
+        picture = activation_stage(got, stage, inplace=True)
+    else:
+        picture = pool_stage(got, stage)
     notes += picture.notes
     png_level = PNG_LEVEL if output.png_level is None else output.png_level
     return notes + write_image(target, picture, out_format, output.scaling, output.offset, output.quality,
-                               png_level)
+                               png_level, output.colormap)
 
 
 def _stream_stage(npy: NpyInput, target, stage) -> list[str]:
     """:func:`run_stage` for a ``.npy`` without alpha, a band of rows at a time."""
     h, shape = npy.shape[0], npy.shape
-    if isinstance(stage, Relu):
+    if isinstance(stage, (Relu, Activation)):
         ph = sy = 1
         out_shape = shape
 
         def compute(band):
+            if isinstance(stage, Activation):
+                return engine.activate(band, stage.kind, stage.param, inplace=True)
             return engine.relu(band, stage.slope, inplace=True)
     else:
         ph, _, sy, _, oh, ow = engine.pool_geometry(shape, stage.kind, stage.size, stage.stride)

@@ -1,0 +1,97 @@
+"""``kernelcli explain --animate``: the frames are read back and checked
+against the engine-independent reference (the window's place, the feature
+map's colours) and against the frame count the steps call for."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from kernelcli import explain
+from kernelcli.figures import animation
+from kernelcli.io import colormaps
+from kernelcli.errors import UsageError
+from kernelcli.kernels import get_kernel
+
+from .reference import correlate_ref, pool_ref
+
+FILTER = "1,0,1;0,1,0;1,0,1"
+IMAGE = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]], np.float32)
+
+
+def _frames(path):
+    with Image.open(path) as im:
+        return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)], im.format
+
+
+def _cell(lay, x, i, j):
+    """A point inside cell (i, j) of the grid at ``x``, clear of the numbers."""
+    return lay.top + i * lay.cell + 3, x + j * lay.cell + 3
+
+
+def test_walkthrough_is_the_reference_convolution(tmp_path):
+    np.save(tmp_path / "x.npy", IMAGE)
+    walk = explain.walkthrough(get_kernel(FILTER), str(tmp_path / "x.npy"), relu=True, pool="max")
+    expected = correlate_ref(IMAGE, np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]]))
+    assert walk.feature.tolist() == expected.tolist() == [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
+    assert np.array_equal(walk.pool.result, pool_ref(expected, "max", (2, 2)))
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
+def test_animation_frames_through_the_command(run_installed, tmp_path, suffix):
+    np.save(tmp_path / "x.npy", IMAGE)
+    out = tmp_path / f"conv{suffix}"
+    done = run_installed(["explain", FILTER, tmp_path / "x.npy", "--animate", out])
+    assert done.returncode == 0, done.stderr
+    frames, fmt = _frames(out)
+    assert fmt == {".gif": "GIF", ".png": "PNG", ".webp": "WEBP"}[suffix]
+    assert len(frames) == 1 + 9 + 1  # the start, one per output position, the whole map
+    assert len({f.shape for f in frames}) == 1 and frames[0].shape[1] >= 600  # legible at its size
+    assert all(f.std() > 20 for f in frames)  # none blank
+    walk = explain.walkthrough(get_kernel(FILTER), str(tmp_path / "x.npy"))
+    lay = animation._Layout(walk)
+    lut_span = (-4.0, 4.0)
+    for n, frame in enumerate(frames[1:10]):
+        oy, ox = divmod(n, 3)
+        for i in range(5):
+            for j in range(5):
+                inside = oy <= i < oy + 3 and ox <= j < ox + 3
+                px = frame[_cell(lay, lay.xa, i, j)]
+                assert (np.abs(px.astype(int) - animation.WINDOW_FILL).max() <= 6) == inside, (n, i, j)
+    last = frames[10]
+    expected = colormaps.colorize(walk.feature, "diverging", lut_span)
+    for i in range(3):
+        for j in range(3):
+            assert np.abs(last[_cell(lay, lay.xc, i, j)].astype(int) - expected[i, j]).max() <= 6
+
+
+def test_relu_and_pool_steps_add_frames(tmp_path):
+    x = np.arange(36, dtype=np.float32).reshape(6, 6) % 7 - 3
+    np.save(tmp_path / "x.npy", x)
+    walk = explain.walkthrough(get_kernel("sobel-x"), str(tmp_path / "x.npy"), padding="same", relu=True,
+                               pool="avg")
+    frames = animation.frames(walk)
+    assert len(frames) == 1 + 36 + 1 + 1 + (9 + 1)
+    assert frames[-1][1] == animation.LAST_MS and frames[1][1] == animation.STEP_MS
+    lay = animation._Layout(walk)
+    relu_frame = np.asarray(frames[38][0]())
+    rectified = np.maximum(walk.feature, 0)
+    span = (-float(np.abs(walk.feature).max()), float(np.abs(walk.feature).max()))
+    expected = colormaps.colorize(rectified, "diverging", span)
+    for (i, j), _ in np.ndenumerate(rectified):
+        assert np.abs(relu_frame[_cell(lay, lay.xc, i, j)].astype(int) - expected[i, j]).max() == 0
+
+
+def test_too_many_frames_are_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((16, 16), np.float32))
+    walk = explain.walkthrough(get_kernel("box"), str(tmp_path / "x.npy"), padding="full")  # 18x18 positions
+    assert len(animation.frames(walk)) == 2 + 18 * 18
+    walk = explain.walkthrough(get_kernel("1"), str(tmp_path / "x.npy"), padding=(2, 2), relu=True,
+                               pool="max", pool_stride=(1, 1))  # 20x20 positions, 19x19 windows
+    with pytest.raises(UsageError, match="is more than 400"):
+        animation.frames(walk)
+
+
+def test_animate_refuses_other_formats(run_installed, tmp_path):
+    done = run_installed(["explain", "box", "1,2;3,4", "--padding", "1", "--animate", tmp_path / "a.jpg"])
+    assert done.returncode == 2 and b"animation is written to a .gif" in done.stderr
+    assert not (tmp_path / "a.jpg").exists()
