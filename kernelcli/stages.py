@@ -34,14 +34,14 @@ import numpy as np
 
 from . import engine
 from .errors import UsageError
-from .io.picture import Picture
+from .io.picture import MODES, Picture, depth_of, layout_of
 from .kernels import Kernel, get_kernels
 
 ALPHA_MODES = ("keep", "premultiply", "filter")
 
 #: ITU-R 601-2 luma, as Pillow's ``convert("L")`` uses.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_CHANNEL_NAMES = {"L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB", "I;16": "L", "F": "L"}
+_CHANNEL_NAMES = {"L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB"}
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,10 @@ def to_gray(picture: Picture) -> Picture:
         raise UsageError(f"--gray needs 3 colour channels (RGB), this input has {px.shape[2]}")
     luma = luma_of(px)
     if picture.has_alpha:
-        return picture.with_pixels(np.dstack([luma, px[..., 3]]), mode="LA", labels=None)
-    return picture.with_pixels(luma, mode=None if picture.mode is None else "L", labels=None)
+        return picture.with_pixels(np.dstack([luma, px[..., 3]]), mode=MODES["LA", depth_of(picture.mode)],
+                                   labels=None)
+    return picture.with_pixels(luma, mode=None if picture.mode is None else MODES["L", depth_of(picture.mode)],
+                               labels=None)
 
 
 def conv_stage(picture: Picture, conv: Conv, gray: bool = False, alpha: str = "keep") -> Picture:
@@ -204,7 +206,7 @@ def _channel_names(picture: Picture, px: np.ndarray) -> list[str]:
     n = 1 if px.ndim == 2 else px.shape[2]
     if n == 1:
         return [""]
-    names = _CHANNEL_NAMES.get(picture.mode or "", "")
+    names = _CHANNEL_NAMES.get(layout_of(picture.mode) or "", "")
     return list(names) if len(names) == n else [str(i) for i in range(n)]
 
 

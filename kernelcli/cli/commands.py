@@ -46,13 +46,13 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, max_pixels):
+def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, depth, max_pixels):
     """Run one stage (stages.Relu or stages.Pool) from INPUT to OUTPUT."""
     from ..run import files
     from ..io import inputs
 
     note(ctx.obj["quiet"], files.run_stage(input, output, stage, _output_spec(fmt, scaling, offset, quality,
-                                                                              png_level),
+                                                                              png_level, depth),
                                            max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
@@ -68,7 +68,7 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, max_pixels,
+          alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, depth, max_pixels,
           recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
@@ -103,7 +103,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, relu, stage_pool, gray, alpha)
-    out = _output_spec(fmt, scaling, offset, quality, png_level)
+    out = _output_spec(fmt, scaling, offset, quality, png_level, depth)
     if is_folder:
         from ..run import batch
 
@@ -134,10 +134,10 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     note(ctx.obj["quiet"], notes)
 
 
-def _output_spec(fmt, scaling, offset, quality, png_level):
+def _output_spec(fmt, scaling, offset, quality, png_level, depth):
     from ..io.encode import OutputSpec
 
-    return OutputSpec(fmt, scaling, offset, quality, png_level)
+    return OutputSpec(fmt, scaling, offset, quality, png_level, depth)
 
 
 def _workers(ctx, jobs):
@@ -221,7 +221,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @input_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, png_level, max_pixels):
+         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -240,7 +240,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
     _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
-                                _output_spec(fmt, scaling, offset, quality, png_level), max_pixels)
+                                _output_spec(fmt, scaling, offset, quality, png_level, depth), max_pixels)
     note(ctx.obj["quiet"], notes)
 
 
@@ -252,14 +252,14 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
 @output_options
 @input_options
 @click.pass_context
-def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, max_pixels):
+def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, depth, max_pixels):
     """Set the negative values of INPUT to 0 (alpha passes through).
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, max_pixels)
+    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, quality, png_level, depth, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -272,7 +272,7 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, quality, png_level, ma
 @output_options
 @input_options
 @click.pass_context
-def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, png_level, max_pixels):
+def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, png_level, depth, max_pixels):
     """Pool INPUT with KIND (max, avg or sum) over windows, without padding.
 
     Rows and columns left over at the bottom and right are dropped. Alpha is
@@ -281,7 +281,7 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, quality, 
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level,
+    _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, quality, png_level, depth,
            max_pixels)
 
 

@@ -50,7 +50,7 @@ def stage_options(f):
 
 
 def output_options(f):
-    """--format, --scaling, --offset, --quality, --png-level."""
+    """--format, --scaling, --offset, --quality, --png-level, --depth."""
     options = [
         click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
                      help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
@@ -65,6 +65,9 @@ def output_options(f):
                      help="JPEG/WebP quality."),
         click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,
                      help="PNG zlib level: 1 is fast; 6-9 write files about 10-15% smaller, slowly."),
+        click.option("--depth", type=click.Choice(["8", "16", "float"]), default=None,
+                     help="Output sample type: 8- or 16-bit integers (png, tif), or 32-bit float "
+                          "(tif, exr: the values as computed).  [default: the input's]"),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 

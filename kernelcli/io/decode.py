@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ..errors import ImageReadError
-from . import _pillow
+from . import _pillow, _tiff
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -77,10 +77,17 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open_pillow(fp)
+            try:
+                img = _open_pillow(fp)
+            except UnidentifiedImageError:
+                if not _is_tiff(fp):
+                    raise
+                return _wide_picture(fp, None, name, max_pixels, integers)  # float colour: Pillow has no mode for it
             _check_pixels(img, name, max_pixels)
             if on_header is not None:
                 on_header(img.size[1], img.size[0], len(img.getbands()))
+            if _is_wide(img):
+                return _wide_picture(fp, img, name, max_pixels, integers)
             img.decodermaxblock = DECODE_BLOCK
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -104,6 +111,8 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         notes.append(f"{name}: has {frames} frames; using the first")
     info = checked_info({k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}, name, notes)
     fmt = img.format
+    if fmt == "TIFF" and _tiff.place_tags_of_pillow(img):
+        info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
     try:
         img.seek(0)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
@@ -120,6 +129,52 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
     if mode == "F":
         notes.extend(nonfinite_note(pixels, name))
     return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
+
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*")
+
+
+def _is_tiff(fp) -> bool:
+    fp.seek(0)
+    head = fp.read(4)
+    fp.seek(0)
+    return head in TIFF_MAGIC
+
+
+def _is_wide(img) -> bool:
+    """Does ``img`` (opened, not loaded) hold colour that Pillow would cut to 8 bits?"""
+    if img.format == "PNG":
+        raw = img.tile[0].args if img.tile else None
+        return (raw[0] if isinstance(raw, tuple) else raw) in _pillow.PNG_WIDE_RAW
+    return img.format == "TIFF" and _tiff.needs_tifffile(img)
+
+
+def _wide_picture(fp, img, name: str, max_pixels, integers: bool) -> Picture:
+    """16-bit or float colour, which Pillow cannot hold: a PNG decoded
+    through Pillow at 16 bits (:func:`kernelcli.io._pillow.png_wide_colour`),
+    a TIFF through tifffile (:mod:`kernelcli.io._tiff`)."""
+    notes: list = []
+    try:
+        if img is not None and img.format == "PNG":
+            pixels, found = _pillow.png_wide_colour(fp, img, PNG_READ_ICC)
+            mode, fmt = img.mode + ";16", "PNG"
+            info = {k: found[k] for k in ("icc_profile", "dpi", "exif") if found.get(k)}
+        else:
+            pixels, mode, info = _tiff.read(fp, name, max_pixels)
+            fmt = "TIFF"
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
+    place = info.pop("tiff_tags", None)
+    info = checked_info(info, name, notes)
+    if place:
+        info["tiff_tags"] = place
+    if pixels.dtype.kind == "f":
+        notes.extend(nonfinite_note(pixels, name))
+    elif not integers:
+        pixels = pixels.astype(np.float32)
+    return Picture(pixels, mode, fmt, info, notes)
 
 
 class PillowRows:

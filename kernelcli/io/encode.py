@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageWriteError, UsageError
-from . import _pillow
+from . import _pillow, _tiff
 from .npy import npy_chunks
 from .picture import Picture, checked_info, dpi_problem, show_dpi
 from .pixels import SCALINGS, to_array
@@ -44,14 +44,16 @@ _JPEG_MAX_ICC = 255 * 65519
 class OutputSpec:
     """How values become the output file: ``fmt`` (else from the file's
     extension), ``scaling`` and ``offset`` (:func:`kernelcli.io.pixels.to_array`),
-    JPEG/WebP ``quality`` and the PNG compression ``png_level`` (None: the
-    default). The same bundle serves a single file, a folder and a stage."""
+    JPEG/WebP ``quality``, the PNG compression ``png_level`` (None: the
+    default) and the sample type ``depth``. The same bundle serves a single file, a folder and a stage."""
 
     fmt: str | None = None
     scaling: str = "clip"
     offset: float = 0.0
     quality: int = 92
     png_level: int | None = None
+    #: The output's sample type (``8``, ``16``, ``float``); None: the input's.
+    depth: str | None = None
 
 
 def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
@@ -72,6 +74,9 @@ def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
             del kept["exif"]
             notes.append(f"{name}: dropped the EXIF ({len(exif):,} bytes): TIFF stores EXIF as tags, "
                          "and these bytes are not readable as tags")
+    if kept.get("tiff_tags") and fmt != "TIFF":
+        del kept["tiff_tags"]
+        notes.append(f"{name}: dropped the TIFF tags that place the picture (GeoTIFF): only TIFF holds them")
     icc = kept.get("icc_profile")
     if icc is not None and fmt == "JPEG" and len(icc) > _JPEG_MAX_ICC:
         del kept["icc_profile"]
@@ -126,12 +131,14 @@ PNG_LEVEL = 1
 
 
 def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
-                offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL) -> list[str]:
+                offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL,
+                depth: str | None = None) -> list[str]:
     """Write a Picture (or a bare array) to a path, ``"-"`` (stdout) or a binary file.
 
     Image formats get ``map(values) + offset``, rounded and clipped to the
     output's range, where map is ``clip`` (nothing), ``abs`` or ``stretch``
-    (min-max to the full range). ``.npy`` gets the float32 values untouched.
+    (min-max to the full range); ``depth`` (``8``, ``16``, ``float``) sets the
+    sample type, else the picture's own. ``.npy`` gets the float32 values untouched.
     Returns notes about conversions the format forced (alpha dropped...).
     """
     if not isinstance(picture, Picture):
@@ -143,7 +150,7 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     if fmt == "NPY":
         deliver(target, npy_chunks(picture), fmt)
     else:
-        pixels = to_array(picture, fmt, scaling, offset, notes)
+        pixels = to_array(picture, fmt, scaling, offset, notes, depth)
         notes += write_pixels(target, pixels, fmt, picture.info, quality, png_level)
     return notes
 
@@ -157,6 +164,10 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
     info = fit_info(info, fmt, name, notes)
     if fmt == "PNG":
         deliver(target, _encode_png(np.asarray(pixels), info, png_level), fmt)
+        return notes
+    if fmt == "TIFF" and _tiff.writes(pixels.shape, pixels.dtype, info):
+        arr = np.asarray(pixels)
+        deliver(target, lambda f: _tiff.encode(f, arr, info, name, notes), fmt)
         return notes
     if isinstance(pixels, PillowCanvas):
         img = pixels.img
@@ -194,6 +205,21 @@ class PillowCanvas:
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.img, dtype=dtype)
+
+
+def canvas_for(fmt: str):
+    """What :func:`kernelcli.run.bands.apply_in_bands` fills band by band for
+    ``fmt`` (its ``allocate``): a :class:`PillowCanvas` where Pillow encodes
+    the result and holds its kind of pixels, else a NumPy array (None)."""
+    if fmt == "PNG":
+        return None
+
+    def allocate(shape, dtype):
+        if np.dtype(dtype) == np.uint8 or len(shape) == 2:
+            return PillowCanvas(shape, dtype)
+        return np.empty(shape, dtype)
+
+    return allocate
 
 
 def _encode_png(pixels: np.ndarray, info: dict, level: int = PNG_LEVEL) -> list:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import engine
-from ..io.encode import PNG_LEVEL, OutputSpec, PillowCanvas, format_for, write_image, write_pixels
+from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_image, write_pixels
 from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
 from ..io.picture import Picture, nonfinite_note
@@ -71,22 +71,22 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
         if not per_band:
             return keep(band)
         band_notes.extend(band.notes)
-        return to_array(band, out_format, scaling, offset, band_notes)
+        return to_array(band, out_format, scaling, offset, band_notes, output.depth)
 
     pixels = bands.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
-                                  allocate=PillowCanvas if per_band and out_format != "PNG" else None,
-                                  clips_to_8bit=per_band and clips_to_8bit(picture, out_format,
-                                                                                  scaling, offset))
+                                  allocate=canvas_for(out_format) if per_band else None,
+                                  clips_to_8bit=per_band and clips_to_8bit(picture, out_format, scaling,
+                                                                           offset, output.depth))
     if pixels is not None:
         if per_band:
             band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
         else:
             band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
-                                             quality, png_level)
+                                      quality, png_level, output.depth)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     result = _apply_whole(picture, conv, relu, pool, gray, alpha)
     notes += result.notes
-    notes += write_image(target, result, out_format, scaling, offset, quality, png_level)
+    notes += write_image(target, result, out_format, scaling, offset, quality, png_level, output.depth)
     return size, notes
 
 
@@ -164,7 +164,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
     notes += picture.notes
     png_level = PNG_LEVEL if output.png_level is None else output.png_level
     return notes + write_image(target, picture, out_format, output.scaling, output.offset, output.quality,
-                               png_level)
+                               png_level, output.depth)
 
 
 def _stream_stage(npy: NpyInput, target, stage) -> list[str]:
