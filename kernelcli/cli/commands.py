@@ -20,7 +20,8 @@ from .. import _process
 from .._process import say
 from ..errors import KernelcliError
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
-from .options import batch_options, conv_options, input_options, output_options, scale_options, stage_options
+from .options import (batch_options, conv_options, input_options, output_options, picture_options, scale_options,
+                      stage_options)
 from .params import FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
@@ -64,12 +65,13 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @stage_options
 @output_options
 @input_options
+@picture_options
 @batch_options
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
           alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, depth, max_pixels,
-          recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          auto_orient, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -110,7 +112,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
         jobs = _workers(ctx, jobs)
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
-        settings = batch.Settings(run, out, max_pixels)
+        settings = batch.Settings(run, out, max_pixels, _read_spec(auto_orient))
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
@@ -130,7 +132,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                 f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
         return
-    _, notes = files.apply_file(input, output, run, out, max_pixels)
+    _, notes = files.apply_file(input, output, run, out, max_pixels, reading=_read_spec(auto_orient))
     note(ctx.obj["quiet"], notes)
 
 
@@ -138,6 +140,12 @@ def _output_spec(fmt, scaling, offset, quality, png_level, depth):
     from ..io.encode import OutputSpec
 
     return OutputSpec(fmt, scaling, offset, quality, png_level, depth)
+
+
+def _read_spec(auto_orient):
+    from ..io.inputs import ReadSpec
+
+    return ReadSpec(auto_orient)
 
 
 def _workers(ctx, jobs):
@@ -219,9 +227,10 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @conv_options
 @output_options
 @input_options
+@picture_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels):
+         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels, auto_orient):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -240,7 +249,8 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
     _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
-                                _output_spec(fmt, scaling, offset, quality, png_level, depth), max_pixels)
+                                _output_spec(fmt, scaling, offset, quality, png_level, depth), max_pixels,
+                                reading=_read_spec(auto_orient))
     note(ctx.obj["quiet"], notes)
 
 

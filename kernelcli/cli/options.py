@@ -105,6 +105,16 @@ def scale_options(f):
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
+def picture_options(f):
+    """--no-auto-orient (how a picture INPUT is read)."""
+    options = [
+        click.option("--auto-orient/--no-auto-orient", "auto_orient", default=True, show_default=True,
+                     help="Turn the picture upright from its EXIF orientation before filtering (the "
+                          "output's tag then says 1); --no-auto-orient keeps the stored pixels and tag."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
 def input_options(f):
     return click.option("--max-pixels", type=whole_range(1, 2**62), default=None,
                         help="Refuse images with more pixels than this (default 178956970).")(f)

@@ -104,6 +104,8 @@ def _info(page) -> dict:
             x, y = (_rational(tags[code].value) for code in (282, 283))
             if x and y:
                 info["dpi"] = (x * per, y * per)
+    if 274 in tags and 1 <= int(tags[274].value) <= 8:
+        info["orientation"] = int(tags[274].value)
     place = tuple((code, int(tags[code].dtype), tags[code].value) for code in PLACE_TAGS if code in tags)
     if place:
         info["tiff_tags"] = place

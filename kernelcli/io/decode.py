@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ..errors import ImageReadError
-from . import _pillow, _tiff
+from . import _pillow, _tiff, orientation
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -63,10 +63,12 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 DECODE_BLOCK = 1 << 20
 
 
-def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None) -> Picture:
+def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None,
+                orient: bool = True) -> Picture:
     """The picture in ``fp`` (a seekable binary file at its start), decoded
     completely: nothing is read from ``fp`` afterwards. (``on_header``: as
-    :func:`~kernelcli.io.inputs.read_image` takes it.)"""
+    :func:`~kernelcli.io.inputs.read_image` takes it.) ``orient``: turned
+    upright from its EXIF orientation (:mod:`kernelcli.io.orientation`)."""
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's
@@ -82,12 +84,12 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
             except UnidentifiedImageError:
                 if not _is_tiff(fp):
                     raise
-                return _wide_picture(fp, None, name, max_pixels, integers)  # float colour: Pillow has no mode for it
+                return _wide_picture(fp, None, name, max_pixels, integers, orient)  # float colour: Pillow has no mode for it
             _check_pixels(img, name, max_pixels)
             if on_header is not None:
                 on_header(img.size[1], img.size[0], len(img.getbands()))
             if _is_wide(img):
-                return _wide_picture(fp, img, name, max_pixels, integers)
+                return _wide_picture(fp, img, name, max_pixels, integers, orient)
             img.decodermaxblock = DECODE_BLOCK
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -116,7 +118,12 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
     try:
         img.seek(0)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
+        turn = orientation.stored_orientation(img) if orient else 1
         img, mode = _normalise_mode(img, name, notes)
+        if turn != 1:
+            info = orientation.upright_info(info, turn)
+            img = (orientation.upright_array(img, turn) if isinstance(img, np.ndarray)
+                   else orientation.upright_image(img, turn))
         if integers and mode != "F":
             # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
             pixels = np.ascontiguousarray(img) if isinstance(img, np.ndarray) else PillowRows(img)
@@ -149,7 +156,7 @@ def _is_wide(img) -> bool:
     return img.format == "TIFF" and _tiff.needs_tifffile(img)
 
 
-def _wide_picture(fp, img, name: str, max_pixels, integers: bool) -> Picture:
+def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) -> Picture:
     """16-bit or float colour, which Pillow cannot hold: a PNG decoded
     through Pillow at 16 bits (:func:`kernelcli.io._pillow.png_wide_colour`),
     a TIFF through tifffile (:mod:`kernelcli.io._tiff`)."""
@@ -162,6 +169,9 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool) -> Picture:
         else:
             pixels, mode, info = _tiff.read(fp, name, max_pixels)
             fmt = "TIFF"
+        turn = info.pop("orientation", None) or orientation.exif_orientation(info.get("exif"))
+        if orient and turn != 1:
+            pixels, info = orientation.upright_array(pixels, turn), orientation.upright_info(info, turn)
     except ImageReadError:
         raise
     except Exception as e:

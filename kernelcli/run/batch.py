@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import stopping
 from ..errors import ImageWriteError, KernelcliError, UsageError
 from ..io.encode import EXTENSIONS, OutputSpec
+from ..io.inputs import ReadSpec
 from ..stages import Stages
 from .progress import Progress
 from .workers import run_pool
@@ -35,6 +36,7 @@ class Settings:
     stages: Stages
     output: OutputSpec = OutputSpec()
     max_pixels: int | None = None
+    reading: ReadSpec = ReadSpec()
 
 
 @dataclass
@@ -211,7 +213,8 @@ def process_file(src: Path, dst: Path, settings: Settings) -> float:
             where = e.filename or dst.parent
             raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
         # one thread per file: the worker processes share the cores already
-        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=1)
+        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=1,
+                                      reading=settings.reading)
     except BaseException:
         for folder in missing:  # a failed file leaves no empty folders behind
             with contextlib.suppress(OSError):

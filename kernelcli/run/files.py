@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import engine
 from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_image, write_pixels
-from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
+from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, ReadSpec, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
 from ..io.picture import Picture, nonfinite_note
 from ..io.pixels import clips_to_8bit, to_array
@@ -23,10 +23,11 @@ from . import bands
 
 
 def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec(),
-               max_pixels: int | None = None, threads: int = 2) -> tuple[tuple, list[str]]:
+               max_pixels: int | None = None, threads: int = 2,
+               reading: ReadSpec = ReadSpec()) -> tuple[tuple, list[str]]:
     """``kernelcli apply`` on one input: read ``source``, run ``stages``,
     write ``target`` as ``output`` says (paths, ``"-"`` or binary files, as
-    in :mod:`kernelcli.io`).
+    in :mod:`kernelcli.io`), reading pictures as ``reading`` says.
 
     The stages run in bands of rows (:func:`kernelcli.run.bands.apply_in_bands`,
     on ``threads`` threads): the same numbers, without full-size float32
@@ -51,7 +52,7 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
 
     try:
         picture = read_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, integers=True,
-                                    on_header=header)
+                             on_header=header, reading=reading)
     finally:  # (on an error too: no thread is left compiling while the process ends)
         for wait in loading:
             wait()
@@ -141,7 +142,7 @@ STREAM_BAND_BYTES = 4 * 2**20
 
 
 def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, reading: ReadSpec = ReadSpec()) -> list[str]:
     """Read ``source``, run one stage (:class:`Relu` or :class:`Pool`), write
     ``target`` as ``output`` says; returns the notes to show.
 
@@ -153,7 +154,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
     such an array is read whole, as are pictures and Fortran-ordered arrays.
     """
     out_format = format_for(target, output.fmt)
-    with open_input(source, max_pixels) as got:
+    with open_input(source, max_pixels, reading=reading) as got:
         if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
             if out_format == "NPY" and not got.fortran and channels not in (2, 4):
