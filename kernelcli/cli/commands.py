@@ -80,7 +80,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     an ImageMagick string ("3x3: 0,-1,0 -1,5,-1 0,-1,0"), or several kernels
     separated by commas (a filter bank: one output channel per kernel).
 
-    INPUT is an image (png, jpg, tif, bmp, webp...) or .npy array, or - for
+    INPUT is an image (png, jpg, tif, bmp, webp, gif, avif...) or .npy array, or - for
     stdin. OUTPUT's extension chooses the format (- is stdout: .npy unless
     --format). Pixels keep their mode and bit depth.
 

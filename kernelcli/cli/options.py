@@ -53,7 +53,8 @@ def output_options(f):
     """--format, --scaling, --offset, --quality, --png-level, --depth."""
     options = [
         click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
-                     help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
+                     help="Output format (png, jpg, tif, bmp, webp, avif, gif, npy; heic, jxl, exr with "
+                          "the formats extra); default: from OUTPUT's "
                           "extension, npy for stdout."),
         click.option("--scaling", type=click.Choice(["clip", "abs", "stretch"]), default="clip",
                      show_default=True,

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ..errors import ImageReadError
-from . import _pillow, _tiff, orientation
+from . import _extra, _pillow, _tiff, orientation
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -48,7 +48,7 @@ def declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
 #: an EPS file to Ghostscript, a PostScript interpreter that runs whatever
 #: program the file holds (an endless loop, for one).
 RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
-                  "SGI", "QOI", "JPEG2000")
+                  "SGI", "QOI", "JPEG2000", "AVIF")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -79,6 +79,9 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if _extra.sniff_extra(fp.read(16)) == "EXR":
+                return _exr_picture(fp, name, max_pixels)
+            fp.seek(0)
             try:
                 img = _open_pillow(fp)
             except UnidentifiedImageError:
@@ -187,6 +190,12 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
     return Picture(pixels, mode, fmt, info, notes)
 
 
+def _exr_picture(fp, name: str, max_pixels) -> Picture:
+    """An OpenEXR picture (through the optional extra): float pixels."""
+    pixels, mode = _extra.read_exr(fp, name, max_pixels)
+    return Picture(pixels, mode, "EXR", {}, nonfinite_note(pixels, name))
+
+
 class PillowRows:
     """A decoded Pillow image's pixels as a read-only array of rows, handed out
     a band at a time (``rows[a:b]``: a uint8 or uint16 array), so that no
@@ -231,6 +240,12 @@ def _open_pillow(fp):
         return _pillow.open_png(fp, PNG_READ_ICC)
     if signature.startswith(JPEG_MAGIC):
         return _pillow.open_jpeg(fp)  # JPEG, or MPO (several pictures)
+    fp.seek(0)
+    extra = _extra.sniff_extra(fp.read(16))
+    fp.seek(0)
+    if extra in ("HEIF", "JXL"):  # the optional extra's Pillow plugins
+        _extra.register_pillow_plugin(extra)
+        return Image.open(fp, formats=(extra,))
     return Image.open(fp, formats=RASTER_FORMATS)
 
 

@@ -1,5 +1,7 @@
 """Encoding pictures: PNG through kernelcli's own encoder (:mod:`kernelcli.io._png`),
-JPEG, TIFF, WebP and BMP through Pillow, ``.npy`` as it is; the metadata each
+JPEG, TIFF, WebP, BMP, AVIF and GIF through Pillow (16-bit and float colour
+TIFF through tifffile, :mod:`kernelcli.io._tiff`), HEIC, JPEG XL and OpenEXR
+through the optional extra (:mod:`kernelcli.io._extra`), ``.npy`` as it is; the metadata each
 format can store, the rest dropped with a note.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageWriteError, UsageError
-from . import _pillow, _tiff
+from . import _extra, _pillow, _tiff
 from .npy import npy_chunks
 from .picture import Picture, checked_info, dpi_problem, show_dpi
 from .pixels import SCALINGS, to_array
@@ -26,12 +28,14 @@ from .sinks import deliver
 #: Output formats by file extension.
 EXTENSIONS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
-    ".bmp": "BMP", ".webp": "WEBP", ".npy": "NPY",
+    ".bmp": "BMP", ".webp": "WEBP", ".avif": "AVIF", ".gif": "GIF", ".npy": "NPY",
+    ".heic": "HEIF", ".heif": "HEIF", ".jxl": "JXL", ".exr": "EXR",
 }
 
 #: Names accepted by ``--format``.
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF",
-                "bmp": "BMP", "webp": "WEBP", "npy": "NPY"}
+                "bmp": "BMP", "webp": "WEBP", "avif": "AVIF", "gif": "GIF", "npy": "NPY",
+                "heic": "HEIF", "heif": "HEIF", "jxl": "JXL", "exr": "EXR"}
 
 #: Largest EXIF block (with its "Exif\0\0" header) a JPEG APP1 segment holds.
 _JPEG_MAX_EXIF = 65533
@@ -113,6 +117,7 @@ def format_for(target, fmt: str | None = None) -> str:
         key = fmt.lower().lstrip(".")
         if key not in FORMAT_NAMES:
             raise UsageError(f"unknown output format {fmt!r}; use one of {', '.join(sorted(FORMAT_NAMES))}")
+        _extra.check_available(FORMAT_NAMES[key])
         return FORMAT_NAMES[key]
     if str(target) == "-":
         return "NPY"
@@ -122,6 +127,7 @@ def format_for(target, fmt: str | None = None) -> str:
             f"cannot tell the output format from {str(target)!r}; "
             f"use an extension ({', '.join(sorted(EXTENSIONS))}) or --format"
         )
+    _extra.check_available(EXTENSIONS[ext])
     return EXTENSIONS[ext]
 
 
@@ -165,6 +171,12 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
     if fmt == "PNG":
         deliver(target, _encode_png(np.asarray(pixels), info, png_level), fmt)
         return notes
+    if fmt == "EXR":
+        arr = np.asarray(pixels)
+        deliver(target, lambda f: _extra.encode_exr(f, arr), fmt)
+        return notes
+    if fmt == "GIF" and len(pixels.shape) == 3:
+        notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
     if fmt == "TIFF" and _tiff.writes(pixels.shape, pixels.dtype, info):
         arr = np.asarray(pixels)
         deliver(target, lambda f: _tiff.encode(f, arr, info, name, notes), fmt)
@@ -278,13 +290,15 @@ def _reason(e: Exception) -> str:
 def _save_options(img, fmt: str, info: dict, quality: int) -> dict:
     """Pillow's keyword arguments for saving ``img`` as ``fmt`` with ``info``'s metadata."""
     kwargs = {}
-    if fmt in ("JPEG", "WEBP"):
+    if fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         kwargs["quality"] = quality
-    if fmt in ("JPEG", "TIFF", "WEBP") and info.get("icc_profile"):
+    if fmt == "JXL":  # (its encoder refuses quality 100: that is lossless)
+        kwargs.update({"lossless": True} if quality == 100 else {"quality": quality})
+    if fmt in ("JPEG", "TIFF", "WEBP", "AVIF", "HEIF") and info.get("icc_profile"):
         kwargs["icc_profile"] = info["icc_profile"]
     if info.get("dpi") and fmt in ("JPEG", "TIFF", "BMP"):
         kwargs["dpi"] = info["dpi"]
-    if info.get("exif") and fmt in ("JPEG", "TIFF", "WEBP"):
+    if info.get("exif") and fmt in ("JPEG", "TIFF", "WEBP", "AVIF", "HEIF", "JXL"):
         kwargs["exif"] = info["exif"]
     if fmt == "TIFF" and img.mode != "F":
         kwargs["compression"] = "tiff_deflate"
@@ -350,7 +364,7 @@ def _stderr_kept():
 
 #: Pillow's plugin module for each format kernelcli writes through Pillow.
 _PLUGINS = {"JPEG": "JpegImagePlugin", "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin",
-            "BMP": "BmpImagePlugin"}
+            "BMP": "BmpImagePlugin", "AVIF": "AvifImagePlugin", "GIF": "GifImagePlugin"}
 
 
 def _load_plugin(fmt: str) -> None:
@@ -361,6 +375,8 @@ def _load_plugin(fmt: str) -> None:
     ``Image.open`` imports them all when the loaded ones do not match.)"""
     import importlib
 
+    if fmt in _extra.EXTRA_FORMATS:
+        _extra.register_pillow_plugin(fmt)
     if fmt in _PLUGINS:
         try:
             importlib.import_module(f"PIL.{_PLUGINS[fmt]}")

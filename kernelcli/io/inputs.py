@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ImageReadError, UsageError
 from .decode import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, bomb_message, declared_size, read_pillow
+from ._extra import sniff_extra
 from .npy import NPY_MAGIC, npy_header_checked, npy_picture, read_error
 from .picture import Picture
 
@@ -137,7 +138,8 @@ SNIFF_BYTES = 32
 _RASTER_PLUGINS = {"TIFF": "TiffImagePlugin", "BMP": "BmpImagePlugin", "DIB": "BmpImagePlugin",
                    "WEBP": "WebPImagePlugin", "GIF": "GifImagePlugin", "PPM": "PpmImagePlugin",
                    "TGA": "TgaImagePlugin", "ICO": "IcoImagePlugin", "PCX": "PcxImagePlugin",
-                   "SGI": "SgiImagePlugin", "QOI": "QoiImagePlugin", "JPEG2000": "Jpeg2KImagePlugin"}
+                   "SGI": "SgiImagePlugin", "QOI": "QoiImagePlugin", "JPEG2000": "Jpeg2KImagePlugin",
+                   "AVIF": "AvifImagePlugin"}
 
 #: Documents that are programs for an interpreter, refused by name.
 _DOCUMENTS = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"))
@@ -158,6 +160,8 @@ def sniff(head: bytes, name: str) -> str:
                 "or PDF interpreters: convert it to PNG or TIFF first"
             )
     if any(_accepts(fmt, head) for fmt in RASTER_FORMATS if fmt in _RASTER_PLUGINS):
+        return "IMAGE"
+    if sniff_extra(head):  # HEIC, JPEG XL, OpenEXR: read through the optional extra
         return "IMAGE"
     raise ImageReadError(f"{name}: not a recognised image or .npy file")
 
