@@ -79,16 +79,29 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
                                   clips_to_8bit=per_band and clips_to_8bit(picture, out_format, scaling,
                                                                            offset, output.depth))
     if pixels is not None:
+        info = _placed(picture.info, size, pixels.shape, band_notes)
         if per_band:
-            band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+            band_notes += write_pixels(target, pixels, out_format, info, quality, png_level)
         else:
-            band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
-                                      quality, png_level, output.depth)
+            band_notes += write_image(target, first[0].with_pixels(pixels, info=info), out_format, scaling,
+                                      offset, quality, png_level, output.depth)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     result = _apply_whole(picture, conv, relu, pool, gray, alpha)
+    result.info = _placed(result.info, size, result.pixels.shape, notes)
     notes += result.notes
     notes += write_image(target, result, out_format, scaling, offset, quality, png_level, output.depth)
     return size, notes
+
+
+def _placed(info: dict, size: tuple, out_shape: tuple, notes: list) -> dict:
+    """``info`` without the tags that place the picture on the ground
+    (GeoTIFF) when the output's grid is not the input's (a stride, pooling or
+    padding changed it): they would place it wrongly. A note says so."""
+    if not info.get("tiff_tags") or tuple(out_shape[:2]) == tuple(size):
+        return info
+    notes.append(f"dropped the GeoTIFF tags: the output's {out_shape[0]}x{out_shape[1]} grid is not the "
+                 f"input's {size[0]}x{size[1]}, so they would place it wrongly")
+    return {k: v for k, v in info.items() if k != "tiff_tags"}
 
 
 def _float_rows(notes: list, first: list):
