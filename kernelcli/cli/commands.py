@@ -71,7 +71,7 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
           alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, depth, max_pixels,
-          auto_orient, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          auto_orient, frame, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -112,7 +112,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
         jobs = _workers(ctx, jobs)
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
-        settings = batch.Settings(run, out, max_pixels, _read_spec(auto_orient))
+        settings = batch.Settings(run, out, max_pixels, _read_spec(auto_orient, frame))
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
@@ -132,7 +132,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
             say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                 f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
         return
-    _, notes = files.apply_file(input, output, run, out, max_pixels, reading=_read_spec(auto_orient))
+    _, notes = files.apply_file(input, output, run, out, max_pixels, reading=_read_spec(auto_orient, frame))
     note(ctx.obj["quiet"], notes)
 
 
@@ -142,10 +142,10 @@ def _output_spec(fmt, scaling, offset, quality, png_level, depth):
     return OutputSpec(fmt, scaling, offset, quality, png_level, depth)
 
 
-def _read_spec(auto_orient):
+def _read_spec(auto_orient, frame):
     from ..io.inputs import ReadSpec
 
-    return ReadSpec(auto_orient)
+    return ReadSpec(auto_orient, frame)
 
 
 def _workers(ctx, jobs):
@@ -230,7 +230,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @picture_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels, auto_orient):
+         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels, auto_orient, frame):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -250,7 +250,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     # apply with no stage but conv: the same numbers, in cache-sized bands
     _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
                                 _output_spec(fmt, scaling, offset, quality, png_level, depth), max_pixels,
-                                reading=_read_spec(auto_orient))
+                                reading=_read_spec(auto_orient, frame))
     note(ctx.obj["quiet"], notes)
 
 

@@ -107,8 +107,11 @@ def scale_options(f):
 
 
 def picture_options(f):
-    """--no-auto-orient (how a picture INPUT is read)."""
+    """--no-auto-orient, --frame (how a picture INPUT is read)."""
     options = [
+        click.option("--frame", type=whole_range(0), default=None, metavar="N",
+                     help="Filter only frame N (0-based) of an animated or multi-page INPUT.  "
+                          "[default: every frame, into a gif, webp, png or tif OUTPUT]"),
         click.option("--auto-orient/--no-auto-orient", "auto_orient", default=True, show_default=True,
                      help="Turn the picture upright from its EXIF orientation before filtering (the "
                           "output's tag then says 1); --no-auto-orient keeps the stored pixels and tag."),

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, UsageError
 from . import _extra, _pillow, _tiff, orientation
 from .picture import Picture, checked_info, nonfinite_note
 
@@ -64,11 +64,15 @@ DECODE_BLOCK = 1 << 20
 
 
 def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None,
-                orient: bool = True) -> Picture:
+                orient: bool = True, frame: int | None = None, all_frames: bool = False) -> Picture:
     """The picture in ``fp`` (a seekable binary file at its start), decoded
     completely: nothing is read from ``fp`` afterwards. (``on_header``: as
     :func:`~kernelcli.io.inputs.read_image` takes it.) ``orient``: turned
-    upright from its EXIF orientation (:mod:`kernelcli.io.orientation`)."""
+    upright from its EXIF orientation (:mod:`kernelcli.io.orientation`).
+    ``frame``: the frame to read (0-based) from a picture of several;
+    ``all_frames``: read them all (:mod:`kernelcli.io.frames`), the first as
+    the picture's pixels, the others in ``Picture.frames``; else the first,
+    with a note."""
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's
@@ -112,17 +116,22 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         frames = getattr(img, "n_frames", 1)
     except Exception as e:  # counting frames reads the rest of the file
         raise ImageReadError(f"{name}: damaged after its first frame ({type(e).__name__}: {e})") from None
-    if frames > 1:
+    if frame is not None and frame >= frames:
+        raise UsageError(f"--frame {frame}: {name} has {frames} frame{'s' if frames > 1 else ''} "
+                         f"(0 to {frames - 1})")
+    if frames > 1 and frame is None and not all_frames:
         notes.append(f"{name}: has {frames} frames; using the first")
     info = checked_info({k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}, name, notes)
     fmt = img.format
     if fmt == "TIFF" and _tiff.place_tags_of_pillow(img):
         info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
+    if frames > 1 and frame is None and all_frames:
+        return _all_frames(img, name, max_pixels, notes, info, orient)
     try:
-        img.seek(0)
+        img.seek(frame or 0)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
         turn = orientation.stored_orientation(img) if orient else 1
-        img, mode = _normalise_mode(img, name, notes)
+        img, mode = normalise_mode(img, name, notes)
         if turn != 1:
             info = orientation.upright_info(info, turn)
             img = (orientation.upright_array(img, turn) if isinstance(img, np.ndarray)
@@ -188,6 +197,23 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
     elif not integers:
         pixels = pixels.astype(np.float32)
     return Picture(pixels, mode, fmt, info, notes)
+
+
+def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool) -> Picture:
+    """Every frame of ``img``: the first as the picture's pixels, the others in ``frames``."""
+    from . import frames
+
+    turn = orientation.stored_orientation(img) if orient else 1
+    try:
+        arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, turn)
+    except (ImageReadError, UsageError):
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: cannot decode its frames: {type(e).__name__}: {e}") from None
+    info = dict(orientation.upright_info(info, turn), animation=animation)
+    if mode == "F":
+        notes.extend(nonfinite_note(np.stack(arrays), name))
+    return Picture(arrays[0], mode, img.format or "UNKNOWN", info, notes, frames=arrays[1:])
 
 
 def _exr_picture(fp, name: str, max_pixels) -> Picture:
@@ -262,7 +288,7 @@ def bomb_message(name, size, max_pixels) -> str:
             "if you trust the file, raise the limit with --max-pixels")
 
 
-def _normalise_mode(img, name: str, notes: list):
+def normalise_mode(img, name: str, notes: list):
     """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
     mode = img.mode
     if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):

@@ -192,6 +192,22 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
     return notes
 
 
+def write_frames(target, arrays: list, fmt: str, info: dict, quality: int = 92) -> list[str]:
+    """Write frames (arrays as :func:`~kernelcli.io.pixels.to_array` makes
+    them, all of one shape and type) as one file of a format that holds
+    frames, with the timing in ``info["animation"]``. Returns notes."""
+    from . import frames
+
+    notes: list[str] = []
+    name = _target_name(target)
+    animation = info.get("animation", {})
+    info = fit_info(info, fmt, name, notes)
+    if fmt == "GIF" and arrays[0].ndim == 3:
+        notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
+    deliver(target, lambda f: frames.encode_frames(f, arrays, fmt, info, animation, quality), fmt)
+    return notes
+
+
 def _target_name(target) -> str:
     if hasattr(target, "write"):
         return str(getattr(target, "name", "<stream>"))

@@ -33,9 +33,13 @@ DEFAULT_MAX_PIXELS = 178_956_970
 @dataclass(frozen=True)
 class ReadSpec:
     """How pictures are read: ``auto_orient`` turns them upright from their
-    EXIF orientation (``--no-auto-orient``: False)."""
+    EXIF orientation (``--no-auto-orient``: False); ``frame`` picks one frame
+    (0-based) of a picture of several; ``all_frames`` reads every frame (into
+    ``Picture.frames``), else the first is read, with a note."""
 
     auto_orient: bool = True
+    frame: int | None = None
+    all_frames: bool = False
 
 
 def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False,
@@ -62,7 +66,8 @@ def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, in
         fp = stream
     else:  # a pipe, a device or a caller's stream: Pillow needs one it can seek in
         fp = _read_bounded(stream, head, name, max_pixels)
-    return read_pillow(fp, name, max_pixels, integers, on_header, reading.auto_orient)
+    return read_pillow(fp, name, max_pixels, integers, on_header, reading.auto_orient, reading.frame,
+                       reading.all_frames)
 
 
 def _is_regular(stream) -> bool:

@@ -79,6 +79,9 @@ class Picture:
     range_max: float | None = None
     #: Names of the channels (the kernels of a filter bank), for montages.
     labels: list | None = None
+    #: The other frames of a picture of several (animated, multi-page), as
+    #: pixels in the same mode; their timing is ``info["animation"]``.
+    frames: list | None = None
 
     @property
     def has_alpha(self) -> bool:
@@ -92,6 +95,7 @@ class Picture:
         return self.range_max or 255.0
 
     def with_pixels(self, pixels: np.ndarray, **changes) -> "Picture":
+        changes.setdefault("frames", None)  # (the frames are the input's, not a result's)
         return replace(self, pixels=pixels, notes=list(self.notes), **changes)
 
     # -- the metadata that travels with a .npy stream between kernelcli commands

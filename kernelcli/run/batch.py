@@ -23,9 +23,14 @@ from ..stages import Stages
 from .progress import Progress
 from .workers import run_pool
 
-#: Input files are chosen by these extensions (any case).
-INPUT_EXTENSIONS = frozenset(EXTENSIONS)
-_FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp", "NPY": ".npy"}
+#: Formats kernelcli reads but does not write, by extension: their outputs
+#: are PNG (unless --format says otherwise).
+READ_ONLY_EXTENSIONS = frozenset({".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".pcx", ".sgi", ".rgb",
+                                  ".qoi", ".jp2", ".j2k", ".jpx", ".dib"})
+#: Input files are chosen by these extensions (any case): every format kernelcli reads.
+INPUT_EXTENSIONS = frozenset(EXTENSIONS) | READ_ONLY_EXTENSIONS
+_FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp", "NPY": ".npy",
+               "AVIF": ".avif", "GIF": ".gif", "HEIF": ".heic", "JXL": ".jxl", "EXR": ".exr"}
 
 
 @dataclass(frozen=True)
@@ -135,8 +140,11 @@ def _matches(rel: str, name: str, pattern: str) -> bool:
 
 
 def output_for(rel: Path, outdir: Path, fmt: str | None) -> Path:
-    """``outdir/rel``, with the extension of ``fmt`` when a format is forced."""
+    """``outdir/rel``, with the extension of ``fmt`` when a format is forced
+    (``.png`` for a format kernelcli only reads)."""
     target = Path(outdir) / rel
+    if not fmt and target.suffix.lower() in READ_ONLY_EXTENSIONS:
+        return target.with_suffix(".png")
     if fmt:
         from ..io.encode import format_for
 

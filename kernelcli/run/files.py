@@ -8,11 +8,13 @@ does for each file); :func:`run_stage` is ``kernelcli relu`` and
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from .. import engine
-from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_image, write_pixels
+from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_frames, write_image, write_pixels
+from ..io.frames import FRAME_FORMATS, refuse_one_picture
 from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, ReadSpec, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
 from ..io.picture import Picture, nonfinite_note
@@ -52,12 +54,14 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
 
     try:
         picture = read_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, integers=True,
-                             on_header=header, reading=reading)
+                             on_header=header, reading=replace(reading, all_frames=reading.frame is None))
     finally:  # (on an error too: no thread is left compiling while the process ends)
         for wait in loading:
             wait()
     notes, picture.notes = picture.notes, []
     size = picture.pixels.shape[:2]
+    if picture.frames:
+        return size, notes + _apply_frames(picture, source, target, stages, output, out_format)
 
     if out_format == "NPY":
         return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
@@ -91,6 +95,25 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     notes += result.notes
     notes += write_image(target, result, out_format, scaling, offset, quality, png_level, output.depth)
     return size, notes
+
+
+def _apply_frames(picture: Picture, source, target, stages: Stages, output: OutputSpec, out_format: str):
+    """:func:`apply_file` on a picture of several frames: every frame through
+    the stages, written as one file of a format that holds frames."""
+    frames = [picture.pixels, *picture.frames]
+    if out_format not in FRAME_FORMATS:
+        name = str(getattr(source, "name", "<stdin>" if str(source) == "-" else source))
+        refuse_one_picture(name, len(frames), out_format)
+    notes: list[str] = []
+    arrays = []
+    for pixels in frames:
+        result = _apply_whole(picture.with_pixels(pixels), stages.conv, stages.relu, stages.pool, stages.gray,
+                              stages.alpha)
+        notes.extend(result.notes)
+        arrays.append(to_array(result, out_format, output.scaling, output.offset, notes, output.depth))
+    info = _placed(picture.info, picture.pixels.shape[:2], arrays[0].shape, notes)
+    notes += write_frames(target, arrays, out_format, info, output.quality)
+    return list(dict.fromkeys(notes))
 
 
 def _placed(info: dict, size: tuple, out_shape: tuple, notes: list) -> dict:
