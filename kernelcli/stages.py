@@ -93,7 +93,7 @@ class Relu:
 class Stages:
     """One run's stages: ``conv``, then ReLU and pooling if asked, on
     luminance (``gray``) or every colour channel, alpha as ``alpha`` says
-    (:data:`ALPHA_MODES`). The same bundle serves a single file, a folder,
+    (:data:`ALPHA_MODES`), in linear light if ``linear``. The same bundle serves a single file, a folder,
     bands and the cluster."""
 
     conv: Conv
@@ -101,6 +101,8 @@ class Stages:
     pool: Pool | None = None
     gray: bool = False
     alpha: str = "keep"
+    #: Filter in linear light: sRGB values decoded before the stages, encoded after.
+    linear: bool = False
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,

@@ -71,7 +71,8 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
           alpha, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality, png_level, depth, max_pixels,
-          auto_orient, frame, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          auto_orient, frame, linear, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler,
+          scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -104,7 +105,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip,
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
-    run = stages.Stages(conv, relu, stage_pool, gray, alpha)
+    run = stages.Stages(conv, relu, stage_pool, gray, alpha, linear)
     out = _output_spec(fmt, scaling, offset, quality, png_level, depth)
     if is_folder:
         from ..run import batch
@@ -230,7 +231,7 @@ def _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, s
 @picture_options
 @click.pass_context
 def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, normalize, gray,
-         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels, auto_orient, frame):
+         alpha, fmt, scaling, offset, quality, png_level, depth, max_pixels, auto_orient, frame, linear):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -248,7 +249,7 @@ def conv(ctx, kernel, input, output, stride, padding, pad_mode, dilation, flip, 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize)
     note(ctx.obj["quiet"], notes)
     # apply with no stage but conv: the same numbers, in cache-sized bands
-    _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha),
+    _, notes = files.apply_file(input, output, stages.Stages(stage, gray=gray, alpha=alpha, linear=linear),
                                 _output_spec(fmt, scaling, offset, quality, png_level, depth), max_pixels,
                                 reading=_read_spec(auto_orient, frame))
     note(ctx.obj["quiet"], notes)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
-from . import _extra, _pillow, _tiff, orientation
+from . import _extra, _pillow, _tiff, colour, orientation
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -131,6 +131,7 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         img.seek(frame or 0)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
         turn = orientation.stored_orientation(img) if orient else 1
+        img, info = colour.to_srgb(img, info, name, notes)
         img, mode = normalise_mode(img, name, notes)
         if turn != 1:
             info = orientation.upright_info(info, turn)

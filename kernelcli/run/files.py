@@ -14,6 +14,8 @@ import numpy as np
 
 from .. import engine
 from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_frames, write_image, write_pixels
+from ..errors import UsageError
+from ..io.colour import from_linear, to_linear
 from ..io.frames import FRAME_FORMATS, refuse_one_picture
 from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, ReadSpec, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
@@ -62,6 +64,12 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     size = picture.pixels.shape[:2]
     if picture.frames:
         return size, notes + _apply_frames(picture, source, target, stages, output, out_format)
+    if stages.linear:
+        result = _apply_linear(picture, stages)
+        notes += result.notes
+        result.info = _placed(result.info, size, result.pixels.shape, notes)
+        return size, notes + write_image(target, result, out_format, scaling, offset, quality, png_level,
+                                         output.depth)
 
     if out_format == "NPY":
         return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
@@ -97,6 +105,28 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     return size, notes
 
 
+def _apply_linear(picture: Picture, stages: Stages) -> Picture:
+    """The stages in linear light: the colour channels of 8- and 16-bit
+    pictures decoded from sRGB, filtered, encoded back (alpha as it is)."""
+    if stages.conv.is_bank:
+        raise UsageError("--linear needs one kernel: a filter bank's maps are not colours to encode back")
+    top = picture.max_value
+    px = np.array(picture.pixels, dtype=np.float32)
+    if picture.mode is None or picture.mode in ("F", "LA;F", "RGB;F", "RGBA;F"):
+        result = _apply_whole(picture.with_pixels(px), stages.conv, stages.relu, stages.pool, stages.gray,
+                              stages.alpha)
+        result.notes.append("--linear: float and .npy values are taken as linear already; filtered as they are")
+        return result
+    colour = slice(None) if px.ndim == 2 else slice(0, px.shape[2] - (1 if picture.has_alpha else 0))
+    px[..., colour] = to_linear(px[..., colour], top)
+    result = _apply_whole(picture.with_pixels(px), stages.conv, stages.relu, stages.pool, stages.gray,
+                          stages.alpha)
+    out = result.pixels
+    colour = slice(None) if out.ndim == 2 else slice(0, out.shape[2] - (1 if result.has_alpha else 0))
+    out[..., colour] = from_linear(out[..., colour], top)
+    return result
+
+
 def _apply_frames(picture: Picture, source, target, stages: Stages, output: OutputSpec, out_format: str):
     """:func:`apply_file` on a picture of several frames: every frame through
     the stages, written as one file of a format that holds frames."""
@@ -107,8 +137,9 @@ def _apply_frames(picture: Picture, source, target, stages: Stages, output: Outp
     notes: list[str] = []
     arrays = []
     for pixels in frames:
-        result = _apply_whole(picture.with_pixels(pixels), stages.conv, stages.relu, stages.pool, stages.gray,
-                              stages.alpha)
+        frame = picture.with_pixels(pixels)
+        result = (_apply_linear(frame, stages) if stages.linear else
+                  _apply_whole(frame, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha))
         notes.extend(result.notes)
         arrays.append(to_array(result, out_format, output.scaling, output.offset, notes, output.depth))
     info = _placed(picture.info, picture.pixels.shape[:2], arrays[0].shape, notes)
