@@ -14,7 +14,11 @@ import warnings
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
-from . import _extra, _pillow, _tiff, colour, orientation
+from . import _pillow
+
+# _extra, _tiff, colour, orientation and frames serve a few kinds of picture
+# (the optional formats, 16-bit colour TIFF, CMYK with a profile, pictures
+# with EXIF, several frames): each is imported where such a picture is met.
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -83,7 +87,7 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if _extra.sniff_extra(fp.read(16)) == "EXR":
+            if fp.read(4) == EXR_MAGIC:
                 return _exr_picture(fp, name, max_pixels)
             fp.seek(0)
             try:
@@ -123,17 +127,32 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         notes.append(f"{name}: has {frames} frames; using the first")
     info = checked_info({k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}, name, notes)
     fmt = img.format
-    if fmt == "TIFF" and _tiff.place_tags_of_pillow(img):
-        info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
+    if fmt == "TIFF":
+        from . import _tiff
+
+        if _tiff.place_tags_of_pillow(img):
+            info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
     if frames > 1 and frame is None and all_frames:
         return _all_frames(img, name, max_pixels, notes, info, orient)
+    return _one_frame(img, frame or 0, name, notes, info, integers, orient)
+
+
+def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bool, orient: bool) -> Picture:
+    """Frame ``frame`` of ``img``, decoded, upright (if ``orient``), in a
+    mode kernelcli computes with (as :func:`read_pillow` gives it)."""
+    fmt = img.format
     try:
-        img.seek(frame or 0)
+        img.seek(frame)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
-        turn = orientation.stored_orientation(img) if orient else 1
-        img, info = colour.to_srgb(img, info, name, notes)
+        turn = _orientation(img) if orient else 1
+        if img.mode in ("CMYK", "LAB", "YCbCr") and info.get("icc_profile"):
+            from . import colour
+
+            img, info = colour.to_srgb(img, info, name, notes)
         img, mode = normalise_mode(img, name, notes)
         if turn != 1:
+            from . import orientation
+
             info = orientation.upright_info(info, turn)
             img = (orientation.upright_array(img, turn) if isinstance(img, np.ndarray)
                    else orientation.upright_image(img, turn))
@@ -153,6 +172,18 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*")
 
+#: OpenEXR's first bytes (read through the optional extra).
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
+
+def _orientation(img) -> int:
+    """The EXIF (or TIFF) orientation of ``img``; 1 without EXIF, with no import."""
+    if not img.info.get("exif") and img.format not in ("TIFF", "MPO"):
+        return 1
+    from . import orientation
+
+    return orientation.stored_orientation(img)
+
 
 def _is_tiff(fp) -> bool:
     fp.seek(0)
@@ -166,13 +197,19 @@ def _is_wide(img) -> bool:
     if img.format == "PNG":
         raw = img.tile[0].args if img.tile else None
         return (raw[0] if isinstance(raw, tuple) else raw) in _pillow.PNG_WIDE_RAW
-    return img.format == "TIFF" and _tiff.needs_tifffile(img)
+    if img.format != "TIFF":
+        return False
+    from . import _tiff
+
+    return _tiff.needs_tifffile(img)
 
 
 def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) -> Picture:
     """16-bit or float colour, which Pillow cannot hold: a PNG decoded
     through Pillow at 16 bits (:func:`kernelcli.io._pillow.png_wide_colour`),
     a TIFF through tifffile (:mod:`kernelcli.io._tiff`)."""
+    from . import _tiff, orientation
+
     notes: list = []
     try:
         if img is not None and img.format == "PNG":
@@ -202,9 +239,9 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
 
 def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool) -> Picture:
     """Every frame of ``img``: the first as the picture's pixels, the others in ``frames``."""
-    from . import frames
+    from . import frames, orientation
 
-    turn = orientation.stored_orientation(img) if orient else 1
+    turn = _orientation(img) if orient else 1
     try:
         arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, turn)
     except (ImageReadError, UsageError):
@@ -219,6 +256,8 @@ def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: boo
 
 def _exr_picture(fp, name: str, max_pixels) -> Picture:
     """An OpenEXR picture (through the optional extra): float pixels."""
+    from . import _extra
+
     pixels, mode = _extra.read_exr(fp, name, max_pixels)
     return Picture(pixels, mode, "EXR", {}, nonfinite_note(pixels, name))
 
@@ -267,6 +306,8 @@ def _open_pillow(fp):
         return _pillow.open_png(fp, PNG_READ_ICC)
     if signature.startswith(JPEG_MAGIC):
         return _pillow.open_jpeg(fp)  # JPEG, or MPO (several pictures)
+    from . import _extra
+
     fp.seek(0)
     extra = _extra.sniff_extra(fp.read(16))
     fp.seek(0)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageWriteError, UsageError
-from . import _extra, _pillow, _tiff
+from . import _pillow
 from .npy import npy_chunks
 from .picture import Picture, checked_info, dpi_problem, show_dpi
 from .pixels import SCALINGS, to_array
@@ -117,8 +117,7 @@ def format_for(target, fmt: str | None = None) -> str:
         key = fmt.lower().lstrip(".")
         if key not in FORMAT_NAMES:
             raise UsageError(f"unknown output format {fmt!r}; use one of {', '.join(sorted(FORMAT_NAMES))}")
-        _extra.check_available(FORMAT_NAMES[key])
-        return FORMAT_NAMES[key]
+        return _available(FORMAT_NAMES[key])
     if str(target) == "-":
         return "NPY"
     ext = Path(str(target)).suffix.lower()
@@ -127,8 +126,16 @@ def format_for(target, fmt: str | None = None) -> str:
             f"cannot tell the output format from {str(target)!r}; "
             f"use an extension ({', '.join(sorted(EXTENSIONS))}) or --format"
         )
-    _extra.check_available(EXTENSIONS[ext])
-    return EXTENSIONS[ext]
+    return _available(EXTENSIONS[ext])
+
+
+def _available(fmt: str) -> str:
+    """``fmt``, once a format of the optional extra is known to be installed."""
+    if fmt in ("HEIF", "JXL", "EXR"):
+        from . import _extra
+
+        _extra.check_available(fmt)
+    return fmt
 
 
 #: zlib level for PNG (--png-level): 1 is the fastest that still compresses;
@@ -173,11 +180,15 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
         return notes
     if fmt == "EXR":
         arr = np.asarray(pixels)
+        from . import _extra
+
         deliver(target, lambda f: _extra.encode_exr(f, arr), fmt)
         return notes
     if fmt == "GIF" and len(pixels.shape) == 3:
         notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
-    if fmt == "TIFF" and _tiff.writes(pixels.shape, pixels.dtype, info):
+    if fmt == "TIFF" and _tiff_writes(pixels, info):
+        from . import _tiff
+
         arr = np.asarray(pixels)
         deliver(target, lambda f: _tiff.encode(f, arr, info, name, notes), fmt)
         return notes
@@ -206,6 +217,15 @@ def write_frames(target, arrays: list, fmt: str, info: dict, quality: int = 92) 
         notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
     deliver(target, lambda f: frames.encode_frames(f, arrays, fmt, info, animation, quality), fmt)
     return notes
+
+
+def _tiff_writes(pixels, info: dict) -> bool:
+    """Does this TIFF go through tifffile (:func:`kernelcli.io._tiff.writes`)?"""
+    if not (len(pixels.shape) == 3 and np.dtype(pixels.dtype) != np.uint8) and not info.get("tiff_tags"):
+        return False
+    from . import _tiff
+
+    return _tiff.writes(pixels.shape, pixels.dtype, info)
 
 
 def _target_name(target) -> str:
@@ -391,7 +411,9 @@ def _load_plugin(fmt: str) -> None:
     ``Image.open`` imports them all when the loaded ones do not match.)"""
     import importlib
 
-    if fmt in _extra.EXTRA_FORMATS:
+    if fmt in ("HEIF", "JXL"):
+        from . import _extra
+
         _extra.register_pillow_plugin(fmt)
     if fmt in _PLUGINS:
         try:

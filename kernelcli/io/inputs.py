@@ -21,7 +21,6 @@ import numpy as np
 
 from ..errors import ImageReadError, UsageError
 from .decode import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, bomb_message, declared_size, read_pillow
-from ._extra import sniff_extra
 from .npy import NPY_MAGIC, npy_header_checked, npy_picture, read_error
 from .picture import Picture
 
@@ -166,6 +165,8 @@ def sniff(head: bytes, name: str) -> str:
             )
     if any(_accepts(fmt, head) for fmt in RASTER_FORMATS if fmt in _RASTER_PLUGINS):
         return "IMAGE"
+    from ._extra import sniff_extra
+
     if sniff_extra(head):  # HEIC, JPEG XL, OpenEXR: read through the optional extra
         return "IMAGE"
     raise ImageReadError(f"{name}: not a recognised image or .npy file")

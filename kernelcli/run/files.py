@@ -15,8 +15,6 @@ import numpy as np
 from .. import engine
 from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_frames, write_image, write_pixels
 from ..errors import UsageError
-from ..io.colour import from_linear, to_linear
-from ..io.frames import FRAME_FORMATS, refuse_one_picture
 from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, ReadSpec, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
 from ..io.picture import Picture, nonfinite_note
@@ -108,6 +106,8 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
 def _apply_linear(picture: Picture, stages: Stages) -> Picture:
     """The stages in linear light: the colour channels of 8- and 16-bit
     pictures decoded from sRGB, filtered, encoded back (alpha as it is)."""
+    from ..io.colour import from_linear, to_linear
+
     if stages.conv.is_bank:
         raise UsageError("--linear needs one kernel: a filter bank's maps are not colours to encode back")
     top = picture.max_value
@@ -130,6 +130,8 @@ def _apply_linear(picture: Picture, stages: Stages) -> Picture:
 def _apply_frames(picture: Picture, source, target, stages: Stages, output: OutputSpec, out_format: str):
     """:func:`apply_file` on a picture of several frames: every frame through
     the stages, written as one file of a format that holds frames."""
+    from ..io.frames import FRAME_FORMATS, refuse_one_picture
+
     frames = [picture.pixels, *picture.frames]
     if out_format not in FRAME_FORMATS:
         name = str(getattr(source, "name", "<stdin>" if str(source) == "-" else source))
