@@ -127,3 +127,13 @@ def test_an_animated_gif_made_by_imagemagick(tmp_path, run_installed):
     got, timing, loop = _frames(tmp_path / "out.gif", "RGB")
     assert [t[0] for t in timing] == [250, 250, 250] and loop == 0
     assert [tuple(g[4, 6]) for g in got] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def test_pages_of_16_bit_colour_say_only_the_first_is_read(tmp_path, run_installed):
+    tifffile = pytest.importorskip("tifffile")
+    pages = np.random.default_rng(1).integers(0, 65536, (2, 5, 6, 3)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", pages, photometric="rgb")
+    proc = run_installed(["apply", "identity", tmp_path / "in.tif", tmp_path / "out.npy"])
+    assert proc.returncode == 0, proc.stderr
+    assert b"has 2 pages; using the first" in proc.stderr
+    assert np.array_equal(np.load(tmp_path / "out.npy"), pages[0].astype(np.float32))

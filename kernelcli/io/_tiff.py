@@ -53,9 +53,10 @@ def place_tags_of_pillow(img) -> tuple:
     return tuple(kept)
 
 
-def read(fp, name: str, max_pixels: int | None):
-    """``(pixels, mode, info)`` of the TIFF in ``fp`` (first page), read by
-    tifffile: uint8, uint16 or float32 pixels, ``H x W`` or ``H x W x C``."""
+def read(fp, name: str, max_pixels: int | None, notes: list):
+    """``(pixels, mode, info)`` of the TIFF in ``fp`` (first page, with a note
+    when there are more), read by tifffile: uint8, uint16 or float32 pixels,
+    ``H x W`` or ``H x W x C``."""
     import tifffile
 
     from .decode import bomb_message
@@ -73,6 +74,9 @@ def read(fp, name: str, max_pixels: int | None):
                                      f"{int(page.photometric)} is not supported; convert it to RGB")
             arr = page.asarray()
             info = _info(page)
+            if len(tif.pages) > 1:
+                notes.append(f"{name}: has {len(tif.pages)} pages; using the first (pages of 16-bit or "
+                             "float colour are read one at a time: convert them to 8-bit or gray pages)")
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises many kinds on damaged files

@@ -217,7 +217,7 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
             mode, fmt = img.mode + ";16", "PNG"
             info = {k: found[k] for k in ("icc_profile", "dpi", "exif") if found.get(k)}
         else:
-            pixels, mode, info = _tiff.read(fp, name, max_pixels)
+            pixels, mode, info = _tiff.read(fp, name, max_pixels, notes)
             fmt = "TIFF"
         turn = info.pop("orientation", None) or orientation.exif_orientation(info.get("exif"))
         if orient and turn != 1:
