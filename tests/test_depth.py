@@ -25,7 +25,7 @@ def _every_16_bit_value(channels: int) -> np.ndarray:
     return rng.permutation(values).reshape(128, width, channels)
 
 
-@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("channels", [2, 3, 4])
 def test_every_16_bit_colour_value_survives_identity_through_png(tmp_path, run_installed, channels):
     px = _every_16_bit_value(channels)
     (tmp_path / "in.png").write_bytes(png_bytes(px))  # every row filter, as other writers use them
@@ -171,3 +171,19 @@ def test_a_plain_apply_imports_no_optional_library(tmp_path, samples, name):
                 if line.startswith("import time:")}
     assert "kernelcli" in imported
     assert not imported & {"tifffile", "pillow_heif", "pillow_jxl", "OpenEXR", "Imath"}
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.tif", "float.tif"])
+def test_16_bit_and_float_colour_written_by_libvips(tmp_path, run_installed, name):
+    vips = shutil.which("vips")
+    if vips is None:
+        pytest.skip("libvips is not installed")
+    rng = np.random.default_rng(9)
+    px = (rng.normal(0, 500, (7, 9, 3)).astype(np.float32) if name.startswith("float")
+          else rng.integers(0, 65536, (7, 9, 3)).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "in.tif", px, photometric="rgb")
+    made = subprocess.run([vips, "copy", tmp_path / "in.tif", tmp_path / name], capture_output=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    proc = run_installed(["apply", "identity", tmp_path / name, tmp_path / "back.npy"])
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "back.npy"), px.astype(np.float32))

@@ -214,7 +214,8 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
     try:
         if img is not None and img.format == "PNG":
             pixels, found = _pillow.png_wide_colour(fp, img, PNG_READ_ICC)
-            mode, fmt = img.mode + ";16", "PNG"
+            raw = img.tile[0].args
+            mode, fmt = _pillow.PNG_WIDE_RAW[raw[0] if isinstance(raw, tuple) else raw] + ";16", "PNG"
             info = {k: found[k] for k in ("icc_profile", "dpi", "exif") if found.get(k)}
         else:
             pixels, mode, info = _tiff.read(fp, name, max_pixels, notes)
