@@ -101,7 +101,7 @@ class Stages:
     pool: Pool | None = None
     gray: bool = False
     alpha: str = "keep"
-    #: Filter in linear light: sRGB values decoded before the stages, encoded after.
+    #: Filter in linear light: values decoded (the ICC profile's curve, else sRGB's) before the stages, encoded after.
     linear: bool = False
 
 

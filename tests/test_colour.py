@@ -109,3 +109,20 @@ def test_linear_blur_of_black_and_white_is_the_light_average(tmp_path, run_insta
 def test_linear_refuses_a_filter_bank(tmp_path, run_installed, samples):
     proc = run_installed(["apply", "edge,sobel-x", samples / "gray.png", tmp_path / "out.npy", "--linear"])
     assert proc.returncode == 2 and b"--linear needs one kernel" in proc.stderr
+
+
+def test_linear_uses_the_profile_curve_of_an_adobe_rgb_picture(tmp_path, run_installed):
+    a98 = _first([Path("/usr/share/color/icc/ghostscript/a98.icc")])
+    if a98 is None:
+        pytest.skip("no Adobe RGB (1998) profile on this machine")
+    px = np.random.default_rng(0).integers(0, 256, (8, 10, 3)).astype(np.uint8)
+    Image.fromarray(px).save(tmp_path / "in.png", icc_profile=a98.read_bytes())
+    proc = run_installed(["apply", "box", tmp_path / "in.png", tmp_path / "out.npy", "--linear"])
+    assert proc.returncode == 0, proc.stderr
+    gamma = 563 / 256  # the profile's curve: gamma 2.2 as the u8.8 number 0x0233
+    filtered = correlate_ref(255.0 * (px / 255.0) ** gamma, np.ones((3, 3)) / 9, pads=((1, 1), (1, 1)))
+    want = 255.0 * (filtered / 255.0) ** (1 / gamma)
+    got = np.load(tmp_path / "out.npy")
+    assert np.abs(got - want).max() < 1e-3
+    assert np.abs(got - _from_linear(correlate_ref(_to_linear(px.astype(float)), np.ones((3, 3)) / 9,
+                                                   pads=((1, 1), (1, 1))))).max() > 0.5  # not the sRGB curve

@@ -110,8 +110,8 @@ def picture_options(f):
     """--no-auto-orient, --frame, --linear (how a picture INPUT is read and filtered)."""
     options = [
         click.option("--linear", is_flag=True,
-                     help="Filter in linear light: sRGB values decoded to linear, filtered, encoded back "
-                          "(alpha unaffected). Suits blurs and sharpening."),
+                     help="Filter in linear light: values decoded to linear (the ICC profile's curve, else "
+                          "sRGB's), filtered, encoded back (alpha unaffected). Suits blurs and sharpening."),
         click.option("--frame", type=whole_range(0), default=None, metavar="N",
                      help="Filter only frame N (0-based) of an animated or multi-page INPUT.  "
                           "[default: every frame, into a gif, webp, png or tif OUTPUT]"),

@@ -61,3 +61,94 @@ def from_linear(values: np.ndarray, top: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         encoded = np.where(a <= 0.0031308, a * 12.92, 1.055 * a ** (1 / 2.4) - 0.055)
     return (np.sign(v) * encoded * top).astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# an ICC profile's own tone curves (rTRC, gTRC, bTRC; kTRC for gray)
+
+#: Points at which a profile's tone curve is sampled.
+CURVE_SAMPLES = 4096
+
+
+def profile_curves(profile: bytes | None, channels: int):
+    """The tone curves of an RGB (``channels`` 3) or gray (1) ICC profile, as
+    ``(xs, ys)`` samples on ``0..1`` (encoded value to linear light), one per
+    channel; None when the profile has none kernelcli reads ('curv' and
+    'para' curves) or is of another colour space."""
+    import struct
+
+    if not profile or len(profile) < 132:
+        return None
+    space = bytes(profile[16:20])
+    names = {3: (b"rTRC", b"gTRC", b"bTRC"), 1: (b"kTRC",)}.get(channels)
+    if names is None or space != (b"RGB " if channels == 3 else b"GRAY"):
+        return None
+    try:
+        count = struct.unpack(">I", profile[128:132])[0]
+        table = {}
+        for i in range(min(count, 1000)):
+            sig, offset, size = struct.unpack(">4sII", profile[132 + 12 * i:144 + 12 * i])
+            table[sig] = bytes(profile[offset:offset + size])
+        curves = [_curve(table[name]) for name in names]
+    except (KeyError, struct.error, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return None if any(c is None for c in curves) else curves
+
+
+def _curve(tag: bytes):
+    """``(xs, ys)`` of one ICC 'curv' or 'para' tag, or None."""
+    import struct
+
+    xs = np.linspace(0.0, 1.0, CURVE_SAMPLES)
+    kind = tag[:4]
+    if kind == b"curv":
+        n = struct.unpack(">I", tag[8:12])[0]
+        if n == 0:
+            ys = xs.copy()
+        elif n == 1:
+            ys = xs ** (struct.unpack(">H", tag[12:14])[0] / 256.0)
+        else:
+            points = np.frombuffer(tag[12:12 + 2 * n], ">u2").astype(np.float64) / 65535.0
+            if len(points) != n:
+                return None
+            ys = np.interp(xs, np.linspace(0.0, 1.0, n), points)
+    elif kind == b"para":
+        function = struct.unpack(">H", tag[8:10])[0]
+        size = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}.get(function)
+        if size is None:
+            return None
+        p = [v / 65536.0 for v in struct.unpack(f">{size}i", tag[12:12 + 4 * size])]
+        g, a, b, c, d, e, f = (p + [0.0] * 7)[:7]
+        if function == 0:
+            ys = xs ** g
+        elif function in (1, 2):
+            ys = np.where(xs >= -b / a, np.maximum(a * xs + b, 0) ** g, 0.0) + (c if function == 2 else 0.0)
+        else:
+            ys = np.where(xs >= d, np.maximum(a * xs + b, 0) ** g + (e if function == 4 else 0.0),
+                          c * xs + (f if function == 4 else 0.0))
+    else:
+        return None
+    ys = np.maximum.accumulate(np.clip(ys, 0.0, None))  # monotonic, so that it can be inverted
+    return xs, ys
+
+
+def curve_to_linear(values: np.ndarray, top: float, curves) -> np.ndarray:
+    """Encoded values in ``0..top`` to linear light through a profile's curves
+    (one per channel, the last axis); values are held to ``0..top`` first."""
+    v = np.asarray(values, dtype=np.float64) / top
+    out = np.empty(v.shape, np.float32)
+    for i, (xs, ys) in enumerate(curves):
+        index = (..., i) if v.ndim == 3 else (...,)
+        out[index] = np.interp(v[index], xs, ys) * top
+    return out
+
+
+def curve_from_linear(values: np.ndarray, top: float, curves) -> np.ndarray:
+    """Linear light back through the inverse of a profile's curves (values
+    past the ends are held to them, as a written picture clips them)."""
+    v = np.asarray(values, dtype=np.float64) / top
+    out = np.empty(v.shape, np.float32)
+    for i, (xs, ys) in enumerate(curves):
+        index = (..., i) if v.ndim == 3 else (...,)
+        out[index] = np.interp(v[index], ys, xs) * top
+    return out

@@ -105,8 +105,9 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
 
 def _apply_linear(picture: Picture, stages: Stages) -> Picture:
     """The stages in linear light: the colour channels of 8- and 16-bit
-    pictures decoded from sRGB, filtered, encoded back (alpha as it is)."""
-    from ..io.colour import from_linear, to_linear
+    pictures decoded through their ICC profile's tone curves (the sRGB curve
+    without one), filtered, encoded back (alpha as it is)."""
+    from ..io import colour as cms
 
     if stages.conv.is_bank:
         raise UsageError("--linear needs one kernel: a filter bank's maps are not colours to encode back")
@@ -118,12 +119,17 @@ def _apply_linear(picture: Picture, stages: Stages) -> Picture:
         result.notes.append("--linear: float and .npy values are taken as linear already; filtered as they are")
         return result
     colour = slice(None) if px.ndim == 2 else slice(0, px.shape[2] - (1 if picture.has_alpha else 0))
-    px[..., colour] = to_linear(px[..., colour], top)
+    curves = cms.profile_curves(picture.info.get("icc_profile"), 1 if px.ndim == 2 else colour.stop)
+    px[..., colour] = (cms.curve_to_linear(px[..., colour], top, curves) if curves
+                       else cms.to_linear(px[..., colour], top))
     result = _apply_whole(picture.with_pixels(px), stages.conv, stages.relu, stages.pool, stages.gray,
                           stages.alpha)
     out = result.pixels
     colour = slice(None) if out.ndim == 2 else slice(0, out.shape[2] - (1 if result.has_alpha else 0))
-    out[..., colour] = from_linear(out[..., colour], top)
+    if curves and (1 if out.ndim == 2 else colour.stop) == len(curves):
+        out[..., colour] = cms.curve_from_linear(out[..., colour], top, curves)
+    else:  # (--gray made one luminance channel of linear RGB: encoded with the sRGB curve)
+        out[..., colour] = cms.from_linear(out[..., colour], top)
     return result
 
 
