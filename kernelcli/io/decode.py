@@ -95,7 +95,8 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
             except UnidentifiedImageError:
                 if not _is_tiff(fp):
                     raise
-                return _wide_picture(fp, None, name, max_pixels, integers, orient)  # float colour: Pillow has no mode for it
+                # float colour: Pillow has no mode for it
+                return _wide_picture(fp, None, name, max_pixels, integers, orient)
             _check_pixels(img, name, max_pixels)
             if on_header is not None:
                 on_header(img.size[1], img.size[0], len(img.getbands()))
