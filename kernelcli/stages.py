@@ -45,7 +45,7 @@ import numpy as np
 
 from . import engine
 from .errors import UsageError
-from .io.picture import Picture
+from .io.picture import MODES, Picture, depth_of, layout_of
 from .kernel_forms import turns
 from .kernels import Kernel, get_kernels
 
@@ -54,7 +54,7 @@ COMBINE_MODES = ("magnitude", "max", "min", "sum", "mean")
 
 #: ITU-R 601-2 luma, as Pillow's ``convert("L")`` uses.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_CHANNEL_NAMES = {"L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB", "I;16": "L", "F": "L"}
+_CHANNEL_NAMES = {"L": "L", "LA": "L", "RGB": "RGB", "RGBA": "RGB"}
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def parse_activation(text: str) -> Activation:
 class Stages:
     """One run's stages: ``conv``, then ReLU and pooling if asked, on
     luminance (``gray``) or every colour channel, alpha as ``alpha`` says
-    (:data:`ALPHA_MODES`). The same bundle serves a single file, a folder,
+    (:data:`ALPHA_MODES`), in linear light if ``linear``. The same bundle serves a single file, a folder,
     bands and the cluster."""
 
     conv: Conv
@@ -170,6 +170,8 @@ class Stages:
     pool: Pool | None = None
     gray: bool = False
     alpha: str = "keep"
+    #: Filter in linear light: values decoded (the ICC profile's curve, else sRGB's) before the stages, encoded after.
+    linear: bool = False
 
 
 def make_conv(kernel_spec, stride=1, padding="same", pad_mode="zero", dilation=1,
@@ -253,8 +255,10 @@ def to_gray(picture: Picture) -> Picture:
         raise UsageError(f"--gray needs 3 colour channels (RGB), this input has {px.shape[2]}")
     luma = luma_of(px)
     if picture.has_alpha:
-        return picture.with_pixels(np.dstack([luma, px[..., 3]]), mode="LA", labels=None)
-    return picture.with_pixels(luma, mode=None if picture.mode is None else "L", labels=None)
+        return picture.with_pixels(np.dstack([luma, px[..., 3]]), mode=MODES["LA", depth_of(picture.mode)],
+                                   labels=None)
+    return picture.with_pixels(luma, mode=None if picture.mode is None else MODES["L", depth_of(picture.mode)],
+                               labels=None)
 
 
 def conv_stage(picture: Picture, conv: Conv, gray: bool = False, alpha: str = "keep") -> Picture:
@@ -339,7 +343,7 @@ def _channel_names(picture: Picture, px: np.ndarray) -> list[str]:
     n = 1 if px.ndim == 2 else px.shape[2]
     if n == 1:
         return [""]
-    names = _CHANNEL_NAMES.get(picture.mode or "", "")
+    names = _CHANNEL_NAMES.get(layout_of(picture.mode) or "", "")
     return list(names) if len(names) == n else [str(i) for i in range(n)]
 
 

@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
+from .reference import png_pixels
+
 SAMPLES = Path(__file__).parent.parent / "samples"
 PHOTO = SAMPLES / "photo.png"  # 451x300 RGB
 EXAMPLE = SAMPLES / "example-5x5.npy"
@@ -294,14 +296,15 @@ def test_uint16_npy_is_written_as_16_bit(tmp_path, ext):
         assert np.array_equal(np.asarray(img), ramp)
 
 
-def test_uint16_colour_npy_is_scaled_to_8_bit_with_a_note(tmp_path):
+def test_uint16_colour_npy_is_written_as_16_bit_colour(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 65536, (16, 20, 3)).astype(np.uint16)
     np.save(tmp_path / "rgb.npy", rgb)
     proc = run(["conv", "identity", tmp_path / "rgb.npy", tmp_path / "o.png"])
     assert proc.returncode == 0, proc.stderr
-    assert "16-bit colour" in proc.stderr.decode()
-    got = np.asarray(Image.open(tmp_path / "o.png")).astype(int)
-    assert np.abs(got - rgb / 257.0).max() <= 0.5 + 1e-6
+    assert proc.stderr == b""
+    assert np.array_equal(png_pixels((tmp_path / "o.png").read_bytes()), rgb)
+    proc = run(["conv", "identity", tmp_path / "rgb.npy", tmp_path / "o.jpg"])
+    assert "JPEG cannot store 16-bit pixels; written as 8-bit" in proc.stderr.decode()
 
 
 # --------------------------------------------------------------------------

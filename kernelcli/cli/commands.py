@@ -22,7 +22,7 @@ from . import many as many_run
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
 from .many import many_options
 from .options import (activation_option, batch_options, conv_options, from_command_line, input_options,
-                      output_options, scale_options, stage_options)
+                      output_options, picture_options, scale_options, stage_options)
 from .params import ActivationType, FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
 @click.group(cls=KernelcliGroup, context_settings=CONTEXT)
@@ -50,12 +50,12 @@ def cli(ctx, debug, quiet):
     ctx.obj = {"quiet": quiet}
 
 
-def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
+def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, png_level, depth, max_pixels):
     """Run one stage (stages.Relu, stages.Activation or stages.Pool) from INPUT to OUTPUT."""
     from ..run import files
     from ..io import inputs
 
-    spec = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
+    spec = _output_spec(fmt, scaling, offset, colormap, quality, png_level, depth)
     note(ctx.obj["quiet"], files.run_stage(input, output, stage, spec, max_pixels or inputs.DEFAULT_MAX_PIXELS))
 
 
@@ -66,14 +66,15 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, p
 @stage_options
 @output_options
 @input_options
+@picture_options
 @batch_options
 @many_options
 @scale_options
 @click.pass_context
 def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
           alpha, rotate, rotations, combine, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset,
-          colormap, quality, png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, many,
-          tile_rows, scheduler, scheduler_timeout):
+          colormap, quality, png_level, depth, max_pixels, auto_orient, frame, linear, recursive, pattern, jobs,
+          skip_existing, quiet, many, tile_rows, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu or --activation, then --pool).
 
     \b
@@ -84,7 +85,7 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     scharr, prewitt and kirsch name banks). --combine magnitude makes one
     edge map of a bank: kernelcli apply sobel in.jpg edges.png --combine magnitude
 
-    INPUT is an image (png, jpg, tif, bmp, webp...) or .npy array, or - for
+    INPUT is an image (png, jpg, tif, bmp, webp, gif, avif...) or .npy array, or - for
     stdin. OUTPUT's extension chooses the format (- is stdout: .npy unless
     --format). Pixels keep their mode and bit depth.
 
@@ -119,19 +120,20 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
                                    origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
-    run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha)
+    run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha, linear)
     _small_values_note(ctx, activation, output, fmt, scaling, colormap)
-    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
+    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level, depth)
+    reading = _read_spec(auto_orient, frame)
     if batch_run:
         if tile_rows:
             raise click.UsageError("--tile-rows needs a .npy file INPUT and OUTPUT, not a folder or several inputs")
-        _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing,
-                  scheduler, scheduler_timeout)
+        _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
+                  skip_existing, scheduler, scheduler_timeout)
         return
     if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
         _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_timeout)
         return
-    _, notes = files.apply_file(input, output, run, out, max_pixels)
+    _, notes = files.apply_file(input, output, run, out, max_pixels, reading=reading)
     note(ctx.obj["quiet"], notes)
 
 
@@ -152,7 +154,7 @@ def _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_tim
             f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
 
 
-def _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing,
+def _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs, skip_existing,
               scheduler=None, scheduler_timeout=10.0):
     """A folder, several inputs, or one file with --dry-run or --json (cli/many.py)."""
     from ..run import batch
@@ -161,7 +163,7 @@ def _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, patter
         from ..io.encode import format_for
 
         format_for("-", out.fmt)  # an unknown --format is a usage error before any work
-    settings = batch.Settings(run, out, max_pixels)
+    settings = batch.Settings(run, out, max_pixels, reading)
     with _cluster(ctx, None if many.dry_run else scheduler, scheduler_timeout) as client:
         many_run.run(ctx, inputs, output, many, settings, run.conv.kernels, recursive=recursive,
                      pattern=pattern, jobs=_workers(ctx, jobs), skip_existing=skip_existing, client=client)
@@ -191,10 +193,16 @@ def _small_values_note(ctx, activation, output, fmt, scaling, colormap) -> None:
                                 "use --scaling stretch or --colormap, or write .npy"])
 
 
-def _output_spec(fmt, scaling, offset, colormap, quality, png_level):
+def _output_spec(fmt, scaling, offset, colormap, quality, png_level, depth):
     from ..io.encode import OutputSpec
 
-    return OutputSpec(fmt, scaling, offset, quality, png_level, colormap)
+    return OutputSpec(fmt, scaling, offset, quality, png_level, colormap, depth)
+
+
+def _read_spec(auto_orient, frame):
+    from ..io.inputs import ReadSpec
+
+    return ReadSpec(auto_orient, frame)
 
 
 def _workers(ctx, jobs):
@@ -255,10 +263,11 @@ def _cluster(ctx, scheduler, timeout):
 @input_options
 @batch_options
 @many_options
+@picture_options
 @click.pass_context
 def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
-         alpha, rotate, rotations, combine, activation, fmt, scaling, offset, colormap, quality, png_level,
-         max_pixels, recursive, pattern, jobs, skip_existing, quiet, many):
+         alpha, rotate, rotations, combine, activation, fmt, scaling, offset, colormap, quality, png_level, depth,
+         max_pixels, auto_orient, frame, linear, recursive, pattern, jobs, skip_existing, quiet, many):
     """Convolve INPUT with KERNEL: the conv stage of a pipeline.
 
     \b
@@ -286,14 +295,16 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
                                     origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
-    run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha)
+    run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha, linear=linear)
     _small_values_note(ctx, activation, output, fmt, scaling, colormap)
-    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level)
+    out = _output_spec(fmt, scaling, offset, colormap, quality, png_level, depth)
+    reading = _read_spec(auto_orient, frame)
     if batch_run:
-        _run_many(ctx, inputs, output, many, run, out, max_pixels, recursive, pattern, jobs, skip_existing)
+        _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
+                  skip_existing)
         return
     # apply with no stage but conv (and the activation): the same numbers, in cache-sized bands
-    _, notes = files.apply_file(inputs[0], output, run, out, max_pixels)
+    _, notes = files.apply_file(inputs[0], output, run, out, max_pixels, reading=reading)
     note(ctx.obj["quiet"], notes)
 
 
@@ -305,14 +316,14 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
 @output_options
 @input_options
 @click.pass_context
-def relu(ctx, input, output, leaky, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
+def relu(ctx, input, output, leaky, fmt, scaling, offset, colormap, quality, png_level, depth, max_pixels):
     """Set the negative values of INPUT to 0 (alpha passes through).
 
     INPUT and OUTPUT default to - (stdin, stdout).
     """
     from .. import stages
 
-    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, colormap, quality, png_level,
+    _stage(ctx, input, output, stages.Relu(leaky), fmt, scaling, offset, colormap, quality, png_level, depth,
            max_pixels)
 
 
@@ -323,7 +334,8 @@ def relu(ctx, input, output, leaky, fmt, scaling, offset, colormap, quality, png
 @output_options
 @input_options
 @click.pass_context
-def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quality, png_level, max_pixels):
+def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quality, png_level, depth,
+             max_pixels):
     """Run an activation FUNC on every value of INPUT (alpha passes through).
 
     \b
@@ -343,7 +355,7 @@ def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quali
       kernelcli conv edge in.png | kernelcli activate tanh:1/255 | kernelcli pool max > out.npy
     """
     _small_values_note(ctx, function, output, fmt, scaling, colormap)
-    _stage(ctx, input, output, function, fmt, scaling, offset, colormap, quality, png_level, max_pixels)
+    _stage(ctx, input, output, function, fmt, scaling, offset, colormap, quality, png_level, depth, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -356,7 +368,7 @@ def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quali
 @output_options
 @input_options
 @click.pass_context
-def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, colormap, quality, png_level,
+def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, colormap, quality, png_level, depth,
          max_pixels):
     """Pool INPUT with KIND (max, avg or sum) over windows, without padding.
 
@@ -367,7 +379,7 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, colormap,
     from .. import stages
 
     _stage(ctx, input, output, stages.Pool(kind, size, stride), fmt, scaling, offset, colormap, quality,
-           png_level, max_pixels)
+           png_level, depth, max_pixels)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -83,10 +83,11 @@ def stage_options(f):
 
 
 def output_options(f):
-    """--format, --scaling, --offset, --colormap, --quality, --png-level."""
+    """--format, --scaling, --offset, --colormap, --quality, --png-level, --depth."""
     options = [
         click.option("--format", "-f", "fmt", default=None, metavar="FORMAT",
-                     help="Output format (png, jpg, tif, bmp, webp, npy); default: from OUTPUT's "
+                     help="Output format (png, jpg, tif, bmp, webp, avif, gif, npy; heic, jxl, exr with "
+                          "the formats extra); default: from OUTPUT's "
                           "extension, npy for stdout."),
         click.option("--scaling", type=click.Choice(["clip", "abs", "stretch"]), default="clip",
                      show_default=True,
@@ -104,6 +105,9 @@ def output_options(f):
         click.option("--png-level", type=click.IntRange(0, 9), default=1, show_default=True,
                      envvar="KERNELCLI_PNG_LEVEL", show_envvar=True,
                      help="PNG zlib level: 1 is fast; 6-9 write files about 10-15% smaller, slowly."),
+        click.option("--depth", type=click.Choice(["8", "16", "float"]), default=None,
+                     help="Output sample type: 8- or 16-bit integers (png, tif), or 32-bit float "
+                          "(tif, exr: the values as computed).  [default: the input's]"),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
@@ -137,6 +141,22 @@ def scale_options(f):
                           "file by file, a .npy INPUT band by band; workers must see the same paths."),
         click.option("--scheduler-timeout", type=FiniteFloat(min=0.1, max=86400.0), default=10.0,
                      show_default=True, help="Seconds to wait for the scheduler before giving up."),
+    ]
+    return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+def picture_options(f):
+    """--no-auto-orient, --frame, --linear (how a picture INPUT is read and filtered)."""
+    options = [
+        click.option("--linear", is_flag=True,
+                     help="Filter in linear light: values decoded to linear (the ICC profile's curve, else "
+                          "sRGB's), filtered, encoded back (alpha unaffected). Suits blurs and sharpening."),
+        click.option("--frame", type=whole_range(0), default=None, metavar="N",
+                     help="Filter only frame N (0-based) of an animated or multi-page INPUT.  "
+                          "[default: every frame, into a gif, webp, png or tif OUTPUT]"),
+        click.option("--auto-orient/--no-auto-orient", "auto_orient", default=True, show_default=True,
+                     help="Turn the picture upright from its EXIF orientation before filtering (the "
+                          "output's tag then says 1); --no-auto-orient keeps the stored pixels and tag."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 

@@ -18,7 +18,7 @@ from ..errors import ImageReadError, ImageWriteError
 #: an EPS file to Ghostscript, a PostScript interpreter that runs whatever
 #: program the file holds (an endless loop, for one).
 RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO", "PCX",
-                  "SGI", "QOI", "JPEG2000")
+                  "SGI", "QOI", "JPEG2000", "AVIF")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -104,3 +104,41 @@ def skip_preinit(fmt: str) -> None:
     # no public call says that the one needed is loaded already.
     if fmt in Image.SAVE and getattr(Image, "_initialized", 1) < 1:
         Image._initialized = 1
+
+
+#: The raw modes of Pillow's PNG reader for 16-bit colour and gray+alpha,
+#: which it cuts to 8 bits (the high byte of each sample), and the layout.
+PNG_WIDE_RAW = {"RGB;16B": "RGB", "RGBA;16B": "RGBA", "LA;16B": "LA"}
+
+
+def png_wide_colour(fp, img, icc_limit: int):
+    """The 16-bit RGB, RGBA or gray+alpha pixels of the PNG ``img`` (opened from ``fp``,
+    not loaded) as a uint16 array, and the file's info (ICC profile, dpi,
+    EXIF): decoded twice, once taking each sample's
+    high byte, once its low byte."""
+    import numpy as np
+
+    # Image.tile: Pillow keeps no 16-bit colour image; its PNG reader unpacks
+    # 16-bit samples to their high byte ("RGB;16B"). The little-endian raw
+    # mode ("RGB;16L") takes the other byte of each big-endian sample: the
+    # zlib stream and its row filters are undone the same way both times.
+    raw = img.tile[0].args
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    # 16-bit gray+alpha (4 bytes a pixel) is read once as 8-bit RGBA: its
+    # bytes are L's high and low, then A's.
+    halves = []
+    for rawmode in ((raw, raw[:-1] + "L") if raw != "LA;16B" else ("RGBA",)):
+        fp.seek(0)
+        half = open_png(fp, icc_limit)
+        half.tile = [tile._replace(args=rawmode if isinstance(tile.args, str) else (rawmode,) + tuple(tile.args[1:]))
+                     for tile in half.tile]
+        half.load()
+        halves.append(np.asarray(half))
+    if raw == "LA;16B":
+        both = halves[0].astype(np.uint16)
+        out = np.ascontiguousarray((both[..., 0::2] << 8) | both[..., 1::2])
+    else:
+        out = halves[0].astype(np.uint16)
+        out <<= 8
+        out |= halves[1]
+    return out, dict(half.info)

@@ -13,9 +13,13 @@ import warnings
 
 import numpy as np
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, UsageError
 from . import _pillow
 from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS
+
+# _extra, _tiff, colour, orientation and frames serve a few kinds of picture
+# (the optional formats, 16-bit colour TIFF, CMYK with a profile, pictures
+# with EXIF, several frames): each is imported where such a picture is met.
 from .picture import Picture, checked_info, nonfinite_note
 
 
@@ -53,10 +57,16 @@ def declared_size(data: bytes) -> tuple[tuple[int, int], bool] | None:
 DECODE_BLOCK = 1 << 20
 
 
-def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None) -> Picture:
+def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, on_header=None,
+                orient: bool = True, frame: int | None = None, all_frames: bool = False) -> Picture:
     """The picture in ``fp`` (a seekable binary file at its start), decoded
     completely: nothing is read from ``fp`` afterwards. (``on_header``: as
-    :func:`~kernelcli.io.inputs.read_image` takes it.)"""
+    :func:`~kernelcli.io.inputs.read_image` takes it.) ``orient``: turned
+    upright from its EXIF orientation (:mod:`kernelcli.io.orientation`).
+    ``frame``: the frame to read (0-based) from a picture of several;
+    ``all_frames``: read them all (:mod:`kernelcli.io.frames`), the first as
+    the picture's pixels, the others in ``Picture.frames``; else the first,
+    with a note."""
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own bomb check is replaced by ours, which runs on the header's
@@ -67,10 +77,21 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged files: the error says it, not warnings
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open_pillow(fp)
+            if fp.read(4) == EXR_MAGIC:
+                return _exr_picture(fp, name, max_pixels)
+            fp.seek(0)
+            try:
+                img = _open_pillow(fp)
+            except UnidentifiedImageError:
+                if not _is_tiff(fp):
+                    raise
+                # float colour: Pillow has no mode for it
+                return _wide_picture(fp, None, name, max_pixels, integers, orient)
             _check_pixels(img, name, max_pixels)
             if on_header is not None:
                 on_header(img.size[1], img.size[0], len(img.getbands()))
+            if _is_wide(img):
+                return _wide_picture(fp, img, name, max_pixels, integers, orient)
             img.decodermaxblock = DECODE_BLOCK
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -90,14 +111,42 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         frames = getattr(img, "n_frames", 1)
     except Exception as e:  # counting frames reads the rest of the file
         raise ImageReadError(f"{name}: damaged after its first frame ({type(e).__name__}: {e})") from None
-    if frames > 1:
+    if frame is not None and frame >= frames:
+        raise UsageError(f"--frame {frame}: {name} has {frames} frame{'s' if frames > 1 else ''} "
+                         f"(0 to {frames - 1})")
+    if frames > 1 and frame is None and not all_frames:
         notes.append(f"{name}: has {frames} frames; using the first")
     info = checked_info({k: img.info[k] for k in ("icc_profile", "dpi", "exif") if img.info.get(k)}, name, notes)
     fmt = img.format
+    if fmt == "TIFF":
+        from . import _tiff
+
+        if _tiff.place_tags_of_pillow(img):
+            info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
+    if frames > 1 and frame is None and all_frames:
+        return _all_frames(img, name, max_pixels, notes, info, orient)
+    return _one_frame(img, frame or 0, name, notes, info, integers, orient)
+
+
+def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bool, orient: bool) -> Picture:
+    """Frame ``frame`` of ``img``, decoded, upright (if ``orient``), in a
+    mode kernelcli computes with (as :func:`read_pillow` gives it)."""
+    fmt = img.format
     try:
-        img.seek(0)
+        img.seek(frame)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
-        img, mode = _normalise_mode(img, name, notes)
+        turn = _orientation(img) if orient else 1
+        if img.mode in ("CMYK", "LAB", "YCbCr") and info.get("icc_profile"):
+            from . import colour
+
+            img, info = colour.to_srgb(img, info, name, notes)
+        img, mode = normalise_mode(img, name, notes)
+        if turn != 1:
+            from . import orientation
+
+            info = orientation.upright_info(info, turn)
+            img = (orientation.upright_array(img, turn) if isinstance(img, np.ndarray)
+                   else orientation.upright_image(img, turn))
         if integers and mode != "F":
             # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
             pixels = np.ascontiguousarray(img) if isinstance(img, np.ndarray) else PillowRows(img)
@@ -110,6 +159,99 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
     if mode == "F":
         notes.extend(nonfinite_note(pixels, name))
     return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
+
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*")
+
+#: OpenEXR's first bytes (read through the optional extra).
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
+
+def _orientation(img) -> int:
+    """The EXIF (or TIFF) orientation of ``img``; 1 without EXIF, with no import."""
+    if not img.info.get("exif") and img.format not in ("TIFF", "MPO"):
+        return 1
+    from . import orientation
+
+    return orientation.stored_orientation(img)
+
+
+def _is_tiff(fp) -> bool:
+    fp.seek(0)
+    head = fp.read(4)
+    fp.seek(0)
+    return head in TIFF_MAGIC
+
+
+def _is_wide(img) -> bool:
+    """Does ``img`` (opened, not loaded) hold colour that Pillow would cut to 8 bits?"""
+    if img.format == "PNG":
+        raw = img.tile[0].args if img.tile else None
+        return (raw[0] if isinstance(raw, tuple) else raw) in _pillow.PNG_WIDE_RAW
+    if img.format != "TIFF":
+        return False
+    from . import _tiff
+
+    return _tiff.needs_tifffile(img)
+
+
+def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) -> Picture:
+    """16-bit or float colour, which Pillow cannot hold: a PNG decoded
+    through Pillow at 16 bits (:func:`kernelcli.io._pillow.png_wide_colour`),
+    a TIFF through tifffile (:mod:`kernelcli.io._tiff`)."""
+    from . import _tiff, orientation
+
+    notes: list = []
+    try:
+        if img is not None and img.format == "PNG":
+            pixels, found = _pillow.png_wide_colour(fp, img, PNG_READ_ICC)
+            raw = img.tile[0].args
+            mode, fmt = _pillow.PNG_WIDE_RAW[raw[0] if isinstance(raw, tuple) else raw] + ";16", "PNG"
+            info = {k: found[k] for k in ("icc_profile", "dpi", "exif") if found.get(k)}
+        else:
+            pixels, mode, info = _tiff.read(fp, name, max_pixels, notes)
+            fmt = "TIFF"
+        turn = info.pop("orientation", None) or orientation.exif_orientation(info.get("exif"))
+        if orient and turn != 1:
+            pixels, info = orientation.upright_array(pixels, turn), orientation.upright_info(info, turn)
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
+    place = info.pop("tiff_tags", None)
+    info = checked_info(info, name, notes)
+    if place:
+        info["tiff_tags"] = place
+    if pixels.dtype.kind == "f":
+        notes.extend(nonfinite_note(pixels, name))
+    elif not integers:
+        pixels = pixels.astype(np.float32)
+    return Picture(pixels, mode, fmt, info, notes)
+
+
+def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool) -> Picture:
+    """Every frame of ``img``: the first as the picture's pixels, the others in ``frames``."""
+    from . import frames, orientation
+
+    turn = _orientation(img) if orient else 1
+    try:
+        arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, turn)
+    except (ImageReadError, UsageError):
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{name}: cannot decode its frames: {type(e).__name__}: {e}") from None
+    info = dict(orientation.upright_info(info, turn), animation=animation)
+    if mode == "F":
+        notes.extend(nonfinite_note(np.stack(arrays), name))
+    return Picture(arrays[0], mode, img.format or "UNKNOWN", info, notes, frames=arrays[1:])
+
+
+def _exr_picture(fp, name: str, max_pixels) -> Picture:
+    """An OpenEXR picture (through the optional extra): float pixels."""
+    from . import _extra
+
+    pixels, mode = _extra.read_exr(fp, name, max_pixels)
+    return Picture(pixels, mode, "EXR", {}, nonfinite_note(pixels, name))
 
 
 class PillowRows:
@@ -156,6 +298,14 @@ def _open_pillow(fp):
         return _pillow.open_png(fp, PNG_READ_ICC)
     if signature.startswith(JPEG_MAGIC):
         return _pillow.open_jpeg(fp)  # JPEG, or MPO (several pictures)
+    from . import _extra
+
+    fp.seek(0)
+    extra = _extra.sniff_extra(fp.read(16))
+    fp.seek(0)
+    if extra in ("HEIF", "JXL"):  # the optional extra's Pillow plugins
+        _extra.register_pillow_plugin(extra)
+        return Image.open(fp, formats=(extra,))
     return Image.open(fp, formats=RASTER_FORMATS)
 
 
@@ -172,7 +322,7 @@ def bomb_message(name, size, max_pixels) -> str:
             "if you trust the file, raise the limit with --max-pixels")
 
 
-def _normalise_mode(img, name: str, notes: list):
+def normalise_mode(img, name: str, notes: list):
     """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
     mode = img.mode
     if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):

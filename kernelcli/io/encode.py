@@ -1,5 +1,7 @@
 """Encoding pictures: PNG through kernelcli's own encoder (:mod:`kernelcli.io._png`),
-JPEG, TIFF, WebP and BMP through Pillow, ``.npy`` as it is; the metadata each
+JPEG, TIFF, WebP, BMP, AVIF and GIF through Pillow (16-bit and float colour
+TIFF through tifffile, :mod:`kernelcli.io._tiff`), HEIC, JPEG XL and OpenEXR
+through the optional extra (:mod:`kernelcli.io._extra`), ``.npy`` as it is; the metadata each
 format can store, the rest dropped with a note.
 """
 
@@ -26,12 +28,14 @@ from .sinks import deliver
 #: Output formats by file extension.
 EXTENSIONS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
-    ".bmp": "BMP", ".webp": "WEBP", ".npy": "NPY",
+    ".bmp": "BMP", ".webp": "WEBP", ".avif": "AVIF", ".gif": "GIF", ".npy": "NPY",
+    ".heic": "HEIF", ".heif": "HEIF", ".jxl": "JXL", ".exr": "EXR",
 }
 
 #: Names accepted by ``--format``.
 FORMAT_NAMES = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF",
-                "bmp": "BMP", "webp": "WEBP", "npy": "NPY"}
+                "bmp": "BMP", "webp": "WEBP", "avif": "AVIF", "gif": "GIF", "npy": "NPY",
+                "heic": "HEIF", "heif": "HEIF", "jxl": "JXL", "exr": "EXR"}
 
 #: Largest EXIF block (with its "Exif\0\0" header) a JPEG APP1 segment holds.
 _JPEG_MAX_EXIF = 65533
@@ -44,8 +48,8 @@ _JPEG_MAX_ICC = 255 * 65519
 class OutputSpec:
     """How values become the output file: ``fmt`` (else from the file's
     extension), ``scaling``, ``offset`` and ``colormap`` (:func:`kernelcli.io.pixels.to_array`),
-    JPEG/WebP ``quality`` and the PNG compression ``png_level`` (None: the
-    default). The same bundle serves a single file, a folder and a stage."""
+    JPEG/WebP ``quality``, the PNG compression ``png_level`` (None: the
+    default) and the sample type ``depth``. The same bundle serves a single file, a folder and a stage."""
 
     fmt: str | None = None
     scaling: str = "clip"
@@ -53,6 +57,8 @@ class OutputSpec:
     quality: int = 92
     png_level: int | None = None
     colormap: str = "gray"
+    #: The output's sample type (``8``, ``16``, ``float``); None: the input's.
+    depth: str | None = None
 
 
 def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
@@ -73,6 +79,9 @@ def fit_info(info: dict, fmt: str, name: str, notes: list) -> dict:
             del kept["exif"]
             notes.append(f"{name}: dropped the EXIF ({len(exif):,} bytes): TIFF stores EXIF as tags, "
                          "and these bytes are not readable as tags")
+    if kept.get("tiff_tags") and fmt != "TIFF":
+        del kept["tiff_tags"]
+        notes.append(f"{name}: dropped the TIFF tags that place the picture (GeoTIFF): only TIFF holds them")
     icc = kept.get("icc_profile")
     if icc is not None and fmt == "JPEG" and len(icc) > _JPEG_MAX_ICC:
         del kept["icc_profile"]
@@ -109,7 +118,7 @@ def format_for(target, fmt: str | None = None) -> str:
         key = fmt.lower().lstrip(".")
         if key not in FORMAT_NAMES:
             raise UsageError(f"unknown output format {fmt!r}; use one of {', '.join(sorted(FORMAT_NAMES))}")
-        return FORMAT_NAMES[key]
+        return _available(FORMAT_NAMES[key])
     if str(target) == "-":
         return "NPY"
     ext = Path(str(target)).suffix.lower()
@@ -118,7 +127,16 @@ def format_for(target, fmt: str | None = None) -> str:
             f"cannot tell the output format from {str(target)!r}; "
             f"use an extension ({', '.join(sorted(EXTENSIONS))}) or --format"
         )
-    return EXTENSIONS[ext]
+    return _available(EXTENSIONS[ext])
+
+
+def _available(fmt: str) -> str:
+    """``fmt``, once a format of the optional extra is known to be installed."""
+    if fmt in ("HEIF", "JXL", "EXR"):
+        from . import _extra
+
+        _extra.check_available(fmt)
+    return fmt
 
 
 #: zlib level for PNG (--png-level): 1 is the fastest that still compresses;
@@ -128,14 +146,16 @@ PNG_LEVEL = 1
 
 def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
                 offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL,
-                colormap: str = "gray") -> list[str]:
+                colormap: str = "gray", depth: str | None = None) -> list[str]:
     """Write a Picture (or a bare array) to a path, ``"-"`` (stdout) or a binary file.
 
     Image formats get ``map(values) + offset``, rounded and clipped to the
     output's range, where map is ``clip`` (nothing), ``abs`` or ``stretch``
     (min-max to the full range); one channel may be drawn in colour through
-    a ``colormap`` (``diverging``, ``heat``: :mod:`kernelcli.io.colormaps`).
-    ``.npy`` gets the float32 values untouched. Returns notes about conversions the format forced (alpha dropped...).
+    a ``colormap`` (``diverging``, ``heat``: :mod:`kernelcli.io.colormaps`);
+    ``depth`` (``8``, ``16``, ``float``) sets the sample type, else the
+    picture's own. ``.npy`` gets the float32 values untouched.
+    Returns notes about conversions the format forced (alpha dropped...).
     """
     if not isinstance(picture, Picture):
         picture = Picture(np.asarray(picture, dtype=np.float32), None)
@@ -148,7 +168,7 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
             notes.append(f"--colormap {colormap} is for pictures; the .npy keeps the values")
         deliver(target, npy_chunks(picture), fmt)
     else:
-        pixels = to_array(picture, fmt, scaling, offset, notes, colormap)
+        pixels = to_array(picture, fmt, scaling, offset, notes, depth, colormap)
         info = picture.info
         if colormap != "gray" and "icc_profile" in info:  # the input's colour space is not the colormap's
             info = {k: v for k, v in info.items() if k != "icc_profile"}
@@ -168,6 +188,20 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
     if fmt == "PNG":
         deliver(target, _encode_png(np.asarray(pixels), info, png_level), fmt)
         return notes
+    if fmt == "EXR":
+        arr = np.asarray(pixels)
+        from . import _extra
+
+        deliver(target, lambda f: _extra.encode_exr(f, arr), fmt)
+        return notes
+    if fmt == "GIF" and len(pixels.shape) == 3:
+        notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
+    if fmt == "TIFF" and _tiff_writes(pixels, info):
+        from . import _tiff
+
+        arr = np.asarray(pixels)
+        deliver(target, lambda f: _tiff.encode(f, arr, info, name, notes), fmt)
+        return notes
     if isinstance(pixels, PillowCanvas):
         img = pixels.img
     else:
@@ -177,6 +211,31 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
         img = Image.fromarray(pixels)
     deliver(target, lambda f: _encode(img, fmt, info, quality, f, name, notes), fmt)
     return notes
+
+
+def write_frames(target, arrays: list, fmt: str, info: dict, quality: int = 92) -> list[str]:
+    """Write frames (arrays as :func:`~kernelcli.io.pixels.to_array` makes
+    them, all of one shape and type) as one file of a format that holds
+    frames, with the timing in ``info["animation"]``. Returns notes."""
+    from . import frames
+
+    notes: list[str] = []
+    name = _target_name(target)
+    animation = info.get("animation", {})
+    info = fit_info(info, fmt, name, notes)
+    if fmt == "GIF" and arrays[0].ndim == 3:
+        notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
+    deliver(target, lambda f: frames.encode_frames(f, arrays, fmt, info, animation, quality), fmt)
+    return notes
+
+
+def _tiff_writes(pixels, info: dict) -> bool:
+    """Does this TIFF go through tifffile (:func:`kernelcli.io._tiff.writes`)?"""
+    if not (len(pixels.shape) == 3 and np.dtype(pixels.dtype) != np.uint8) and not info.get("tiff_tags"):
+        return False
+    from . import _tiff
+
+    return _tiff.writes(pixels.shape, pixels.dtype, info)
 
 
 def _target_name(target) -> str:
@@ -204,6 +263,21 @@ class PillowCanvas:
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.img, dtype=dtype)
+
+
+def canvas_for(fmt: str):
+    """What :func:`kernelcli.run.bands.apply_in_bands` fills band by band for
+    ``fmt`` (its ``allocate``): a :class:`PillowCanvas` where Pillow encodes
+    the result and holds its kind of pixels, else a NumPy array (None)."""
+    if fmt == "PNG":
+        return None
+
+    def allocate(shape, dtype):
+        if np.dtype(dtype) == np.uint8 or len(shape) == 2:
+            return PillowCanvas(shape, dtype)
+        return np.empty(shape, dtype)
+
+    return allocate
 
 
 def _encode_png(pixels: np.ndarray, info: dict, level: int = PNG_LEVEL) -> list:
@@ -262,13 +336,15 @@ def _reason(e: Exception) -> str:
 def _save_options(img, fmt: str, info: dict, quality: int) -> dict:
     """Pillow's keyword arguments for saving ``img`` as ``fmt`` with ``info``'s metadata."""
     kwargs = {}
-    if fmt in ("JPEG", "WEBP"):
+    if fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         kwargs["quality"] = quality
-    if fmt in ("JPEG", "TIFF", "WEBP") and info.get("icc_profile"):
+    if fmt == "JXL":  # (its encoder refuses quality 100: that is lossless)
+        kwargs.update({"lossless": True} if quality == 100 else {"quality": quality})
+    if fmt in ("JPEG", "TIFF", "WEBP", "AVIF", "HEIF") and info.get("icc_profile"):
         kwargs["icc_profile"] = info["icc_profile"]
     if info.get("dpi") and fmt in ("JPEG", "TIFF", "BMP"):
         kwargs["dpi"] = info["dpi"]
-    if info.get("exif") and fmt in ("JPEG", "TIFF", "WEBP"):
+    if info.get("exif") and fmt in ("JPEG", "TIFF", "WEBP", "AVIF", "HEIF", "JXL"):
         kwargs["exif"] = info["exif"]
     if fmt == "TIFF" and img.mode != "F":
         kwargs["compression"] = "tiff_deflate"
@@ -334,7 +410,7 @@ def _stderr_kept():
 
 #: Pillow's plugin module for each format kernelcli writes through Pillow.
 _PLUGINS = {"JPEG": "JpegImagePlugin", "TIFF": "TiffImagePlugin", "WEBP": "WebPImagePlugin",
-            "BMP": "BmpImagePlugin"}
+            "BMP": "BmpImagePlugin", "AVIF": "AvifImagePlugin", "GIF": "GifImagePlugin"}
 
 
 def _load_plugin(fmt: str) -> None:
@@ -345,6 +421,10 @@ def _load_plugin(fmt: str) -> None:
     ``Image.open`` imports them all when the loaded ones do not match.)"""
     import importlib
 
+    if fmt in ("HEIF", "JXL"):
+        from . import _extra
+
+        _extra.register_pillow_plugin(fmt)
     if fmt in _PLUGINS:
         try:
             importlib.import_module(f"PIL.{_PLUGINS[fmt]}")

@@ -29,8 +29,20 @@ from .picture import Picture
 DEFAULT_MAX_PIXELS = 178_956_970
 
 
+@dataclass(frozen=True)
+class ReadSpec:
+    """How pictures are read: ``auto_orient`` turns them upright from their
+    EXIF orientation (``--no-auto-orient``: False); ``frame`` picks one frame
+    (0-based) of a picture of several; ``all_frames`` reads every frame (into
+    ``Picture.frames``), else the first is read, with a note."""
+
+    auto_orient: bool = True
+    frame: int | None = None
+    all_frames: bool = False
+
+
 def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False,
-               on_header=None) -> Picture:
+               on_header=None, reading: ReadSpec = ReadSpec()) -> Picture:
     """Read an image or ``.npy`` from a path, ``"-"`` (stdin), bytes or a binary file.
 
     ``max_pixels`` bounds ``H x W`` of images and arrays alike (None: no bound).
@@ -39,20 +51,22 @@ def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
     ``on_header(height, width, bands)``, if given, is called for an image
     Pillow reads once its header is read and checked, before its pixels are
     decoded (``bands``: the file's, before any change of mode).
+    ``reading``: a :class:`ReadSpec`.
     """
-    with open_input(source, max_pixels, integers, on_header) as got:
+    with open_input(source, max_pixels, integers, on_header, reading) as got:
         return got.picture() if isinstance(got, NpyInput) else got
 
 
 def _pillow_picture(stream, head: bytes, name: str, opened: bool, max_pixels, integers: bool = False,
-                    on_header=None) -> Picture:
+                    on_header=None, reading: ReadSpec = ReadSpec()) -> Picture:
     """A picture Pillow reads, from ``stream`` whose first bytes ``head`` were read already."""
     if opened and _is_regular(stream):  # a file: Pillow reads it a block at a time, no copy in memory
         stream.seek(0)
         fp = stream
     else:  # a pipe, a device or a caller's stream: Pillow needs one it can seek in
         fp = _read_bounded(stream, head, name, max_pixels)
-    return read_pillow(fp, name, max_pixels, integers, on_header)
+    return read_pillow(fp, name, max_pixels, integers, on_header, reading.auto_orient, reading.frame,
+                       reading.all_frames)
 
 
 def _is_regular(stream) -> bool:
@@ -128,7 +142,8 @@ SNIFF_BYTES = 32
 _RASTER_PLUGINS = {"TIFF": "TiffImagePlugin", "BMP": "BmpImagePlugin", "DIB": "BmpImagePlugin",
                    "WEBP": "WebPImagePlugin", "GIF": "GifImagePlugin", "PPM": "PpmImagePlugin",
                    "TGA": "TgaImagePlugin", "ICO": "IcoImagePlugin", "PCX": "PcxImagePlugin",
-                   "SGI": "SgiImagePlugin", "QOI": "QoiImagePlugin", "JPEG2000": "Jpeg2KImagePlugin"}
+                   "SGI": "SgiImagePlugin", "QOI": "QoiImagePlugin", "JPEG2000": "Jpeg2KImagePlugin",
+                   "AVIF": "AvifImagePlugin"}
 
 #: Documents that are programs for an interpreter, refused by name.
 _DOCUMENTS = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"))
@@ -149,6 +164,10 @@ def sniff(head: bytes, name: str) -> str:
                 "or PDF interpreters: convert it to PNG or TIFF first"
             )
     if any(_accepts(fmt, head) for fmt in RASTER_FORMATS if fmt in _RASTER_PLUGINS):
+        return "IMAGE"
+    from ._extra import sniff_extra
+
+    if sniff_extra(head):  # HEIC, JPEG XL, OpenEXR: read through the optional extra
         return "IMAGE"
     raise ImageReadError(f"{name}: not a recognised image or .npy file")
 
@@ -190,7 +209,8 @@ class NpyInput:
 
 
 @contextlib.contextmanager
-def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False, on_header=None):
+def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bool = False, on_header=None,
+               reading: ReadSpec = ReadSpec()):
     """Open an input (as :func:`read_image` takes it) for a reader that may
     go through a ``.npy`` a band at a time: yields an :class:`NpyInput` for
     a ``.npy`` (its header checked), else the :class:`Picture`, read whole.
@@ -206,7 +226,7 @@ def open_input(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, integers: bo
                 rest = _Prefixed(head, stream)
                 got = NpyInput(name, rest, *npy_header_checked(rest, name, max_pixels, stored=stored))
             else:
-                got = _pillow_picture(stream, head, name, closer, max_pixels, integers, on_header)
+                got = _pillow_picture(stream, head, name, closer, max_pixels, integers, on_header, reading)
         except OSError as e:
             raise read_error(name, e) from None
         yield got  # (what the caller does with it raises its own errors: a closed pipe it writes to...)

@@ -21,9 +21,37 @@ import numpy as np
 # there, not by every command that reads or writes a picture.
 
 
-MODE_BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "F": 1}
+#: The modes kernelcli computes with, by layout (``L``, ``LA``, ``RGB``,
+#: ``RGBA``) and sample type (8-bit, 16-bit, float). The 8-bit ones, ``I;16``
+#: and ``F`` are Pillow's; Pillow holds no 16-bit or float colour, so those
+#: modes are kernelcli's own names (``RGB;16``, ``RGB;F``...).
+MODES = {
+    ("L", "8"): "L", ("LA", "8"): "LA", ("RGB", "8"): "RGB", ("RGBA", "8"): "RGBA",
+    ("L", "16"): "I;16", ("LA", "16"): "LA;16", ("RGB", "16"): "RGB;16", ("RGBA", "16"): "RGBA;16",
+    ("L", "float"): "F", ("LA", "float"): "LA;F", ("RGB", "float"): "RGB;F", ("RGBA", "float"): "RGBA;F",
+}
 
-_RANGE = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0}
+#: ``mode: (layout, sample type)``, the inverse of :data:`MODES`.
+MODE_PARTS = {mode: parts for parts, mode in MODES.items()}
+
+#: The sample types (``--depth``).
+DEPTHS = ("8", "16", "float")
+
+_LAYOUT_BANDS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+MODE_BANDS = {mode: _LAYOUT_BANDS[layout] for mode, (layout, _) in MODE_PARTS.items()}
+
+_RANGE = {mode: 255.0 if depth == "8" else 65535.0 for mode, (_, depth) in MODE_PARTS.items() if depth != "float"}
+
+
+def layout_of(mode: str | None) -> str | None:
+    """``L``, ``LA``, ``RGB`` or ``RGBA`` for a mode of :data:`MODES`."""
+    return MODE_PARTS[mode][0] if mode in MODE_PARTS else None
+
+
+def depth_of(mode: str | None) -> str | None:
+    """``8``, ``16`` or ``float`` for a mode of :data:`MODES`."""
+    return MODE_PARTS[mode][1] if mode in MODE_PARTS else None
 
 #: The order of kernelcli's metadata keys in a ``.npy``.
 _META_ORDER = {"mode": 0, "range_max": 1, "labels": 2, "icc_profile": 3, "dpi": 4, "exif": 5}
@@ -36,8 +64,9 @@ class Picture:
     pixels: float32, ``H x W`` (one band) or ``H x W x C``; uint8 or uint16
     only when read with ``read_image(..., integers=True)``, for the banded
     path (:func:`kernelcli.run.bands.apply_in_bands`), which makes float32 bands.
-    mode: the Pillow mode to write (``L``, ``LA``, ``RGB``, ``RGBA``, ``I;16``,
-    ``F``), or ``None`` for a bare array (read from ``.npy``).
+    mode: the mode to write (one of :data:`MODES`: ``L``, ``LA``, ``RGB``,
+    ``RGBA``, ``I;16``, ``F``, ``RGB;16``, ``RGB;F``...), or ``None`` for a
+    bare array (read from ``.npy``).
     """
 
     pixels: np.ndarray
@@ -50,10 +79,13 @@ class Picture:
     range_max: float | None = None
     #: Names of the channels (the kernels of a filter bank), for montages.
     labels: list | None = None
+    #: The other frames of a picture of several (animated, multi-page), as
+    #: pixels in the same mode; their timing is ``info["animation"]``.
+    frames: list | None = None
 
     @property
     def has_alpha(self) -> bool:
-        return self.mode in ("LA", "RGBA")
+        return self.mode is not None and MODE_PARTS.get(self.mode, ("",))[0] in ("LA", "RGBA")
 
     @property
     def max_value(self) -> float:
@@ -63,6 +95,7 @@ class Picture:
         return self.range_max or 255.0
 
     def with_pixels(self, pixels: np.ndarray, **changes) -> "Picture":
+        changes.setdefault("frames", None)  # (the frames are the input's, not a result's)
         return replace(self, pixels=pixels, notes=list(self.notes), **changes)
 
     # -- the metadata that travels with a .npy stream between kernelcli commands

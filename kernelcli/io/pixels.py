@@ -1,74 +1,115 @@
 """Pixels for an output format: float values mapped (``clip``, ``abs``,
 ``stretch``), offset, rounded and clipped to the format's uint8 or uint16
-range, or kept as float32 for TIFF's F mode."""
+range, or kept as float32 for float TIFF and OpenEXR (``--depth float``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import UsageError
-from .picture import MODE_BANDS, Picture
+from .picture import MODE_BANDS, MODE_PARTS, MODES, Picture
 
 
-#: The modes each output format can store (others are converted, with a note).
-_FORMAT_MODES = {
-    "PNG": ("L", "LA", "RGB", "RGBA", "I;16"),
-    "TIFF": ("L", "LA", "RGB", "RGBA", "I;16", "F"),
+#: The layouts each output format can store (others are converted, with a note).
+FORMAT_LAYOUTS = {
+    "PNG": ("L", "LA", "RGB", "RGBA"),
+    "TIFF": ("L", "LA", "RGB", "RGBA"),
     "JPEG": ("L", "RGB"),
     "BMP": ("L", "RGB"),
     "WEBP": ("L", "RGB", "RGBA"),
+    "GIF": ("L", "RGB", "RGBA"),
+    "AVIF": ("L", "RGB", "RGBA"),
+    "HEIF": ("L", "RGB", "RGBA"),
+    "JXL": ("L", "LA", "RGB", "RGBA"),
+    "EXR": ("L", "LA", "RGB", "RGBA"),
+}
+
+#: The sample types each output format can store (``--depth``): the first
+#: is what a picture of a sample type the format lacks is written as.
+FORMAT_DEPTHS = {
+    "PNG": ("8", "16"), "TIFF": ("8", "16", "float"), "JPEG": ("8",), "BMP": ("8",), "WEBP": ("8",),
+    "GIF": ("8",), "AVIF": ("8",), "HEIF": ("8",), "JXL": ("8",), "EXR": ("float",),
 }
 
 SCALINGS = ("clip", "abs", "stretch")
 
-_MODE_FOR_BANDS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_LAYOUT_FOR_BANDS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+_DEPTH_WORDS = {"8": "8-bit", "16": "16-bit", "float": "float"}
 
 
-def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None,
-             colormap: str = "gray") -> np.ndarray:
-    """The pixels as the format stores them: uint8 (L, LA, RGB, RGBA), uint16
-    (16-bit gray) or float32 (TIFF's F), 2-D for one channel; RGB through
-    ``colormap`` unless it is ``gray`` (:mod:`kernelcli.io.colormaps`)."""
+def formats_holding(depth: str) -> str:
+    """The output formats that hold ``depth`` samples, for a message."""
+    names = {"PNG": "png", "TIFF": "tif", "JXL": "jxl", "EXR": "exr"}
+    return ", ".join(names.get(f, f.lower()) for f, depths in FORMAT_DEPTHS.items() if depth in depths)
+
+
+def output_mode(picture: Picture, fmt: str, depth: str | None = None, notes=None) -> tuple[str, str]:
+    """``(mode the values are in, mode written)`` for ``picture`` in ``fmt``:
+    the picture's own mode (a bare array's from its channel count and value
+    range), then the layout and sample type ``fmt`` stores, with ``depth``
+    (``8``, ``16``, ``float``) asked for instead of the picture's sample type.
+    Notes say what the format forced."""
     notes = [] if notes is None else notes
-    if colormap != "gray":
-        return _colormapped(picture, scaling, offset, colormap, notes)
     px = picture.pixels
     bands = 1 if px.ndim == 2 else px.shape[2]
     mode = picture.mode
     if mode is None or MODE_BANDS[mode] != bands:
         # A bare array: pick the mode from the channel count. A stack of
         # feature maps (labels set) has no alpha: only 1 or 3 maps make a picture.
-        usable = (1, 3) if picture.labels else tuple(_MODE_FOR_BANDS)
+        usable = (1, 3) if picture.labels else tuple(_LAYOUT_FOR_BANDS)
         if bands not in usable:
             hint = "use kernelcli montage or " if picture.labels else ""
             raise UsageError(f"cannot store {bands} channels in a {fmt} image; {hint}write .npy instead")
-        mode = _MODE_FOR_BANDS[bands]
-        if bands == 1 and picture.max_value == 65535.0:
-            mode = "I;16"
-    allowed = _FORMAT_MODES[fmt]
-    target_mode = mode
-    if fmt == "WEBP" and mode in ("L", "I;16", "F"):
+        mode = MODES[_LAYOUT_FOR_BANDS[bands], "16" if picture.max_value == 65535.0 else "8"]
+    layout, have = MODE_PARTS[mode]
+    want = depth or have
+    if want not in FORMAT_DEPTHS[fmt]:
+        if depth:
+            raise UsageError(f"{fmt} cannot store {_DEPTH_WORDS[depth]} samples; --depth {depth} needs "
+                             f"one of: {formats_holding(depth)}")
+        want = FORMAT_DEPTHS[fmt][0]
+        notes.append(f"{fmt} cannot store {_DEPTH_WORDS[have]} pixels; written as {_DEPTH_WORDS[want]}")
+    if fmt == "WEBP" and layout == "L":
         notes.append("WEBP has no gray mode; written as RGB with three equal channels")
-    if mode not in allowed:
-        if mode in ("LA", "RGBA"):
-            target_mode = mode[:-1]
-            notes.append(f"{fmt} cannot store alpha; alpha dropped")
-        elif mode in ("I;16", "F"):
-            target_mode = "L"
-            notes.append(f"{fmt} cannot store {'16-bit' if mode == 'I;16' else 'float'} pixels; written as 8-bit")
-    if picture.mode is None and mode not in ("I;16", "F") and picture.max_value == 65535.0:
-        notes.append(f"{fmt} cannot store 16-bit colour; 0..65535 written as 8-bit 0..255")
-    colour = px if px.ndim == 2 else px[..., : MODE_BANDS[mode] - (1 if mode in ("LA", "RGBA") else 0)]
+    target = layout
+    if layout not in FORMAT_LAYOUTS[fmt]:  # (every format holds L and RGB)
+        target = layout[:-1]
+        notes.append(f"{fmt} cannot store alpha; alpha dropped")
+    return mode, MODES[target, want]
+
+
+def to_array(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0, notes=None,
+             depth: str | None = None, colormap: str = "gray") -> np.ndarray:
+    """The pixels as the format stores them: uint8 (8-bit), uint16 (16-bit) or
+    float32 (float: the values as computed, only ``scaling`` and ``offset``
+    applied), 2-D for one channel; ``depth`` as :func:`output_mode` takes it.
+    One channel is drawn as 8-bit RGB through ``colormap`` unless it is
+    ``gray`` (:mod:`kernelcli.io.colormaps`)."""
+    notes = [] if notes is None else notes
+    if colormap != "gray":
+        if depth not in (None, "8"):
+            raise UsageError(f"--colormap {colormap} draws 8-bit colours; --depth {depth} goes without it")
+        return _colormapped(picture, scaling, offset, colormap, notes)
+    px = picture.pixels
+    mode, target_mode = output_mode(picture, fmt, depth, notes)
+    layout, have = MODE_PARTS[mode]
+    want = MODE_PARTS[target_mode][1]
+    keeps_alpha = MODE_PARTS[target_mode][0] in ("LA", "RGBA")
+    colour = px if px.ndim == 2 else px[..., : MODE_BANDS[mode] - (1 if layout in ("LA", "RGBA") else 0)]
     if px.ndim == 3 and colour.shape[2] == 1:
         colour = colour[..., 0]
-    alpha = px[..., -1] if mode in ("LA", "RGBA") else None
-    if target_mode == "F":
-        return scale_values(colour, None, scaling, offset).astype(np.float32, copy=False)
-    top = 65535.0 if target_mode == "I;16" else 255.0
-    src_top = picture.max_value if mode != "F" else 255.0
+    alpha = px[..., -1] if keeps_alpha else None
+    if want == "float":
+        values = scale_values(colour, None, scaling, offset).astype(np.float32, copy=False)
+        if alpha is None:
+            return values
+        return np.ascontiguousarray(np.dstack([values, alpha]), dtype=np.float32)
+    top = 65535.0 if want == "16" else 255.0
+    src_top = picture.max_value if have != "float" else 255.0
     factor = top / src_top
-    dtype = np.uint16 if target_mode == "I;16" else np.uint8
-    if target_mode in ("LA", "RGBA"):
+    dtype = np.uint16 if want == "16" else np.uint8
+    if keeps_alpha:
         arr = np.empty(colour.shape[:2] + (colour.shape[2] + 1 if colour.ndim == 3 else 2,), dtype)
         quantize(colour, top, scaling, offset, factor, out=arr[..., :-1] if colour.ndim == 3 else arr[..., 0])
         quantize(alpha, top, "clip", 0.0, factor, out=arr[..., -1])
@@ -99,11 +140,13 @@ def _colormapped(picture: Picture, scaling: str, offset: float, colormap: str, n
     return colorize(values, colormap)
 
 
-def clips_to_8bit(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0) -> bool:
+def clips_to_8bit(picture: Picture, fmt: str, scaling: str = "clip", offset: float = 0.0,
+                  depth: str | None = None) -> bool:
     """Does :func:`to_array` turn values computed from this (L or RGB) picture,
     in the same layout, into ``fmt``'s pixels by nothing but rounding and
     clipping them to uint8?"""
-    return (picture.mode in ("L", "RGB") and picture.mode in _FORMAT_MODES.get(fmt, ())
+    return (picture.mode in ("L", "RGB") and picture.mode in FORMAT_LAYOUTS.get(fmt, ())
+            and "8" in FORMAT_DEPTHS.get(fmt, ()) and depth in (None, "8")
             and scaling == "clip" and offset == 0)
 
 

@@ -18,14 +18,16 @@ from pathlib import Path
 from .. import stopping
 from ..errors import ImageWriteError, KernelcliError, UsageError
 from ..io.encode import EXTENSIONS, OutputSpec
+from ..io.inputs import ReadSpec
 from ..stages import Stages
-from .naming import Naming, refuse_clashes, target_for
+from .naming import READ_ONLY_EXTENSIONS, Naming, refuse_clashes, target_for
 from .progress import Progress
 from .workers import run_pool
 
-#: Input files are chosen by these extensions (any case).
-INPUT_EXTENSIONS = frozenset(EXTENSIONS)
-_FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp", "NPY": ".npy"}
+#: Input files are chosen by these extensions (any case): every format kernelcli reads.
+INPUT_EXTENSIONS = frozenset(EXTENSIONS) | READ_ONLY_EXTENSIONS
+_FORMAT_EXT = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": ".webp", "NPY": ".npy",
+               "AVIF": ".avif", "GIF": ".gif", "HEIF": ".heic", "JXL": ".jxl", "EXR": ".exr"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Settings:
     stages: Stages
     output: OutputSpec = OutputSpec()
     max_pixels: int | None = None
+    reading: ReadSpec = ReadSpec()
 
 
 @dataclass
@@ -152,7 +155,8 @@ def _matches(rel: str, name: str, pattern: str) -> bool:
 
 
 def output_for(rel: Path, outdir: Path, fmt: str | None) -> Path:
-    """``outdir/rel``, with the extension of ``fmt`` when a format is forced."""
+    """``outdir/rel``, with the extension of ``fmt`` when a format is forced
+    (``.png`` for a format kernelcli only reads)."""
     return target_for(Path(outdir) / rel, rel, Naming(outdir=Path(outdir), ext=format_ext(fmt)))
 
 
@@ -216,7 +220,8 @@ def process_file(src: Path, dst: Path, settings: Settings, threads: int = 1) -> 
             where = e.filename or dst.parent
             raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
         # one thread per file: the worker processes share the cores already
-        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=threads)
+        (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=threads,
+                                      reading=settings.reading)
     except BaseException:
         for folder in missing:  # a failed file leaves no empty folders behind
             with contextlib.suppress(OSError):

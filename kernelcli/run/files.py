@@ -8,12 +8,14 @@ does for each file); :func:`run_stage` is ``kernelcli relu`` and
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from .. import engine
-from ..io.encode import PNG_LEVEL, OutputSpec, PillowCanvas, format_for, write_image, write_pixels
-from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, open_input, read_image
+from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_frames, write_image, write_pixels
+from ..errors import UsageError
+from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, ReadSpec, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
 from ..io.picture import Picture, nonfinite_note
 from ..io.pixels import clips_to_8bit, to_array
@@ -23,10 +25,11 @@ from . import bands
 
 
 def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec(),
-               max_pixels: int | None = None, threads: int = 2) -> tuple[tuple, list[str]]:
+               max_pixels: int | None = None, threads: int = 2,
+               reading: ReadSpec = ReadSpec()) -> tuple[tuple, list[str]]:
     """``kernelcli apply`` on one input: read ``source``, run ``stages``,
     write ``target`` as ``output`` says (paths, ``"-"`` or binary files, as
-    in :mod:`kernelcli.io`).
+    in :mod:`kernelcli.io`), reading pictures as ``reading`` says.
 
     The stages run in bands of rows (:func:`kernelcli.run.bands.apply_in_bands`,
     on ``threads`` threads): the same numbers, without full-size float32
@@ -51,12 +54,20 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
 
     try:
         picture = read_image(source, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, integers=True,
-                                    on_header=header)
+                             on_header=header, reading=replace(reading, all_frames=reading.frame is None))
     finally:  # (on an error too: no thread is left compiling while the process ends)
         for wait in loading:
             wait()
     notes, picture.notes = picture.notes, []
     size = picture.pixels.shape[:2]
+    if picture.frames:
+        return size, notes + _apply_frames(picture, source, target, stages, output, out_format)
+    if stages.linear:
+        result = _apply_linear(picture, stages)
+        notes += result.notes
+        result.info = _placed(result.info, size, result.pixels.shape, notes)
+        return size, notes + write_image(target, result, out_format, scaling, offset, quality, png_level,
+                                         colormap=output.colormap, depth=output.depth)
 
     if out_format == "NPY":
         notes += _colormap_note(output)
@@ -72,22 +83,25 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
         if not per_band:
             return keep(band)
         band_notes.extend(band.notes)
-        return to_array(band, out_format, scaling, offset, band_notes)
+        return to_array(band, out_format, scaling, offset, band_notes, output.depth)
 
     pixels = bands.apply_in_bands(picture, conv, relu, pool, gray, alpha, threads=threads, convert=convert,
-                                  allocate=PillowCanvas if per_band and out_format != "PNG" else None,
-                                  clips_to_8bit=per_band and clips_to_8bit(picture, out_format,
-                                                                                  scaling, offset))
+                                  allocate=canvas_for(out_format) if per_band else None,
+                                  clips_to_8bit=per_band and clips_to_8bit(picture, out_format, scaling,
+                                                                           offset, output.depth))
     if pixels is not None:
+        info = _placed(picture.info, size, pixels.shape, band_notes)
         if per_band:
-            band_notes += write_pixels(target, pixels, out_format, picture.info, quality, png_level)
+            band_notes += write_pixels(target, pixels, out_format, info, quality, png_level)
         else:
-            band_notes += write_image(target, first[0].with_pixels(pixels), out_format, scaling, offset,
-                                      quality, png_level, output.colormap)
+            band_notes += write_image(target, first[0].with_pixels(pixels, info=info), out_format, scaling,
+                                      offset, quality, png_level, colormap=output.colormap, depth=output.depth)
         return size, notes + list(dict.fromkeys(band_notes))  # once, not once per band
     result = _apply_whole(picture, conv, relu, pool, gray, alpha)
+    result.info = _placed(result.info, size, result.pixels.shape, notes)
     notes += result.notes
-    notes += write_image(target, result, out_format, scaling, offset, quality, png_level, output.colormap)
+    notes += write_image(target, result, out_format, scaling, offset, quality, png_level,
+                         colormap=output.colormap, depth=output.depth)
     return size, notes
 
 
@@ -95,6 +109,70 @@ def _colormap_note(output: OutputSpec) -> list[str]:
     if output.colormap == "gray":
         return []
     return [f"--colormap {output.colormap} is for pictures; the .npy keeps the values"]
+
+
+def _apply_linear(picture: Picture, stages: Stages) -> Picture:
+    """The stages in linear light: the colour channels of 8- and 16-bit
+    pictures decoded through their ICC profile's tone curves (the sRGB curve
+    without one), filtered, encoded back (alpha as it is)."""
+    from ..io import colour as cms
+
+    if stages.conv.is_bank:
+        raise UsageError("--linear needs one kernel: a filter bank's maps are not colours to encode back")
+    top = picture.max_value
+    px = np.array(picture.pixels, dtype=np.float32)
+    if picture.mode is None or picture.mode in ("F", "LA;F", "RGB;F", "RGBA;F"):
+        result = _apply_whole(picture.with_pixels(px), stages.conv, stages.relu, stages.pool, stages.gray,
+                              stages.alpha)
+        result.notes.append("--linear: float and .npy values are taken as linear already; filtered as they are")
+        return result
+    colour = slice(None) if px.ndim == 2 else slice(0, px.shape[2] - (1 if picture.has_alpha else 0))
+    curves = cms.profile_curves(picture.info.get("icc_profile"), 1 if px.ndim == 2 else colour.stop)
+    px[..., colour] = (cms.curve_to_linear(px[..., colour], top, curves) if curves
+                       else cms.to_linear(px[..., colour], top))
+    result = _apply_whole(picture.with_pixels(px), stages.conv, stages.relu, stages.pool, stages.gray,
+                          stages.alpha)
+    out = result.pixels
+    colour = slice(None) if out.ndim == 2 else slice(0, out.shape[2] - (1 if result.has_alpha else 0))
+    if curves and (1 if out.ndim == 2 else colour.stop) == len(curves):
+        out[..., colour] = cms.curve_from_linear(out[..., colour], top, curves)
+    else:  # (--gray made one luminance channel of linear RGB: encoded with the sRGB curve)
+        out[..., colour] = cms.from_linear(out[..., colour], top)
+    return result
+
+
+def _apply_frames(picture: Picture, source, target, stages: Stages, output: OutputSpec, out_format: str):
+    """:func:`apply_file` on a picture of several frames: every frame through
+    the stages, written as one file of a format that holds frames."""
+    from ..io.frames import FRAME_FORMATS, refuse_one_picture
+
+    frames = [picture.pixels, *picture.frames]
+    if out_format not in FRAME_FORMATS:
+        name = str(getattr(source, "name", "<stdin>" if str(source) == "-" else source))
+        refuse_one_picture(name, len(frames), out_format)
+    notes: list[str] = []
+    arrays = []
+    for pixels in frames:
+        frame = picture.with_pixels(pixels)
+        result = (_apply_linear(frame, stages) if stages.linear else
+                  _apply_whole(frame, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha))
+        notes.extend(result.notes)
+        arrays.append(to_array(result, out_format, output.scaling, output.offset, notes, output.depth,
+                               output.colormap))
+    info = _placed(picture.info, picture.pixels.shape[:2], arrays[0].shape, notes)
+    notes += write_frames(target, arrays, out_format, info, output.quality)
+    return list(dict.fromkeys(notes))
+
+
+def _placed(info: dict, size: tuple, out_shape: tuple, notes: list) -> dict:
+    """``info`` without the tags that place the picture on the ground
+    (GeoTIFF) when the output's grid is not the input's (a stride, pooling or
+    padding changed it): they would place it wrongly. A note says so."""
+    if not info.get("tiff_tags") or tuple(out_shape[:2]) == tuple(size):
+        return info
+    notes.append(f"dropped the GeoTIFF tags: the output's {out_shape[0]}x{out_shape[1]} grid is not the "
+                 f"input's {size[0]}x{size[1]}, so they would place it wrongly")
+    return {k: v for k, v in info.items() if k != "tiff_tags"}
 
 
 def _float_rows(notes: list, first: list):
@@ -148,7 +226,7 @@ STREAM_BAND_BYTES = 4 * 2**20
 
 
 def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[str]:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, reading: ReadSpec = ReadSpec()) -> list[str]:
     """Read ``source``, run one stage (:class:`Relu`, :class:`Activation` or :class:`Pool`), write
     ``target`` as ``output`` says; returns the notes to show.
 
@@ -160,7 +238,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
     such an array is read whole, as are pictures and Fortran-ordered arrays.
     """
     out_format = format_for(target, output.fmt)
-    with open_input(source, max_pixels) as got:
+    with open_input(source, max_pixels, reading=reading) as got:
         if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
             if out_format == "NPY" and not got.fortran and channels not in (2, 4):
@@ -176,7 +254,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
     notes += picture.notes
     png_level = PNG_LEVEL if output.png_level is None else output.png_level
     return notes + write_image(target, picture, out_format, output.scaling, output.offset, output.quality,
-                               png_level, output.colormap)
+                               png_level, colormap=output.colormap, depth=output.depth)
 
 
 def _stream_stage(npy: NpyInput, target, stage) -> list[str]:

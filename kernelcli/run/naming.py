@@ -18,6 +18,10 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+#: Formats kernelcli reads but does not write, by extension: their outputs
+#: are PNG (unless a format is forced).
+READ_ONLY_EXTENSIONS = frozenset({".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".pcx", ".sgi", ".rgb",
+                                  ".qoi", ".jp2", ".j2k", ".jpx", ".dib"})
 #: The fields a ``--name`` template may use.
 FIELDS = ("stem", "ext", "kernel", "parent")
 #: Characters a kernel's name keeps in an output name; others become "_".
@@ -71,7 +75,7 @@ def target_for(source: Path, rel: Path, naming: Naming) -> Path:
     """The output of ``source`` (``rel``: its path under the folder it was
     found in, or its name when given as a file)."""
     folder = naming.outdir / rel.parent if naming.outdir is not None else source.parent
-    ext = naming.ext or source.suffix
+    ext = naming.ext or (".png" if source.suffix.lower() in READ_ONLY_EXTENSIONS else source.suffix)
     if naming.template is not None:
         name = naming.template.format(stem=source.stem, ext=ext.lstrip("."), kernel=naming.kernel,
                                       parent=source.absolute().parent.name)
