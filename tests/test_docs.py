@@ -21,7 +21,7 @@ KERNELS = (DOCS / "kernels.md").read_text(encoding="utf-8")
 CI = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 MARKDOWN = [README_PATH, *sorted(DOCS.glob("*.md")), ROOT / "benchmarks" / "README.md"]
 
-README_MAX_LINES = 300
+README_MAX_LINES = 260
 
 
 def _commands(group=cli, prefix="kernelcli"):
