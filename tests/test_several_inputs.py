@@ -161,3 +161,26 @@ def test_a_template_with_an_unknown_field_is_refused(run_installed, pictures):
     assert got.returncode == 2
     assert b"unknown field {name}" in got.stderr
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("kernel, extra, label", [
+    ("sobel", ["--combine", "magnitude"], "sobel"),
+    ("edge,kirsch", [], "edge+kirsch"),
+    ("sobel-y,sobel-x", [], "sobel-y+sobel-x"),
+])
+def test_kernel_field_names_a_bank_as_typed(run_installed, pictures, kernel, extra, label):
+    root, _ = pictures
+    got = run_installed(["apply", kernel, "a.png", "-o", "out", "--name", "{stem}-{kernel}.png", "--dry-run",
+                         *extra], cwd=root)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.decode().split()[:3] == ["a.png", "->", f"out/a-{label}.png"]
+
+
+@pytest.mark.parametrize("command", ["apply", "conv"])
+@pytest.mark.parametrize("option", [["--recursive"], ["--glob", "*.png"], ["--jobs", "2"], ["--skip-existing"]])
+def test_folder_options_with_one_file_are_a_usage_error(run_cli, pictures, command, option):
+    root, _ = pictures
+    got = run_cli([command, "sharpen", root / "a.png", root / "out.png", *option])
+    assert got.exit_code == 2
+    assert "need a folder INPUT or several inputs (-o DIR)" in got.output
+    assert not (root / "out.png").exists()

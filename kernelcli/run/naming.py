@@ -42,13 +42,24 @@ class Naming:
 def kernel_label(kernels) -> str:
     """A file-name-safe name for a conv stage's kernels: ``sharpen``,
     ``edge+sobel-x`` for a bank, a kernel file's stem; other characters
-    (an inline matrix's) become ``_``."""
-    labels = []
-    for kernel in kernels:
-        name = kernel.name
+    (an inline matrix's) become ``_``. A named bank's kernels, in its order,
+    are labelled with the bank's name: ``sobel`` (not ``sobel-x+sobel-y``)."""
+    from ..kernels import BANKS
+
+    names = [kernel.name for kernel in kernels]
+    labels, i = [], 0
+    while i < len(names):
+        bank = next((bank for bank, members in BANKS.items()
+                     if tuple(names[i:i + len(members)]) == members), None)
+        if bank is not None:
+            labels.append(bank)
+            i += len(BANKS[bank])
+            continue
+        name = names[i]
         if os.sep in name or "/" in name or re.search(r"\.(txt|npy|mat)$", name, re.I):
             name = Path(name).stem
         labels.append(_UNSAFE.sub("_", name).strip("_") or "kernel")
+        i += 1
     return "+".join(labels)
 
 
