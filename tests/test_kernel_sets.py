@@ -164,8 +164,8 @@ def test_sized_forms_refuse_what_cannot_be_meant(spec):
 
 
 def _unsharp_reference(x, sigma, amount, threshold, top=255.0):
-    """ImageMagick's rule by hand: out = x + amount * (x - blur) where
-    |x - blur| >= threshold * range, else x."""
+    """ImageMagick's rule by hand (UnsharpMaskImage): out = x + amount * (x - blur)
+    where 2 |x - blur| >= threshold * range, else x."""
     size = 2 * int(np.ceil(3 * sigma)) + 1
     r = np.arange(size) - size // 2
     g = np.exp(-r ** 2 / (2 * sigma ** 2))
@@ -176,7 +176,7 @@ def _unsharp_reference(x, sigma, amount, threshold, top=255.0):
         for j in range(x.shape[1]):
             blur[i, j] = (padded[i:i + size, j:j + size] * g2).sum()
     diff = x - blur
-    return np.where(np.abs(diff) >= threshold * top, x + amount * diff, x)
+    return np.where(2 * np.abs(diff) >= threshold * top, x + amount * diff, x)
 
 
 @pytest.mark.parametrize("threshold", [0, 0.1])
@@ -191,6 +191,37 @@ def test_unsharp_with_amount_and_threshold_matches_a_plain_loop(run_cli, tmp_pat
         kept = got == GRAY
         assert 0.05 < kept.mean() < 0.95  # the threshold keeps some inputs and sharpens the rest
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_unsharp_with_edge_padding_is_imagemagick_s_edge_replicating_blur(run_installed, tmp_path):
+    """--pad-mode edge gives x + A (x - blur) with the blur replicating edge
+    pixels (scipy's mode="nearest", as ImageMagick); zero padding brightens
+    the edge of a flat picture, which edge padding leaves flat."""
+    src = tmp_path / "in.npy"
+    flat = np.full((9, 19), 200.0, np.float32)
+    picture = np.vstack([GRAY, flat])
+    np.save(src, picture)
+    done = run_installed(["conv", "unsharp:1.2,1.5", src, tmp_path / "edge.npy", "--pad-mode", "edge"])
+    assert done.returncode == 0, done.stderr
+    x = picture.astype(np.float64)
+    blur = ndimage.gaussian_filter(x, 1.2, mode="nearest", truncate=3.0)  # 9 taps, as 2*ceil(3*1.2)+1
+    np.testing.assert_allclose(np.load(tmp_path / "edge.npy"), x + 1.5 * (x - blur), rtol=1e-5, atol=1e-3)
+    np.save(src, flat)
+    for mode in ("edge", "zero"):
+        assert run_installed(["conv", "unsharp:1.2,1.5", src, tmp_path / f"{mode}.npy", "--pad-mode", mode]
+                             ).returncode == 0
+    np.testing.assert_allclose(np.load(tmp_path / "edge.npy"), flat, atol=1e-3)
+    assert np.load(tmp_path / "zero.npy")[0].min() > 250  # the bright frame the docs warn of
+
+
+def test_docs_tell_how_to_avoid_the_bright_frame_and_keep_one_sized_forms_table():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "kernels.md").read_text(encoding="utf-8")
+    table = text[text.index("| form | kernel |"):].split("\n\n")[0]
+    assert "| `sep:V1,V2,...` |" in table and "| `unsharp:RADIUS[,AMOUNT[,THRESHOLD]]` |" in table
+    unsharp_row = next(line for line in table.splitlines() if line.startswith("| `unsharp:"))
+    assert "--pad-mode edge" in unsharp_row and "THRESHOLD × range × AMOUNT / 2" in unsharp_row
 
 
 def test_the_banks_table_in_docs_is_the_library_s():
