@@ -237,6 +237,7 @@ def test_kernels_lists_the_banks_and_sized_forms(run_installed):
     done = run_installed(["kernels"])
     assert done.returncode == 0
     assert b"sobel = sobel-x,sobel-y" in done.stdout and b"log:SIGMA, dog:S1,S2" in done.stdout
+    assert b"sep:V1,V2,... [scale:S]" in done.stdout
 
 
 # --------------------------------------------------------------------------

@@ -167,6 +167,8 @@ def test_a_template_with_an_unknown_field_is_refused(run_installed, pictures):
     ("sobel", ["--combine", "magnitude"], "sobel"),
     ("edge,kirsch", [], "edge+kirsch"),
     ("sobel-y,sobel-x", [], "sobel-y+sobel-x"),
+    ("edge-diagonal", ["--rotate", "45", "--combine", "max"], "edge-diagonal"),
+    ("sobel,edge", ["--rotate", "90", "--rotations", "2"], "sobel+edge"),
 ])
 def test_kernel_field_names_a_bank_as_typed(run_installed, pictures, kernel, extra, label):
     root, _ = pictures

@@ -385,7 +385,7 @@ def kernels(ctx, as_json):
         emit("\n".join(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}"
                        for name, rows, cols, description in found))
         emit("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE, log:SIGMA, dog:S1,S2, "
-             "unsharp:RADIUS[,AMOUNT[,THRESHOLD]]")
+             "unsharp:RADIUS[,AMOUNT[,THRESHOLD]], sep:V1,V2,... [scale:S]")
         from ..kernels import BANKS
 
         emit("Filter banks: " + "; ".join(f"{name} = {','.join(kernels)}" for name, kernels in BANKS.items()))

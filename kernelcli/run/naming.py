@@ -42,11 +42,17 @@ class Naming:
 def kernel_label(kernels) -> str:
     """A file-name-safe name for a conv stage's kernels: ``sharpen``,
     ``edge+sobel-x`` for a bank, a kernel file's stem; other characters
-    (an inline matrix's) become ``_``. A named bank's kernels, in its order,
-    are labelled with the bank's name: ``sobel`` (not ``sobel-x+sobel-y``)."""
+    (an inline matrix's) become ``_``. The kernels are named as KERNEL was
+    typed: a named bank's kernels, in its order, by the bank's name (``sobel``,
+    not ``sobel-x+sobel-y``), and a kernel's turns (``--rotate``: ``NAME@45``...)
+    by the kernel's."""
     from ..kernels import BANKS
 
-    names = [kernel.name for kernel in kernels]
+    names: list[str] = []
+    for kernel in kernels:
+        base, at, angle = kernel.name.rpartition("@")
+        if not (at and angle.isdigit() and names and names[-1] == base):
+            names.append(kernel.name)
     labels, i = [], 0
     while i < len(names):
         bank = next((bank for bank, members in BANKS.items()
