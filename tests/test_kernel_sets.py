@@ -331,3 +331,19 @@ def test_rotate_45_makes_the_compass_bank(run_installed, tmp_path):
 def test_rotate_refusals(run_cli, args, message):
     result = run_cli(["conv", args[0], "-", "-", *args[1:]])
     assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["conv", "3x3+0+0: 1,0,0 0,0,0 0,0,0", "--rotate", "90"], "the kernels of a bank have different origins"),
+    (["conv", "edge", "--rotate", "90", "--rotations", "6"], "6 turns of 90 degrees: give 1 to 4"),
+    (["conv", "sep:"], "write sep:V1,V2,... (a 1-D mask), optionally followed by scale:S"),
+])
+def test_kernel_option_errors_are_one_line_and_in_the_errors_page(run_cli, tmp_path, args, message):
+    from pathlib import Path
+
+    src = tmp_path / "in.npy"
+    np.save(src, GRAY)
+    result = run_cli([*args, src, tmp_path / "o.npy"])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.npy").exists()
+    assert message in (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")

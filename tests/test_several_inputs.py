@@ -186,3 +186,17 @@ def test_folder_options_with_one_file_are_a_usage_error(run_cli, pictures, comma
     assert got.exit_code == 2
     assert "need a folder INPUT or several inputs (-o DIR)" in got.output
     assert not (root / "out.png").exists()
+
+
+def test_an_empty_file_list_and_a_missing_output_are_usage_errors_in_the_errors_page(run_installed, pictures):
+    from pathlib import Path
+
+    root, _ = pictures
+    (root / "list.txt").write_bytes(b"")
+    errors = (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    for args, message in ((["--files-from", "list.txt", "-o", "out"], "no INPUT given (--files-from list.txt lists none)"),
+                          (["a.png"], "Missing argument 'OUTPUT' (or give -o DIR, --suffix or --name)")):
+        got = run_installed(["apply", "edge", *args], cwd=root)
+        assert got.returncode == 2 and message in got.stderr.decode()
+        assert message in errors
+    assert not (root / "out").exists()
