@@ -200,3 +200,29 @@ def test_an_empty_file_list_and_a_missing_output_are_usage_errors_in_the_errors_
         assert got.returncode == 2 and message in got.stderr.decode()
         assert message in errors
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a.png", "-", "-o", "out"], "- (stdin) is one stream, not a file among several inputs"),
+    (["a.png", "b.png", "-o", "out", "-0"], "-0/--null describes a --files-from list; give --files-from too"),
+    (["a.png", "--suffix", "-x", "--name", "{stem}.png"], "--suffix and --name both name the outputs; give one"),
+    (["b.png", "-o", "a.png"], "-o/--output takes a folder (created if missing), not 'a.png'"),
+    (["a.png", "ax.png", "--suffix", "x"], "the output of a.png, ax.png, would replace the input ax.png"),
+    (["a.png", "out.png", "--json"], None),  # INPUT OUTPUT with --json: allowed (the check below is for -)
+    (["a.png", "-", "--json"], "--json needs an INPUT and OUTPUT that are files, not - (stdin or stdout)"),
+    (["a.png", "-", "--dry-run"], "--dry-run needs an INPUT and OUTPUT that are files"),
+    (["a.png", "--name", ""], "--name '' gives no file name"),
+    (["a.png", "--name", "{stem.png"], "(write {{ and }} for braces)"),
+])
+def test_refusals_of_several_inputs_and_names(run_cli, pictures, monkeypatch, args, message):
+    root, _ = pictures
+    shutil.copy(root / "a.png", root / "ax.png")
+    monkeypatch.chdir(root)
+    before = sorted(p.name for p in root.iterdir())
+    got = run_cli(["apply", "edge", *args])
+    if message is None:
+        assert got.exit_code == 0, got.output
+        return
+    assert got.exit_code == 2, got.output
+    assert message in got.output
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing written, no folder made
