@@ -222,6 +222,7 @@ def test_docs_tell_how_to_avoid_the_bright_frame_and_keep_one_sized_forms_table(
     assert "| `sep:V1,V2,...` |" in table and "| `unsharp:RADIUS[,AMOUNT[,THRESHOLD]]` |" in table
     unsharp_row = next(line for line in table.splitlines() if line.startswith("| `unsharp:"))
     assert "--pad-mode edge" in unsharp_row and "THRESHOLD × range × AMOUNT / 2" in unsharp_row
+    assert "edges.png --combine magnitude --pad-mode reflect" in text
 
 
 def test_the_banks_table_in_docs_is_the_library_s():
@@ -347,3 +348,23 @@ def test_kernel_option_errors_are_one_line_and_in_the_errors_page(run_cli, tmp_p
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.npy").exists()
     assert message in (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+
+
+def test_sobel_magnitude_with_reflect_padding_has_no_frame_and_matches_scipy(run_installed, tmp_path):
+    """The edge map the docs suggest for photos: --pad-mode reflect gives
+    scipy's Sobel magnitude (mode="reflect"), with no frame; zero padding
+    puts a bright frame round a flat picture."""
+    src = tmp_path / "in.npy"
+    np.save(src, GRAY)
+    done = run_installed(["conv", "sobel", src, tmp_path / "r.npy", "--combine", "magnitude", "--pad-mode", "reflect"])
+    assert done.returncode == 0, done.stderr
+    x = GRAY.astype(np.float64)
+    gx = ndimage.correlate(x, SOBEL_X, mode="reflect")
+    gy = ndimage.correlate(x, SOBEL_X.T, mode="reflect")
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), np.hypot(gx, gy), rtol=1e-5, atol=1e-3)
+    np.save(src, np.full((6, 7), 100.0, np.float32))
+    for mode in ("reflect", "zero"):
+        assert run_installed(["conv", "sobel", src, tmp_path / f"{mode}.npy", "--combine", "magnitude",
+                              "--pad-mode", mode]).returncode == 0
+    assert np.abs(np.load(tmp_path / "reflect.npy")).max() < 1e-3
+    assert np.load(tmp_path / "zero.npy")[0].min() > 100  # the frame
