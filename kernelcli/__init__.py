@@ -20,6 +20,7 @@ has done enough work on the twins, Numba loads on a background thread while
 they go on serving (``warm_up`` does it at once).
 """
 
+from ._lazy import lazy_getattr as _lazy_getattr
 from .errors import ImageReadError, ImageWriteError, KernelcliError, KernelError, UsageError
 
 __version__ = "0.1.0"
@@ -32,15 +33,7 @@ _LAZY = {
     "read_image": "io", "write_image": "io", "Picture": "io",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kernelcli' has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "convolve", "relu", "activate", "pool", "release_memory", "warm_up", "get_kernel", "read_image",

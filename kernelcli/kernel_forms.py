@@ -40,7 +40,7 @@ class Kernel:
     source: str = field(default="", compare=False)
     #: An unsharp mask's threshold (a fraction of the value range) and
     #: amount: where the change the kernel makes is smaller than
-    #: ``threshold * range * amount``, the input is kept (a stage, not part
+    #: ``threshold * range * amount / 2``, the input is kept (a stage, not part
     #: of the weights: :mod:`kernelcli.stages`). 0: none.
     threshold: float = 0.0
     amount: float = 1.0

@@ -32,9 +32,10 @@ result is a picture of the input's colour channels again (without alpha).
 
 An unsharp mask with a threshold (``unsharp:RADIUS,AMOUNT,THRESHOLD``) keeps
 the input value wherever the change the mask makes is smaller than
-``THRESHOLD * range * AMOUNT`` (that is, wherever the input differs from its
-blur by less than ``THRESHOLD * range``), the input being moved through the
-same geometry as the output.
+``THRESHOLD * range * AMOUNT / 2`` (that is, wherever twice the difference
+between the input and its blur is smaller than ``THRESHOLD * range``, as
+ImageMagick's ``UnsharpMaskImage`` compares them), the input being moved
+through the same geometry as the output.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class Conv:
         y = self.run(x, kernel)
         if kernel.threshold:
             before = self.follow(x)
-            small = np.abs(y - before) < np.float32(kernel.threshold * top * kernel.amount)
+            small = np.abs(y - before) < np.float32(kernel.threshold * top * kernel.amount / 2)
             np.copyto(y, before, where=small)
         return y
 

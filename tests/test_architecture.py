@@ -61,3 +61,25 @@ def test_how_to_compute_is_decided_inside_the_engine():
             assert not re.search(r"(?<![\w.])engine\._[a-z]", text), name
         if name not in ("engine/backends.py", "_process.py"):
             assert '"numba" in sys.modules' not in text and '"numba" not in sys.modules' not in text, name
+
+
+def test_the_packages_lazy_names_are_their_submodules_objects():
+    """kernelcli and kernelcli.io import their public names on first use
+    (kernelcli._lazy); each is the submodule's object, other names fail."""
+    code = ("import sys, kernelcli, kernelcli.io as io\n"
+            "assert 'numpy' not in sys.modules\n"
+            "from kernelcli.io import inputs, encode, picture\n"
+            "from kernelcli import engine, kernels\n"
+            "assert io.read_image is inputs.read_image and io.write_pixels is encode.write_pixels\n"
+            "assert io.Picture is picture.Picture and kernelcli.convolve is engine.convolve\n"
+            "assert kernelcli.get_kernel is kernels.get_kernel and kernelcli.read_image is inputs.read_image\n"
+            "assert 'convolve' in vars(kernelcli)\n"
+            "for module in (kernelcli, io):\n"
+            "    try:\n"
+            "        module.nothing_here\n"
+            "    except AttributeError as e:\n"
+            "        assert module.__name__ in str(e) and 'nothing_here' in str(e)\n"
+            "    else:\n"
+            "        raise SystemExit('no AttributeError')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -203,3 +203,25 @@ def test_the_link_checker_sees_links_and_anchors():
 def test_readme_is_short():
     lines = len(README.splitlines())
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move reference material into docs/"
+
+
+#: Parameters of public functions that the commands use and the API page leaves out.
+INTERNAL_PARAMETERS = {("read_image", "integers"), ("read_image", "on_header")}
+
+
+def test_the_python_api_table_gives_each_function_s_signature():
+    """docs/python-api.md's table states each public function's parameters
+    and defaults as the code has them."""
+    import inspect
+
+    import kernelcli
+
+    text = (DOCS / "python-api.md").read_text(encoding="utf-8")
+    for name in ("convolve", "relu", "pool", "get_kernel", "read_image", "write_image", "warm_up", "release_memory"):
+        shown = re.search(rf"^\| `{name}\((.*?)\)` \|", text, re.M)
+        assert shown, f"{name} is not in docs/python-api.md's table"
+        params = [p for p in inspect.signature(getattr(kernelcli, name)).parameters.values()
+                  if (name, p.name) not in INTERNAL_PARAMETERS]
+        code = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}".replace("'", '"')
+                         for p in params)
+        assert shown.group(1) == code, name

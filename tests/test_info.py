@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,24 @@ def test_kernels_show_json_gives_the_weights(run_installed):
     shown = json.loads(got.stdout)
     np.testing.assert_allclose(shown["weights"], np.full((3, 5), 1 / 15))
     assert shown["shape"] == [3, 5] and shown["values"] == [[1.0] * 5] * 3
+
+
+def test_a_damaged_npy_header_gets_one_message_from_every_reader(run_installed, run_cli, tmp_path):
+    """info, a run, a dry run and bands of rows read a .npy header through one
+    function: the same one-line message, with no object addresses in it and
+    no talk of Python objects (the header is not a pickle)."""
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{garbage}       \n")
+    expected = "bad.npy: not a readable .npy header: malformed node or string on line 1"
+    info = run_installed(["info", bad])
+    assert info.returncode == 1
+    messages = [info.stderr.decode()]
+    for args in (["conv", "edge", bad, tmp_path / "o.npy"], ["apply", "edge", bad, tmp_path / "o.npy", "--tile-rows", "4"],
+                 ["apply", "edge", bad, tmp_path / "o.npy", "--dry-run"]):
+        got = run_cli(args)
+        assert got.exit_code == 1, got.output
+        messages.append(got.output)
+    for message in messages:
+        assert expected in message and " at 0x" not in message and "Python objects" not in message
+    assert not (tmp_path / "o.npy").exists()
+    assert "not a readable .npy header" in (Path(__file__).parent.parent / "docs" / "errors.md").read_text("utf-8")

@@ -171,8 +171,8 @@ def test_sized_forms_refuse_what_cannot_be_meant(spec):
 
 
 def _unsharp_reference(x, sigma, amount, threshold, top=255.0):
-    """ImageMagick's rule by hand: out = x + amount * (x - blur) where
-    |x - blur| >= threshold * range, else x."""
+    """ImageMagick's rule by hand (UnsharpMaskImage): out = x + amount * (x - blur)
+    where 2 |x - blur| >= threshold * range, else x."""
     size = 2 * int(np.ceil(3 * sigma)) + 1
     r = np.arange(size) - size // 2
     g = np.exp(-r ** 2 / (2 * sigma ** 2))
@@ -183,7 +183,7 @@ def _unsharp_reference(x, sigma, amount, threshold, top=255.0):
         for j in range(x.shape[1]):
             blur[i, j] = (padded[i:i + size, j:j + size] * g2).sum()
     diff = x - blur
-    return np.where(np.abs(diff) >= threshold * top, x + amount * diff, x)
+    return np.where(2 * np.abs(diff) >= threshold * top, x + amount * diff, x)
 
 
 @pytest.mark.parametrize("threshold", [0, 0.1])
@@ -200,6 +200,38 @@ def test_unsharp_with_amount_and_threshold_matches_a_plain_loop(run_cli, tmp_pat
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
 
 
+def test_unsharp_with_edge_padding_is_imagemagick_s_edge_replicating_blur(run_installed, tmp_path):
+    """--pad-mode edge gives x + A (x - blur) with the blur replicating edge
+    pixels (scipy's mode="nearest", as ImageMagick); zero padding brightens
+    the edge of a flat picture, which edge padding leaves flat."""
+    src = tmp_path / "in.npy"
+    flat = np.full((9, 19), 200.0, np.float32)
+    picture = np.vstack([GRAY, flat])
+    np.save(src, picture)
+    done = run_installed(["conv", "unsharp:1.2,1.5", src, tmp_path / "edge.npy", "--pad-mode", "edge"])
+    assert done.returncode == 0, done.stderr
+    x = picture.astype(np.float64)
+    blur = ndimage.gaussian_filter(x, 1.2, mode="nearest", truncate=3.0)  # 9 taps, as 2*ceil(3*1.2)+1
+    np.testing.assert_allclose(np.load(tmp_path / "edge.npy"), x + 1.5 * (x - blur), rtol=1e-5, atol=1e-3)
+    np.save(src, flat)
+    for mode in ("edge", "zero"):
+        assert run_installed(["conv", "unsharp:1.2,1.5", src, tmp_path / f"{mode}.npy", "--pad-mode", mode]
+                             ).returncode == 0
+    np.testing.assert_allclose(np.load(tmp_path / "edge.npy"), flat, atol=1e-3)
+    assert np.load(tmp_path / "zero.npy")[0].min() > 250  # the bright frame the docs warn of
+
+
+def test_docs_tell_how_to_avoid_the_bright_frame_and_keep_one_sized_forms_table():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "kernels.md").read_text(encoding="utf-8")
+    table = text[text.index("| form | kernel |"):].split("\n\n")[0]
+    assert "| `sep:V1,V2,...` |" in table and "| `unsharp:RADIUS[,AMOUNT[,THRESHOLD]]` |" in table
+    unsharp_row = next(line for line in table.splitlines() if line.startswith("| `unsharp:"))
+    assert "--pad-mode edge" in unsharp_row and "THRESHOLD × range × AMOUNT / 2" in unsharp_row
+    assert "edges.png --combine magnitude --pad-mode reflect" in text
+
+
 def test_the_banks_table_in_docs_is_the_library_s():
     import re
     from pathlib import Path
@@ -213,6 +245,7 @@ def test_kernels_lists_the_banks_and_sized_forms(run_installed):
     done = run_installed(["kernels"])
     assert done.returncode == 0
     assert b"sobel = sobel-x,sobel-y" in done.stdout and b"log:SIGMA, dog:S1,S2" in done.stdout
+    assert b"sep:V1,V2,... [scale:S]" in done.stdout
 
 
 # --------------------------------------------------------------------------
@@ -306,3 +339,39 @@ def test_rotate_45_makes_the_compass_bank(run_installed, tmp_path):
 def test_rotate_refusals(run_cli, args, message):
     result = run_cli(["conv", args[0], "-", "-", *args[1:]])
     assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["conv", "3x3+0+0: 1,0,0 0,0,0 0,0,0", "--rotate", "90"], "the kernels of a bank have different origins"),
+    (["conv", "edge", "--rotate", "90", "--rotations", "6"], "6 turns of 90 degrees: give 1 to 4"),
+    (["conv", "sep:"], "write sep:V1,V2,... (a 1-D mask), optionally followed by scale:S"),
+])
+def test_kernel_option_errors_are_one_line_and_in_the_errors_page(run_cli, tmp_path, args, message):
+    from pathlib import Path
+
+    src = tmp_path / "in.npy"
+    np.save(src, GRAY)
+    result = run_cli([*args, src, tmp_path / "o.npy"])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.npy").exists()
+    assert message in (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+
+
+def test_sobel_magnitude_with_reflect_padding_has_no_frame_and_matches_scipy(run_installed, tmp_path):
+    """The edge map the docs suggest for photos: --pad-mode reflect gives
+    scipy's Sobel magnitude (mode="reflect"), with no frame; zero padding
+    puts a bright frame round a flat picture."""
+    src = tmp_path / "in.npy"
+    np.save(src, GRAY)
+    done = run_installed(["conv", "sobel", src, tmp_path / "r.npy", "--combine", "magnitude", "--pad-mode", "reflect"])
+    assert done.returncode == 0, done.stderr
+    x = GRAY.astype(np.float64)
+    gx = ndimage.correlate(x, SOBEL_X, mode="reflect")
+    gy = ndimage.correlate(x, SOBEL_X.T, mode="reflect")
+    np.testing.assert_allclose(np.load(tmp_path / "r.npy"), np.hypot(gx, gy), rtol=1e-5, atol=1e-3)
+    np.save(src, np.full((6, 7), 100.0, np.float32))
+    for mode in ("reflect", "zero"):
+        assert run_installed(["conv", "sobel", src, tmp_path / f"{mode}.npy", "--combine", "magnitude",
+                              "--pad-mode", mode]).returncode == 0
+    assert np.abs(np.load(tmp_path / "reflect.npy")).max() < 1e-3
+    assert np.load(tmp_path / "zero.npy")[0].min() > 100  # the frame

@@ -161,3 +161,68 @@ def test_a_template_with_an_unknown_field_is_refused(run_installed, pictures):
     assert got.returncode == 2
     assert b"unknown field {name}" in got.stderr
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("kernel, extra, label", [
+    ("sobel", ["--combine", "magnitude"], "sobel"),
+    ("edge,kirsch", [], "edge+kirsch"),
+    ("sobel-y,sobel-x", [], "sobel-y+sobel-x"),
+    ("edge-diagonal", ["--rotate", "45", "--combine", "max"], "edge-diagonal"),
+    ("sobel,edge", ["--rotate", "90", "--rotations", "2"], "sobel+edge"),
+])
+def test_kernel_field_names_a_bank_as_typed(run_installed, pictures, kernel, extra, label):
+    root, _ = pictures
+    got = run_installed(["apply", kernel, "a.png", "-o", "out", "--name", "{stem}-{kernel}.png", "--dry-run",
+                         *extra], cwd=root)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.decode().split()[:3] == ["a.png", "->", f"out/a-{label}.png"]
+
+
+@pytest.mark.parametrize("command", ["apply", "conv"])
+@pytest.mark.parametrize("option", [["--recursive"], ["--glob", "*.png"], ["--jobs", "2"], ["--skip-existing"]])
+def test_folder_options_with_one_file_are_a_usage_error(run_cli, pictures, command, option):
+    root, _ = pictures
+    got = run_cli([command, "sharpen", root / "a.png", root / "out.png", *option])
+    assert got.exit_code == 2
+    assert "need a folder INPUT or several inputs (-o DIR)" in got.output
+    assert not (root / "out.png").exists()
+
+
+def test_an_empty_file_list_and_a_missing_output_are_usage_errors_in_the_errors_page(run_installed, pictures):
+    from pathlib import Path
+
+    root, _ = pictures
+    (root / "list.txt").write_bytes(b"")
+    errors = (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    for args, message in ((["--files-from", "list.txt", "-o", "out"], "no INPUT given (--files-from list.txt lists none)"),
+                          (["a.png"], "Missing argument 'OUTPUT' (or give -o DIR, --suffix or --name)")):
+        got = run_installed(["apply", "edge", *args], cwd=root)
+        assert got.returncode == 2 and message in got.stderr.decode()
+        assert message in errors
+    assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a.png", "-", "-o", "out"], "- (stdin) is one stream, not a file among several inputs"),
+    (["a.png", "b.png", "-o", "out", "-0"], "-0/--null describes a --files-from list; give --files-from too"),
+    (["a.png", "--suffix", "-x", "--name", "{stem}.png"], "--suffix and --name both name the outputs; give one"),
+    (["b.png", "-o", "a.png"], "-o/--output takes a folder (created if missing), not 'a.png'"),
+    (["a.png", "ax.png", "--suffix", "x"], "the output of a.png, ax.png, would replace the input ax.png"),
+    (["a.png", "out.png", "--json"], None),  # INPUT OUTPUT with --json: allowed (the check below is for -)
+    (["a.png", "-", "--json"], "--json needs an INPUT and OUTPUT that are files, not - (stdin or stdout)"),
+    (["a.png", "-", "--dry-run"], "--dry-run needs an INPUT and OUTPUT that are files"),
+    (["a.png", "--name", ""], "--name '' gives no file name"),
+    (["a.png", "--name", "{stem.png"], "(write {{ and }} for braces)"),
+])
+def test_refusals_of_several_inputs_and_names(run_cli, pictures, monkeypatch, args, message):
+    root, _ = pictures
+    shutil.copy(root / "a.png", root / "ax.png")
+    monkeypatch.chdir(root)
+    before = sorted(p.name for p in root.iterdir())
+    got = run_cli(["apply", "edge", *args])
+    if message is None:
+        assert got.exit_code == 0, got.output
+        return
+    assert got.exit_code == 2, got.output
+    assert message in got.output
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing written, no folder made

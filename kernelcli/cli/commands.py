@@ -109,13 +109,8 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
     if pool is None and (pool_size or pool_stride):
         raise click.UsageError("--pool-size and --pool-stride need --pool max|avg|sum")
-    inputs, output = many_run.split(paths, many, default_stdio=False)
+    inputs, output, batch_run = _paths(ctx, paths, many, False, recursive, pattern, jobs, skip_existing)
     input = inputs[0]
-    is_folder = input != "-" and os.path.isdir(input)
-    batch_run = is_folder or output is None or many.dry_run or many.as_json
-    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
-        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
-                               "or several inputs (-o DIR)")
     conv, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
                                    origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
@@ -135,6 +130,19 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
         return
     _, notes = files.apply_file(input, output, run, out, max_pixels, reading=reading)
     note(ctx.obj["quiet"], notes)
+
+
+def _paths(ctx, paths, many, default_stdio, recursive, pattern, jobs, skip_existing):
+    """``(inputs, output, batch_run)`` of apply and conv: ``batch_run`` for a
+    folder, several inputs, --dry-run or --json (:func:`_run_many`); the
+    folder options are refused for a single file."""
+    inputs, output = many_run.split(paths, many, default_stdio=default_stdio)
+    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0])
+    batch_run = is_folder or output is None or many.dry_run or many.as_json
+    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
+        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
+                               "or several inputs (-o DIR)")
+    return inputs, output, batch_run
 
 
 def _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_timeout):
@@ -286,12 +294,7 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
     from ..run import files
 
     ctx.obj["quiet"] = ctx.obj["quiet"] or quiet
-    inputs, output = many_run.split(paths, many, default_stdio=True)
-    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0])
-    batch_run = is_folder or output is None or many.dry_run or many.as_json
-    if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
-        raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
-                               "or several inputs (-o DIR)")
+    inputs, output, batch_run = _paths(ctx, paths, many, True, recursive, pattern, jobs, skip_existing)
     stage, notes = stages.make_conv(kernel, stride, padding, pad_mode, dilation, flip, normalize, combine, cval,
                                     origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
@@ -475,7 +478,7 @@ def kernels(ctx, as_json):
         emit("\n".join(f"{name.ljust(width)}  {f'{rows}x{cols}':>5}  {description}"
                        for name, rows, cols, description in found))
         emit("\nSized forms: box:N, box:ROWS,COLS, gaussian:SIGMA, gaussian:SIGMA,SIZE, log:SIGMA, dog:S1,S2, "
-             "unsharp:RADIUS[,AMOUNT[,THRESHOLD]]")
+             "unsharp:RADIUS[,AMOUNT[,THRESHOLD]], sep:V1,V2,... [scale:S]")
         from ..kernels import BANKS
 
         emit("Filter banks: " + "; ".join(f"{name} = {','.join(kernels)}" for name, kernels in BANKS.items()))

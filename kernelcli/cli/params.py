@@ -56,6 +56,10 @@ class PaddingType(click.ParamType):
         return pair
 
 
+#: The sized kernel forms offered by shell completion, as hints.
+SIZED_HINTS = ("box:", "gaussian:", "log:", "dog:", "unsharp:", "sep:")
+
+
 class KernelSpec(click.ParamType):
     """A kernel name, sized form, file or inline matrix, resolved to a Kernel
     (or, with ``bank=True``, a tuple of Kernels: ``edge,sharpen,box``)."""
@@ -66,15 +70,16 @@ class KernelSpec(click.ParamType):
         self.bank = bank
 
     def shell_complete(self, ctx, param, incomplete):
-        """Named kernels and the sized forms (after the last comma of a bank),
-        then files: a kernel may be a file too."""
+        """Named kernels, the named banks where a bank is taken, and the sized
+        forms (after the last comma of a bank), then files: a kernel may be a
+        file too."""
         from click.shell_completion import CompletionItem
 
-        from ..kernels import names
+        from ..kernels import BANKS, names
 
         head, _, word = incomplete.rpartition(",") if self.bank else ("", "", incomplete)
         head = head + "," if head else ""
-        forms = [*names(), "box:", "gaussian:"]
+        forms = [*names(), *(BANKS if self.bank else ()), *SIZED_HINTS]
         found = [CompletionItem(head + name) for name in forms if name.startswith(word)]
         if not found or "/" in word or "." in word:
             return [CompletionItem(incomplete, type="file"), *found]

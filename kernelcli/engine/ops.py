@@ -16,8 +16,8 @@ import numpy as np
 from .. import _memory
 from ..errors import UsageError
 from . import backends, plan
-from .shapes import (PAD_MODES, geometry, POOL_CODES, as_image_array, origin_padding, pair, pool_geometry, rows_view,
-                     source_index)
+from .shapes import (PAD_MODES, geometry, POOL_CODES, as_image_array, origin_padding, origin_pair, pair, pool_geometry,
+                     rows_view, source_index)
 
 def _check_out(out, shape: tuple, x, src: np.ndarray) -> None:
     """Can the caller's ``out`` take a result of ``shape`` computed from ``x``?"""
@@ -161,7 +161,7 @@ def _shifted(rows: np.ndarray, cval, pad_mode: str):
 def placed_origin(kernel, origin, flip: bool) -> tuple[int, int]:
     """The origin among the weights as correlated: ``origin`` (else the
     kernel's own), moved with the kernel when ``flip`` turns it."""
-    oy, ox = kernel.origin if origin is None else origin
+    oy, ox = origin_pair(kernel.origin if origin is None else origin)
     kh, kw = kernel.shape
     return (kh - 1 - oy, kw - 1 - ox) if flip else (oy, ox)
 

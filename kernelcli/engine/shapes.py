@@ -99,6 +99,18 @@ def resolve_padding(padding, reach: tuple[int, int]) -> tuple[tuple[int, int], t
     return ((py, py), (px, px))
 
 
+def origin_pair(origin) -> tuple[int, int]:
+    """``origin`` as a pair of whole numbers ``(Y, X)``, or a UsageError."""
+    try:
+        oy, ox = (int(v) for v in origin)
+        whole = all(int(v) == v for v in origin)
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise UsageError(f"the origin must be a pair of kernel cells (Y, X), got {origin!r}")
+    return oy, ox
+
+
 def origin_padding(kernel_shape, origin, padding, dilation=1) -> tuple[tuple[int, int], tuple[int, int]]:
     """``same`` padding that puts kernel cell ``origin`` (``(Y, X)``, 0-based)
     over each output pixel: ``Y * DY`` rows before and the rest of the reach
@@ -106,10 +118,7 @@ def origin_padding(kernel_shape, origin, padding, dilation=1) -> tuple[tuple[int
     ``same`` padding takes an origin: the other paddings place the windows
     themselves."""
     kh, kw = kernel_shape[:2]
-    try:
-        oy, ox = (int(v) for v in origin)
-    except (TypeError, ValueError):
-        raise UsageError(f"the origin must be a pair of kernel cells (Y, X), got {origin!r}") from None
+    oy, ox = origin_pair(origin)
     if not (0 <= oy < kh and 0 <= ox < kw):
         raise UsageError(f"the origin {oy},{ox} is not a cell of the {kh}x{kw} kernel (rows 0..{kh - 1}, "
                          f"columns 0..{kw - 1})")

@@ -11,21 +11,15 @@ The names below are imported when first used, so that importing one module
 of this package (``header``) does not import NumPy.
 """
 
+from .._lazy import lazy_getattr as _lazy_getattr
+
 _LAZY = {
     "format_for": "encode", "write_image": "encode", "write_pixels": "encode",
     "DEFAULT_MAX_PIXELS": "inputs", "NpyInput": "inputs", "open_input": "inputs", "read_image": "inputs",
     "Picture": "picture",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "NpyInput", "Picture", "format_for", "open_input", "read_image",

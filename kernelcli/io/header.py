@@ -177,13 +177,10 @@ def icc_description(profile: bytes) -> str | None:
 
 
 def _describe_npy(f, name: str) -> dict:
-    from .npy import META_MAGIC, read_npy_header
+    from .npy import META_MAGIC, header_of
 
-    try:
-        shape, fortran, dtype = read_npy_header(f)
-        start = f.tell()
-    except Exception as e:  # numpy's header reader raises ValueError and others
-        raise ImageReadError(f"{name}: not a readable .npy header: {e}") from None
+    shape, fortran, dtype = header_of(f, name)
+    start = f.tell()
     facts = _blank(name, "NPY")
     facts.update(shape=list(shape), dtype=str(dtype), fortran_order=bool(fortran), metadata=None)
     if len(shape) >= 2:

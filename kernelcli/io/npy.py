@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 
@@ -51,6 +52,17 @@ def read_npy_header(f) -> tuple:
     raise ValueError(f"unsupported .npy version {version}")
 
 
+def header_of(stream, name: str) -> tuple:
+    """:func:`read_npy_header`, its failures (NumPy raises ValueError,
+    SyntaxError, EOFError... on a damaged header) as one ImageReadError
+    naming the file, without the addresses of Python objects in its reason."""
+    try:
+        return read_npy_header(stream)
+    except Exception as e:
+        reason = re.sub(r"<[^<>]*? at 0x[0-9a-fA-F]+>", "a name", str(e)).strip() or type(e).__name__
+        raise ImageReadError(f"{name}: not a readable .npy header: {reason}") from None
+
+
 def check_npy_header(shape: tuple, dtype: np.dtype, name: str, max_pixels: int | None = None) -> None:
     """Refuse, naming the file, a ``.npy`` header that is not a usable image."""
     if dtype.hasobject:
@@ -84,14 +96,7 @@ def npy_header_checked(stream, name: str, max_pixels: int | None, stored: int | 
     picture) does not apply to it; a file shorter than its header claims is
     refused as truncated instead. A stream is held to the limit.
     """
-    try:
-        shape, fortran, dtype = read_npy_header(stream)
-    except ValueError as e:
-        if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise ImageReadError(f"{name}: .npy holds Python objects; refusing to unpickle it") from None
-        raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
-    except Exception as e:  # truncated or scrambled header
-        raise ImageReadError(f"{name}: corrupt .npy header: {e}") from None
+    shape, fortran, dtype = header_of(stream, name)
     if stored is not None:
         data = stream.tell() if hasattr(stream, "tell") else None
         need = math.prod(shape) * dtype.itemsize

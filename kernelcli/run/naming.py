@@ -46,13 +46,30 @@ class Naming:
 def kernel_label(kernels) -> str:
     """A file-name-safe name for a conv stage's kernels: ``sharpen``,
     ``edge+sobel-x`` for a bank, a kernel file's stem; other characters
-    (an inline matrix's) become ``_``."""
-    labels = []
+    (an inline matrix's) become ``_``. The kernels are named as KERNEL was
+    typed: a named bank's kernels, in its order, by the bank's name (``sobel``,
+    not ``sobel-x+sobel-y``), and a kernel's turns (``--rotate``: ``NAME@45``...)
+    by the kernel's."""
+    from ..kernels import BANKS
+
+    names: list[str] = []
     for kernel in kernels:
-        name = kernel.name
+        base, at, angle = kernel.name.rpartition("@")
+        if not (at and angle.isdigit() and names and names[-1] == base):
+            names.append(kernel.name)
+    labels, i = [], 0
+    while i < len(names):
+        bank = next((bank for bank, members in BANKS.items()
+                     if tuple(names[i:i + len(members)]) == members), None)
+        if bank is not None:
+            labels.append(bank)
+            i += len(BANKS[bank])
+            continue
+        name = names[i]
         if os.sep in name or "/" in name or re.search(r"\.(txt|npy|mat)$", name, re.I):
             name = Path(name).stem
         labels.append(_UNSAFE.sub("_", name).strip("_") or "kernel")
+        i += 1
     return "+".join(labels)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _memory
 from ..errors import ImageReadError, ImageWriteError
-from ..io.npy import check_npy_header, npy_header, npy_metadata, npy_trailer, read_npy_header
+from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_trailer
 from ..io.sinks import atomic_file
 from ..stages import Stages
 from .bands import Job, Source, band_rows, compute_band, plan
@@ -40,10 +40,7 @@ def open_source(path) -> Source:
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
-        try:
-            shape, fortran, dtype = read_npy_header(f)
-        except Exception as e:
-            raise ImageReadError(f"{name}: not a readable .npy array: {e}") from None
+        shape, fortran, dtype = header_of(f, name)
         offset = f.tell()
         check_npy_header(shape, dtype, name)  # no pixel limit: memory holds a band
         if fortran:
