@@ -10,8 +10,8 @@ Public API::
     release_memory()          # give back memory kept from large results that are gone
     warm_up(wait=True)        # load Numba and the engine's loops now (else automatic, see below)
     get_kernel(spec)          # name, spec string, file path or 2-D array -> Kernel
-    read_image(source)        # path, "-", bytes or file -> Picture (.pixels float32)
-    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0, colormap="gray")
+    read_image(source, reading=ReadSpec())   # path, "-", bytes or file -> Picture (.pixels float32)
+    write_image(target, picture_or_array, fmt=None, scaling="clip", offset=0.0, colormap="gray", depth=None)
 
 Importing kernelcli does not import Numba. Small work runs on NumPy twins of
 the engine's loops, which spare a one-shot job Numba's start-up; large work
@@ -30,7 +30,7 @@ _LAZY = {
     "convolve": "engine", "relu": "engine", "activate": "engine", "pool": "engine", "release_memory": "engine",
     "warm_up": "engine",
     "get_kernel": "kernels", "Kernel": "kernels",
-    "read_image": "io", "write_image": "io", "Picture": "io",
+    "read_image": "io", "write_image": "io", "Picture": "io", "ReadSpec": "io",
 }
 
 __getattr__ = _lazy_getattr(__name__, _LAZY)
@@ -38,6 +38,6 @@ __getattr__ = _lazy_getattr(__name__, _LAZY)
 __all__ = [
     "convolve", "relu", "activate", "pool", "release_memory", "warm_up", "get_kernel", "read_image",
     "write_image",
-    "Kernel", "Picture", "KernelcliError", "KernelError", "UsageError",
+    "Kernel", "Picture", "ReadSpec", "KernelcliError", "KernelError", "UsageError",
     "ImageReadError", "ImageWriteError", "__version__",
 ]
