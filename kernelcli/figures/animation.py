@@ -30,6 +30,8 @@ INPUT_FILL = (238, 238, 238)
 PADDING_FILL = (150, 150, 150)
 EMPTY_FILL = (62, 62, 62)
 WEIGHT_INK = (200, 20, 20)
+ORIGIN = (60, 200, 90)
+ORIGIN_TEXT = "green: the kernel's origin, the cell over the output pixel"
 
 #: Milliseconds each kind of frame is shown.
 INTRO_MS, STEP_MS, DONE_MS, STAGE_MS, POOL_MS, LAST_MS = 1600, 900, 1800, 2200, 1100, 3000
@@ -95,7 +97,7 @@ class _Layout:
 
 def _all_texts(walk: Walk) -> list[str]:
     """The longest texts the frames write (for the width)."""
-    texts = [_title(walk)]
+    texts = [_title(walk)] + ([ORIGIN_TEXT] if walk.origin is not None else [])
     kh, kw = walk.weights.shape
     sy, sx = walk.stride
     for oy in range(walk.feature.shape[0]):
@@ -105,13 +107,17 @@ def _all_texts(walk: Walk) -> list[str]:
         current = walk.feature if walk.rectified is None else walk.rectified
         texts += [_pool_text(walk.pool, current, oy, ox) for oy in range(walk.pool.result.shape[0])
                   for ox in range(walk.pool.result.shape[1])]
+        texts.append(pool_summary(walk.pool))
     return texts
 
 
 def _title(walk: Walk) -> str:
     kh, kw = walk.weights.shape
-    return (f"input {walk.x.shape[0]}x{walk.x.shape[1]}, kernel {walk.kernel_name} {kh}x{kw}, "
-            f"stride {walk.stride[0]},{walk.stride[1]}, padding {walk.padding}: "
+    padded = any(p for pair in walk.pads for p in pair)
+    border = f", border value {draw.number(walk.cval, 4)}" if padded and walk.cval else ""
+    origin = f", origin {walk.origin[0]},{walk.origin[1]}" if walk.origin is not None else ""
+    return (f"input {walk.x.shape[0]}x{walk.x.shape[1]}, kernel {walk.kernel_name} {kh}x{kw}{origin}, "
+            f"stride {walk.stride[0]},{walk.stride[1]}, padding {walk.padding}{border}: "
             f"feature map {walk.feature.shape[0]}x{walk.feature.shape[1]}")
 
 
@@ -159,8 +165,10 @@ def frames(walk: Walk) -> list[tuple]:
     if count > MAX_FRAMES:
         raise UsageError(f"an animation of {count} frames ({oh}x{ow} positions) is more than {MAX_FRAMES}; "
                          "use a smaller input, a larger --stride or less --padding")
-    out = [(lambda: _conv_frame(walk, lay, span, None,
-                                ["slide the kernel over the input; each position gives one number"]), INTRO_MS)]
+    intro = ["slide the kernel over the input; each position gives one number"]
+    if walk.origin is not None:
+        intro.append(ORIGIN_TEXT)
+    out = [(lambda: _conv_frame(walk, lay, span, None, intro), INTRO_MS)]
     for oy in range(oh):
         for ox in range(ow):
             lines = _products(walk, oy * sy, ox * sx, walk.feature[oy, ox], oy, ox)
@@ -189,12 +197,22 @@ def _pool_frames(walk: Walk, lay: _Layout, span, current: np.ndarray) -> list[tu
     out = []
     for i in range(n + 1):
         at = divmod(i, pool.result.shape[1]) if i < n else None
-        lines = ([_pool_text(pool, current, *at)] if at else
-                 [f"pooled map {pool.result.shape[0]}x{pool.result.shape[1]}"])
+        lines = [_pool_text(pool, current, *at)] if at else [pool_summary(pool)]
         out.append((lambda at=at, i=i, lines=lines: _map_frame(
             walk, lay, (before, current, span), words, ("pooled map", pool.result, span), at, i, lines),
             POOL_MS if at else LAST_MS))
     return out
+
+
+#: What each pooling keeps of its window, in the last frame's sentence.
+POOL_WORDS = {"max": "the largest value", "avg": "the mean", "sum": "the sum"}
+
+
+def pool_summary(pool: PoolStep) -> str:
+    """The last frame's sentence: the pooled map and what each of its cells holds."""
+    (h, w), (ph, pw), (py, px) = pool.result.shape, pool.size, pool.stride
+    return (f"pooled map {h}x{w}: {POOL_WORDS.get(pool.kind, pool.kind)} of each {ph}x{pw} window, "
+            f"stride {py},{px}")
 
 
 def _span(feature: np.ndarray) -> tuple[float, float]:
@@ -234,10 +252,10 @@ def _coloured(values: np.ndarray, span) -> np.ndarray:
     return colormaps.colorize(values.astype(np.float32), "diverging", span)
 
 
-def _outline(pen, lay: _Layout, x: int, y0: int, x0: int, h: int, w: int) -> None:
+def _outline(pen, lay: _Layout, x: int, y0: int, x0: int, h: int, w: int, colour=WINDOW) -> None:
     c = lay.cell
     box = (x + x0 * c, lay.top + y0 * c, x + (x0 + w) * c, lay.top + (y0 + h) * c)
-    pen.rectangle(box, outline=WINDOW, width=3)
+    pen.rectangle(box, outline=colour, width=3)
 
 
 def _conv_frame(walk: Walk, lay: _Layout, span, at, lines):
@@ -260,8 +278,12 @@ def _conv_frame(walk: Walk, lay: _Layout, span, at, lines):
     filled = (np.arange(oh * ow).reshape(oh, ow) < done + (1 if isinstance(at, tuple) else 0))
     feature_fills = np.where(filled[..., None], _coloured(walk.feature, span), np.array(EMPTY_FILL))
     _grid(pen, lay, lay.xc, walk.feature, feature_fills, filled)
+    if walk.origin is not None:
+        _outline(pen, lay, lay.xb, walk.origin[0], walk.origin[1], 1, 1, ORIGIN)
     if isinstance(at, tuple):
         _outline(pen, lay, lay.xa, y0, x0, kh, kw)
+        if walk.origin is not None:
+            _outline(pen, lay, lay.xa, y0 + walk.origin[0], x0 + walk.origin[1], 1, 1, ORIGIN)
         _outline(pen, lay, lay.xc, at[0], at[1], 1, 1)
         _weights_in_window(pen, lay, walk, y0, x0)
     _text(pen, lay, lines)
