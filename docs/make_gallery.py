@@ -58,15 +58,10 @@ FIGURES = [
     Figure("pooling.gif",
            'kernelcli explain sobel-x "3,1,0,2,5,1;1,0,4,2,2,0;0,7,1,3,1,2;2,1,0,6,3,1;1,3,2,0,2,4;5,1,1,2,0,1"'
            " --relu --pool max --animate docs/gallery/pooling.gif", frames=1 + 16 + 1 + 1 + 4 + 1),
-    Figure("pool-max.png",
-           "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-           " | kernelcli pool max - docs/gallery/pool-max.png --colormap heat", size="pooled"),
-    Figure("pool-avg.png",
-           "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-           " | kernelcli pool avg - docs/gallery/pool-avg.png --colormap heat", size="pooled"),
-    Figure("pool-sum.png",
-           "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-           " | kernelcli pool sum - docs/gallery/pool-sum.png --colormap heat", size="pooled"),
+    *(Figure(f"pool-{kind}.png",
+             "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
+             f" | kernelcli pool {kind} - docs/gallery/pool-{kind}.png --colormap heat", size="pooled")
+      for kind in ("max", "avg", "sum")),
     Figure("digit.png", "kernelcli montage samples/digit-8.png docs/gallery/digit.png --colormap gray", size="digit"),
     Figure("layer1.png",
            "kernelcli conv edge,sobel-x,sobel-y samples/digit-8.png | kernelcli relu"
