@@ -63,3 +63,16 @@ def test_the_script_makes_each_picture(small_gallery, figure):
         assert size[0] >= 120 and size[1] >= 100
     for frame in frames:
         assert frame.std() > 10, "blank"  # not one flat colour
+
+
+#: The articles' figures each gallery picture redraws (the Intuitive Explanation's numbers): one
+#: photo pooled three ways is figure 12; three maps pooled one by one (the digit's first layer) is 11.
+FIGURES_DRAWN = {"convolution.gif": "figure 5", "filters.jpg": "the table after figure 5",
+                 "feature-map.jpg": "figures 8 and 9", "pooling.gif": "figure 10", "pool-max.png": "figure 12",
+                 "layer1-pooled.png": "figures 11, 13, 18 and 19", "kernels.png": "visualizations of filters"}
+
+
+@pytest.mark.parametrize("name, cited", FIGURES_DRAWN.items())
+def test_each_picture_is_under_the_heading_of_the_figure_it_redraws(name, cited):
+    section = next(s for s in GALLERY_PAGE.split("\n## ")[1:] if f"(gallery/{name})" in s)
+    assert cited in section.splitlines()[0], section.splitlines()[0]
