@@ -130,3 +130,26 @@ def test_border_value_and_origin_are_drawn(run_installed, tmp_path):
 def test_last_pooling_frame_says_what_the_pooled_map_holds(kind, words):
     pool = animation.PoolStep(kind, (2, 2), (2, 2), pool_ref(np.arange(16.0).reshape(4, 4), kind, (2, 2)))
     assert animation.pool_summary(pool) == f"pooled map 2x2: {words} of each 2x2 window, stride 2,2"
+
+
+@pytest.mark.parametrize("kernel, side, options", [
+    ("curve-detector", 9, {"stride": (2, 2)}),  # a 2x2 map beside a 9x9 input: a label wider than its grid
+    ("box", 2, {"padding": (1, 1), "relu": True, "pool": "sum", "pool_size": (1, 1)}),
+])
+def test_every_label_fits_its_panel_and_the_frame(tmp_path, kernel, side, options):
+    from kernelcli.figures import draw
+
+    np.save(tmp_path / "x.npy", np.arange(side * side, dtype=np.float32).reshape(side, side) % 3)
+    walk = explain.walkthrough(get_kernel(kernel), str(tmp_path / "x.npy"), **options)
+    lay = animation._Layout(walk)
+    shape = "{0[0]}x{0[1]}".format
+    panels = {lay.xa: [f"input, padded {shape(walk.padded.shape)}", f"feature map {shape(walk.feature.shape)}"],
+              lay.xc: [f"feature map {shape(walk.feature.shape)}"]}
+    if walk.pool is not None:
+        panels[lay.xc] += [f"rectified map {shape(walk.rectified.shape)}",
+                           f"pooled map {shape(walk.pool.result.shape)}"]
+    for x, labels in panels.items():
+        for label in labels:
+            end = x + draw.text_width(label, animation.LABEL_SIZE)
+            assert end <= lay.width - animation.PAD and (x != lay.xa or end < lay.xb), label
+    assert np.asarray(animation.frames(walk)[-1][0]()).shape[1] == lay.width

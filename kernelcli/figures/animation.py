@@ -80,9 +80,10 @@ class _Layout:
         widest = max(draw.text_width(draw.number(v, 4), self.size) for a in values for v in a.ravel())
         self.cell = max(self.cell, widest + 8)
         c = self.cell
-        self.a = (walk.padded.shape[1] * c, walk.padded.shape[0] * c)
-        self.b = (max(walk.weights.shape[1] * c, 150), walk.weights.shape[0] * c)
-        self.c = (walk.feature.shape[1] * c, walk.feature.shape[0] * c)
+        labels = _panel_labels(walk)
+        self.a = (max(walk.padded.shape[1] * c, labels[0]), walk.padded.shape[0] * c)
+        self.b = (max(walk.weights.shape[1] * c, 150, labels[1]), walk.weights.shape[0] * c)
+        self.c = (max(walk.feature.shape[1] * c, labels[2]), walk.feature.shape[0] * c)
         self.top = PAD + TITLE_SIZE + 14 + LABEL_SIZE + 8
         self.xa = PAD
         self.xb = self.xa + self.a[0] + PANEL_GAP
@@ -93,6 +94,28 @@ class _Layout:
         texts = _all_texts(walk)
         self.width = max(self.xc + self.c[0] + PAD, max(draw.text_width(t, TEXT_SIZE) for t in texts) + 2 * PAD)
         self.height = self.text_y + max(text_lines, 2) * LINE + PAD
+
+
+def _panel_labels(walk: Walk) -> tuple[int, int, int]:
+    """The widest label (or stage name) each of the three panels carries, in pixels:
+    a panel is at least that wide, so no label runs into the next panel or off the frame."""
+    def shape(a):
+        return f"{a.shape[0]}x{a.shape[1]}"
+
+    left = [f"input, padded {shape(walk.padded)}", f"feature map {shape(walk.feature)}"]
+    right = [f"feature map {shape(walk.feature)}"]
+    middle = [(f"kernel {shape(walk.weights)}", LABEL_SIZE)]
+    if walk.rectified is not None:
+        left.append(f"rectified map {shape(walk.rectified)}")
+        right.append(f"rectified map {shape(walk.rectified)}")
+        middle += [("ReLU", TEXT_SIZE + 2), ("max(0, x)", TEXT_SIZE + 2)]
+    if walk.pool is not None:
+        (ph, pw), (py, px) = walk.pool.size, walk.pool.stride
+        right.append(f"pooled map {shape(walk.pool.result)}")
+        middle += [(f"{walk.pool.kind} pooling", TEXT_SIZE + 2), (f"{ph}x{pw}, stride {py},{px}", TEXT_SIZE + 2)]
+    return (max(draw.text_width(t, LABEL_SIZE) for t in left),
+            max(draw.text_width(t, size) for t, size in middle),
+            max(draw.text_width(t, LABEL_SIZE) for t in right))
 
 
 def _all_texts(walk: Walk) -> list[str]:
