@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate every picture of docs/gallery.md from the kernelcli commands it shows.
 
-Usage (from the repository root, with kernelcli installed):
+Usage (from the repository root, with the Python kernelcli is installed in;
+its kernelcli command is used even when its folder is not on PATH):
     python docs/make_gallery.py [--out DIR] [--photo PICTURE]
 
 Each command below is run as written in docs/gallery.md (through the shell,
@@ -13,9 +14,11 @@ picture in place of samples/gray.png (the tests use a small one).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +92,13 @@ def command_for(figure: Figure, out: str = GALLERY, photo: str = PHOTO) -> str:
 def make(out: str = GALLERY, photo: str = PHOTO, quiet: bool = False) -> list[Path]:
     """Run every figure's command; returns the pictures made."""
     Path(ROOT, out).mkdir(parents=True, exist_ok=True)
+    # the kernelcli command installed beside this Python, whether or not its folder is on PATH
+    env = dict(os.environ, PATH=os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")]))
     made = []
     for figure in FIGURES:
         command = command_for(figure, out, photo)
         start = time.perf_counter()
-        subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, check=True)
+        subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, check=True, env=env)
         made.append(Path(ROOT, out, figure.name))
         if not quiet:
             size = made[-1].stat().st_size
