@@ -32,8 +32,7 @@ PHOTO = "samples/gray.png"
 class Figure:
     """One picture: its file in docs/gallery/, the command that makes it, and
     what it must be: ``frames`` for an animation; ``size`` "photo" (the
-    photo's size), "pooled" (half of it), "digit" (28x28 made larger) or
-    "sheet" (a drawn sheet)."""
+    photo's size), "digit" (28x28 made larger) or "sheet" (a drawn sheet)."""
 
     name: str
     command: str
@@ -63,7 +62,7 @@ FIGURES = [
            " --relu --pool max --animate docs/gallery/pooling.gif", frames=1 + 16 + 1 + 1 + 4 + 1),
     *(Figure(f"pool-{kind}.png",
              "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-             f" | kernelcli pool {kind} - docs/gallery/pool-{kind}.png --colormap heat", size="pooled")
+             f" | kernelcli pool {kind} | kernelcli montage - docs/gallery/pool-{kind}.png --colormap heat")
       for kind in ("max", "avg", "sum")),
     Figure("digit.png", "kernelcli montage samples/digit-8.png docs/gallery/digit.png --colormap gray", size="digit"),
     Figure("layer1.png",

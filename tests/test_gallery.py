@@ -53,7 +53,7 @@ def test_the_script_makes_each_picture(small_gallery, figure):
         frames = [np.asarray(f.convert("RGB"), dtype=np.float64) for f in ImageSequence.Iterator(im)]
         size = im.size
     assert len(frames) == figure.frames
-    expected = {"photo": photo_size, "pooled": (photo_size[0] // 2, photo_size[1] // 2)}.get(figure.size)
+    expected = {"photo": photo_size}.get(figure.size)
     if expected is not None:
         assert size == expected
     elif figure.size == "digit":
@@ -75,3 +75,10 @@ FIGURES_DRAWN = {"convolution.gif": "figure 5", "filters.jpg": "the table after 
 def test_each_picture_is_under_the_heading_of_the_figure_it_redraws(name, cited):
     section = next(s for s in GALLERY_PAGE.split("\n## ")[1:] if f"(gallery/{name})" in s)
     assert cited in section.splitlines()[0], section.splitlines()[0]
+
+
+def test_average_and_sum_pooling_pictures_differ(small_gallery):
+    """The same colours (sum is 4 x average), told apart by their scale bars' numbers."""
+    folder, _ = small_gallery
+    avg, total = (np.asarray(Image.open(folder / f"pool-{k}.png").convert("RGB")) for k in ("avg", "sum"))
+    assert avg.shape == total.shape and not np.array_equal(avg, total)
