@@ -180,7 +180,7 @@ def frames(walk: Walk) -> list[tuple]:
     where ``draw()`` returns the frame as an RGB Pillow image (all one size).
     Refuses (a usage error) more than :data:`MAX_FRAMES`."""
     lay = _Layout(walk)
-    span = _span(walk.feature)
+    span = draw.symmetric_span(walk.feature)
     sy, sx = walk.stride
     oh, ow = walk.feature.shape
     n_pool = 0 if walk.pool is None else walk.pool.result.size + 1
@@ -238,12 +238,6 @@ def pool_summary(pool: PoolStep) -> str:
             f"stride {py},{px}")
 
 
-def _span(feature: np.ndarray) -> tuple[float, float]:
-    finite = np.abs(feature[np.isfinite(feature)])
-    m = float(finite.max()) if finite.size else 0.0
-    return -m, m
-
-
 def _canvas(walk: Walk, lay: _Layout, labels):
     from PIL import Image, ImageDraw
 
@@ -297,7 +291,7 @@ def _conv_frame(walk: Walk, lay: _Layout, span, at, lines):
         y0, x0 = at[0] * sy, at[1] * sx
         fills[y0:y0 + kh, x0:x0 + kw] = WINDOW_FILL
     _grid(pen, lay, lay.xa, walk.padded, fills)
-    _grid(pen, lay, lay.xb, walk.weights, _coloured(walk.weights, _span(walk.weights)))
+    _grid(pen, lay, lay.xb, walk.weights, _coloured(walk.weights, draw.symmetric_span(walk.weights)))
     filled = (np.arange(oh * ow).reshape(oh, ow) < done + (1 if isinstance(at, tuple) else 0))
     feature_fills = np.where(filled[..., None], _coloured(walk.feature, span), np.array(EMPTY_FILL))
     _grid(pen, lay, lay.xc, walk.feature, feature_fills, filled)
