@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate every picture of docs/gallery.md from the kernelcli commands it shows.
 
-Usage (from the repository root, with kernelcli installed):
+Usage (from the repository root, with the Python kernelcli is installed in;
+its kernelcli command is used even when its folder is not on PATH):
     python docs/make_gallery.py [--out DIR] [--photo PICTURE]
 
 Each command below is run as written in docs/gallery.md (through the shell,
@@ -13,9 +14,11 @@ picture in place of samples/gray.png (the tests use a small one).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +32,7 @@ PHOTO = "samples/gray.png"
 class Figure:
     """One picture: its file in docs/gallery/, the command that makes it, and
     what it must be: ``frames`` for an animation; ``size`` "photo" (the
-    photo's size), "pooled" (half of it), "digit" (28x28 made larger) or
-    "sheet" (a drawn sheet)."""
+    photo's size), "digit" (28x28 made larger) or "sheet" (a drawn sheet)."""
 
     name: str
     command: str
@@ -58,15 +60,10 @@ FIGURES = [
     Figure("pooling.gif",
            'kernelcli explain sobel-x "3,1,0,2,5,1;1,0,4,2,2,0;0,7,1,3,1,2;2,1,0,6,3,1;1,3,2,0,2,4;5,1,1,2,0,1"'
            " --relu --pool max --animate docs/gallery/pooling.gif", frames=1 + 16 + 1 + 1 + 4 + 1),
-    Figure("pool-max.png",
-           "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-           " | kernelcli pool max - docs/gallery/pool-max.png --colormap heat", size="pooled"),
-    Figure("pool-avg.png",
-           "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-           " | kernelcli pool avg - docs/gallery/pool-avg.png --colormap heat", size="pooled"),
-    Figure("pool-sum.png",
-           "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
-           " | kernelcli pool sum - docs/gallery/pool-sum.png --colormap heat", size="pooled"),
+    *(Figure(f"pool-{kind}.png",
+             "kernelcli conv sobel-x samples/gray.png --pad-mode reflect | kernelcli relu"
+             f" | kernelcli pool {kind} | kernelcli montage - docs/gallery/pool-{kind}.png --colormap heat")
+      for kind in ("max", "avg", "sum")),
     Figure("digit.png", "kernelcli montage samples/digit-8.png docs/gallery/digit.png --colormap gray", size="digit"),
     Figure("layer1.png",
            "kernelcli conv edge,sobel-x,sobel-y samples/digit-8.png | kernelcli relu"
@@ -94,11 +91,13 @@ def command_for(figure: Figure, out: str = GALLERY, photo: str = PHOTO) -> str:
 def make(out: str = GALLERY, photo: str = PHOTO, quiet: bool = False) -> list[Path]:
     """Run every figure's command; returns the pictures made."""
     Path(ROOT, out).mkdir(parents=True, exist_ok=True)
+    # the kernelcli command installed beside this Python, whether or not its folder is on PATH
+    env = dict(os.environ, PATH=os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")]))
     made = []
     for figure in FIGURES:
         command = command_for(figure, out, photo)
         start = time.perf_counter()
-        subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, check=True)
+        subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, check=True, env=env)
         made.append(Path(ROOT, out, figure.name))
         if not quiet:
             size = made[-1].stat().st_size

@@ -2,6 +2,7 @@
 loop, the parameter forms, the ``activate`` command and ``--activation``."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,16 @@ def test_small_values_into_a_picture_get_a_note(run_installed, tmp_path, samples
                  ["activate", "sigmoid", samples / "gray.png", tmp_path / "s.png", "--scaling", "stretch"]):
         done = run_installed(args)
         assert done.returncode == 0 and b"round to the pixels" not in done.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["activate", "tanh:inf", "IN", "OUT"], "'tanh:inf': the parameter after ':' must be a finite number"),
+    (["apply", "sobel-x", "IN", "OUT", "--colormap", "diverging", "--depth", "16"],
+     "--colormap diverging draws 8-bit colours; --depth 16 goes without it"),
+])
+def test_figure_option_refusals_are_on_the_errors_page(run_installed, tmp_path, samples, args, message):
+    args = [samples / "gray.png" if a == "IN" else tmp_path / "o.png" if a == "OUT" else a for a in args]
+    done = run_installed(args)
+    assert done.returncode == 2 and message in done.stderr.decode(), done.stderr
+    assert not (tmp_path / "o.png").exists()
+    assert message in (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")

@@ -95,3 +95,61 @@ def test_animate_refuses_other_formats(run_installed, tmp_path):
     done = run_installed(["explain", "box", "1,2;3,4", "--padding", "1", "--animate", tmp_path / "a.jpg"])
     assert done.returncode == 2 and b"animation is written to a .gif" in done.stderr
     assert not (tmp_path / "a.jpg").exists()
+
+
+def test_border_value_and_origin_are_drawn(run_installed, tmp_path):
+    np.save(tmp_path / "x.npy", IMAGE)
+    out = tmp_path / "origin.png"
+    args = ["explain", FILTER, tmp_path / "x.npy", "--padding", "same", "--border-value", "9", "--origin", "0,0"]
+    done = run_installed(args + ["--animate", out])
+    assert done.returncode == 0, done.stderr
+    frames, _ = _frames(out)
+    walk = explain.walkthrough(get_kernel(FILTER), str(tmp_path / "x.npy"), padding="same", cval=9.0,
+                               origin=(0, 0))
+    assert walk.padded[-1].tolist() == [9] * 7 and walk.feature[0, 4] == correlate_ref(walk.padded, np.array(
+        [[1, 0, 1], [0, 1, 0], [1, 0, 1]]))[0, 4]
+    title = animation._title(walk)
+    assert "border value 9" in title and "origin 0,0" in title
+    lay = animation._Layout(walk)
+
+    def edge(frame, x, i, j):  # the top left corner of cell (i, j), where an outline is drawn
+        return frame[lay.top + i * lay.cell + 1, x + j * lay.cell + 1].astype(int)
+
+    for n, frame in enumerate(frames[1:1 + 25]):
+        oy, ox = divmod(n, 5)
+        assert np.abs(edge(frame, lay.xb, 0, 0) - animation.ORIGIN).max() <= 2  # the kernel's origin cell
+        assert np.abs(edge(frame, lay.xa, oy, ox) - animation.ORIGIN).max() <= 2  # over the output pixel
+        assert np.abs(edge(frame, lay.xb, 1, 1) - animation.ORIGIN).max() > 60  # not the centre
+    plain = animation.frames(explain.walkthrough(get_kernel(FILTER), str(tmp_path / "x.npy"), padding="same"))
+    centre = np.asarray(plain[1][0]())
+    assert np.abs(edge(centre, lay.xb, 0, 0) - animation.ORIGIN).max() > 60  # no origin given: none marked
+    assert "origin" not in animation._title(explain.walkthrough(get_kernel(FILTER), str(tmp_path / "x.npy")))
+
+
+@pytest.mark.parametrize("kind, words", [("max", "the largest value"), ("avg", "the mean"), ("sum", "the sum")])
+def test_last_pooling_frame_says_what_the_pooled_map_holds(kind, words):
+    pool = animation.PoolStep(kind, (2, 2), (2, 2), pool_ref(np.arange(16.0).reshape(4, 4), kind, (2, 2)))
+    assert animation.pool_summary(pool) == f"pooled map 2x2: {words} of each 2x2 window, stride 2,2"
+
+
+@pytest.mark.parametrize("kernel, side, options", [
+    ("curve-detector", 9, {"stride": (2, 2)}),  # a 2x2 map beside a 9x9 input: a label wider than its grid
+    ("box", 2, {"padding": (1, 1), "relu": True, "pool": "sum", "pool_size": (1, 1)}),
+])
+def test_every_label_fits_its_panel_and_the_frame(tmp_path, kernel, side, options):
+    from kernelcli.figures import draw
+
+    np.save(tmp_path / "x.npy", np.arange(side * side, dtype=np.float32).reshape(side, side) % 3)
+    walk = explain.walkthrough(get_kernel(kernel), str(tmp_path / "x.npy"), **options)
+    lay = animation._Layout(walk)
+    shape = "{0[0]}x{0[1]}".format
+    panels = {lay.xa: [f"input, padded {shape(walk.padded.shape)}", f"feature map {shape(walk.feature.shape)}"],
+              lay.xc: [f"feature map {shape(walk.feature.shape)}"]}
+    if walk.pool is not None:
+        panels[lay.xc] += [f"rectified map {shape(walk.rectified.shape)}",
+                           f"pooled map {shape(walk.pool.result.shape)}"]
+    for x, labels in panels.items():
+        for label in labels:
+            end = x + draw.text_width(label, animation.LABEL_SIZE)
+            assert end <= lay.width - animation.PAD and (x != lay.xa or end < lay.xb), label
+    assert np.asarray(animation.frames(walk)[-1][0]()).shape[1] == lay.width

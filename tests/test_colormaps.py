@@ -153,3 +153,14 @@ def test_colormap_drops_the_input_profile_and_conv_writes_from_a_pipe(run_instal
                           input=src.read_bytes())
     assert piped.returncode == 0, piped.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), np.asarray(Image.open(out)))
+
+
+def test_the_command_line_offers_every_colormap():
+    from kernelcli.cli import options
+    from kernelcli.cli.commands import cli
+
+    assert options.COLORMAPS == colormaps.COLORMAPS
+    for command in ("apply", "conv", "relu", "activate", "pool", "montage"):
+        choice = next(p for p in cli.commands[command].params if p.name == "colormap").type
+        assert tuple(choice.choices) == colormaps.COLORMAPS, command
+    assert sum(p.name == "activation" for p in cli.commands["apply"].params) == 1

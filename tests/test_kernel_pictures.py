@@ -80,3 +80,9 @@ def test_kernels_show_image_through_the_command(run_installed, tmp_path):
     assert bad.returncode == 2 and b"writes a picture" in bad.stderr
     bad = run_installed(["kernels", "show", "edge", "--columns", "2"])
     assert bad.returncode == 2 and b"--columns goes with --image" in bad.stderr
+
+
+def test_symmetric_span_is_the_largest_finite_size():
+    assert draw.symmetric_span(np.array([[-3.0, 2.0], [np.nan, np.inf]])) == (-3.0, 3.0)
+    assert draw.symmetric_span(np.array([np.nan, -np.inf])) == (0.0, 0.0)
+    assert draw.symmetric_span(np.array([[0.5, 0.25]], np.float32)) == (-0.5, 0.5)

@@ -21,7 +21,7 @@ from ..errors import KernelcliError
 from . import many as many_run
 from .base import CONTEXT, KernelcliGroup, MatrixArgsCommand, emit, note
 from .many import many_options
-from .options import (activation_option, batch_options, conv_options, from_command_line, input_options,
+from .options import (COLORMAPS, activation_option, batch_options, conv_options, from_command_line, input_options,
                       output_options, picture_options, scale_options, stage_options)
 from .params import ActivationType, FiniteFloat, KernelSpec, PairType, PaddingType, whole_range
 
@@ -393,7 +393,7 @@ def pool(ctx, kind, input, output, size, stride, fmt, scaling, offset, colormap,
 @click.option("--scale", "zoom", type=click.IntRange(1, 64), default=None,
               help="Enlarge each map by this factor (default: small maps are enlarged to ~128 px).")
 @click.option("--format", "-f", "fmt", default=None, metavar="FORMAT", help="Output format (default: from OUTPUT).")
-@click.option("--colormap", type=click.Choice(["gray", "diverging", "heat"]), default=None,
+@click.option("--colormap", type=click.Choice(COLORMAPS), default=None,
               help="Draw each map in colour on its own scale, with a scale bar under it: diverging "
                    "(0 light gray, negatives blue, positives red), heat, or gray.  [default: gray "
                    "tiles without scale bars]")

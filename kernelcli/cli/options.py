@@ -55,6 +55,9 @@ def conv_options(f):
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
 
 
+#: The --colormap names (kernelcli.io.colormaps.COLORMAPS, not imported here: it needs NumPy).
+COLORMAPS = ("gray", "diverging", "heat")
+
 #: --activation's help (apply and conv).
 ACTIVATION_HELP = ("An activation after the convolution: relu, leaky:SLOPE, tanh:K or sigmoid:K. "
                    "K multiplies the values first (default 1): tanh:1/255 suits 0-255 pixels, where a "
@@ -72,7 +75,7 @@ def stage_options(f):
     options = [
         click.option("--relu", is_flag=True, help="Set negative values to 0 after the convolution "
                                                   "(the short form of --activation relu)."),
-        click.option("--activation", type=ActivationType(), default=None, metavar="FUNC", help=ACTIVATION_HELP),
+        activation_option,
         click.option("--pool", type=click.Choice(["max", "avg", "sum"]), default=None,
                      help="Pool after the convolution (and the activation)."),
         click.option("--pool-size", type=PairType(), default=None, help="Pooling window: N or NY,NX.  [default: 2]"),
@@ -95,7 +98,7 @@ def output_options(f):
                           "stretch min..max to the full range. Not applied to .npy."),
         click.option("--offset", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Add this to every value before writing pixels (e.g. 128 to see negative edges)."),
-        click.option("--colormap", type=click.Choice(["gray", "diverging", "heat"]), default="gray",
+        click.option("--colormap", type=click.Choice(COLORMAPS), default="gray",
                      show_default=True,
                      help="Pictures of one channel: gray writes the values as they are; diverging draws 0 "
                           "light gray, negatives blue and positives red on a symmetric scale; heat runs "

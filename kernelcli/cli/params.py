@@ -145,6 +145,10 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
 
+    def _describe_range(self) -> str:
+        """Click writes an unbounded range as ``x<=None`` in the help: nothing to say then."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 def whole_range(minimum: int = 1, maximum: int = MAX_WHOLE) -> click.IntRange:
     """Click's IntRange with an upper end (:data:`MAX_WHOLE` unless told)."""

@@ -30,6 +30,8 @@ INPUT_FILL = (238, 238, 238)
 PADDING_FILL = (150, 150, 150)
 EMPTY_FILL = (62, 62, 62)
 WEIGHT_INK = (200, 20, 20)
+ORIGIN = (60, 200, 90)
+ORIGIN_TEXT = "green: the kernel's origin, the cell over the output pixel"
 
 #: Milliseconds each kind of frame is shown.
 INTRO_MS, STEP_MS, DONE_MS, STAGE_MS, POOL_MS, LAST_MS = 1600, 900, 1800, 2200, 1100, 3000
@@ -78,9 +80,10 @@ class _Layout:
         widest = max(draw.text_width(draw.number(v, 4), self.size) for a in values for v in a.ravel())
         self.cell = max(self.cell, widest + 8)
         c = self.cell
-        self.a = (walk.padded.shape[1] * c, walk.padded.shape[0] * c)
-        self.b = (max(walk.weights.shape[1] * c, 150), walk.weights.shape[0] * c)
-        self.c = (walk.feature.shape[1] * c, walk.feature.shape[0] * c)
+        labels = _panel_labels(walk)
+        self.a = (max(walk.padded.shape[1] * c, labels[0]), walk.padded.shape[0] * c)
+        self.b = (max(walk.weights.shape[1] * c, 150, labels[1]), walk.weights.shape[0] * c)
+        self.c = (max(walk.feature.shape[1] * c, labels[2]), walk.feature.shape[0] * c)
         self.top = PAD + TITLE_SIZE + 14 + LABEL_SIZE + 8
         self.xa = PAD
         self.xb = self.xa + self.a[0] + PANEL_GAP
@@ -93,9 +96,31 @@ class _Layout:
         self.height = self.text_y + max(text_lines, 2) * LINE + PAD
 
 
+def _panel_labels(walk: Walk) -> tuple[int, int, int]:
+    """The widest label (or stage name) each of the three panels carries, in pixels:
+    a panel is at least that wide, so no label runs into the next panel or off the frame."""
+    def shape(a):
+        return f"{a.shape[0]}x{a.shape[1]}"
+
+    left = [f"input, padded {shape(walk.padded)}", f"feature map {shape(walk.feature)}"]
+    right = [f"feature map {shape(walk.feature)}"]
+    middle = [(f"kernel {shape(walk.weights)}", LABEL_SIZE)]
+    if walk.rectified is not None:
+        left.append(f"rectified map {shape(walk.rectified)}")
+        right.append(f"rectified map {shape(walk.rectified)}")
+        middle += [("ReLU", TEXT_SIZE + 2), ("max(0, x)", TEXT_SIZE + 2)]
+    if walk.pool is not None:
+        (ph, pw), (py, px) = walk.pool.size, walk.pool.stride
+        right.append(f"pooled map {shape(walk.pool.result)}")
+        middle += [(f"{walk.pool.kind} pooling", TEXT_SIZE + 2), (f"{ph}x{pw}, stride {py},{px}", TEXT_SIZE + 2)]
+    return (max(draw.text_width(t, LABEL_SIZE) for t in left),
+            max(draw.text_width(t, size) for t, size in middle),
+            max(draw.text_width(t, LABEL_SIZE) for t in right))
+
+
 def _all_texts(walk: Walk) -> list[str]:
     """The longest texts the frames write (for the width)."""
-    texts = [_title(walk)]
+    texts = [_title(walk)] + ([ORIGIN_TEXT] if walk.origin is not None else [])
     kh, kw = walk.weights.shape
     sy, sx = walk.stride
     for oy in range(walk.feature.shape[0]):
@@ -105,13 +130,17 @@ def _all_texts(walk: Walk) -> list[str]:
         current = walk.feature if walk.rectified is None else walk.rectified
         texts += [_pool_text(walk.pool, current, oy, ox) for oy in range(walk.pool.result.shape[0])
                   for ox in range(walk.pool.result.shape[1])]
+        texts.append(pool_summary(walk.pool))
     return texts
 
 
 def _title(walk: Walk) -> str:
     kh, kw = walk.weights.shape
-    return (f"input {walk.x.shape[0]}x{walk.x.shape[1]}, kernel {walk.kernel_name} {kh}x{kw}, "
-            f"stride {walk.stride[0]},{walk.stride[1]}, padding {walk.padding}: "
+    padded = any(p for pair in walk.pads for p in pair)
+    border = f", border value {draw.number(walk.cval, 4)}" if padded and walk.cval else ""
+    origin = f", origin {walk.origin[0]},{walk.origin[1]}" if walk.origin is not None else ""
+    return (f"input {walk.x.shape[0]}x{walk.x.shape[1]}, kernel {walk.kernel_name} {kh}x{kw}{origin}, "
+            f"stride {walk.stride[0]},{walk.stride[1]}, padding {walk.padding}{border}: "
             f"feature map {walk.feature.shape[0]}x{walk.feature.shape[1]}")
 
 
@@ -151,7 +180,7 @@ def frames(walk: Walk) -> list[tuple]:
     where ``draw()`` returns the frame as an RGB Pillow image (all one size).
     Refuses (a usage error) more than :data:`MAX_FRAMES`."""
     lay = _Layout(walk)
-    span = _span(walk.feature)
+    span = draw.symmetric_span(walk.feature)
     sy, sx = walk.stride
     oh, ow = walk.feature.shape
     n_pool = 0 if walk.pool is None else walk.pool.result.size + 1
@@ -159,8 +188,10 @@ def frames(walk: Walk) -> list[tuple]:
     if count > MAX_FRAMES:
         raise UsageError(f"an animation of {count} frames ({oh}x{ow} positions) is more than {MAX_FRAMES}; "
                          "use a smaller input, a larger --stride or less --padding")
-    out = [(lambda: _conv_frame(walk, lay, span, None,
-                                ["slide the kernel over the input; each position gives one number"]), INTRO_MS)]
+    intro = ["slide the kernel over the input; each position gives one number"]
+    if walk.origin is not None:
+        intro.append(ORIGIN_TEXT)
+    out = [(lambda: _conv_frame(walk, lay, span, None, intro), INTRO_MS)]
     for oy in range(oh):
         for ox in range(ow):
             lines = _products(walk, oy * sy, ox * sx, walk.feature[oy, ox], oy, ox)
@@ -189,18 +220,22 @@ def _pool_frames(walk: Walk, lay: _Layout, span, current: np.ndarray) -> list[tu
     out = []
     for i in range(n + 1):
         at = divmod(i, pool.result.shape[1]) if i < n else None
-        lines = ([_pool_text(pool, current, *at)] if at else
-                 [f"pooled map {pool.result.shape[0]}x{pool.result.shape[1]}"])
+        lines = [_pool_text(pool, current, *at)] if at else [pool_summary(pool)]
         out.append((lambda at=at, i=i, lines=lines: _map_frame(
             walk, lay, (before, current, span), words, ("pooled map", pool.result, span), at, i, lines),
             POOL_MS if at else LAST_MS))
     return out
 
 
-def _span(feature: np.ndarray) -> tuple[float, float]:
-    finite = np.abs(feature[np.isfinite(feature)])
-    m = float(finite.max()) if finite.size else 0.0
-    return -m, m
+#: What each pooling keeps of its window, in the last frame's sentence.
+POOL_WORDS = {"max": "the largest value", "avg": "the mean", "sum": "the sum"}
+
+
+def pool_summary(pool: PoolStep) -> str:
+    """The last frame's sentence: the pooled map and what each of its cells holds."""
+    (h, w), (ph, pw), (py, px) = pool.result.shape, pool.size, pool.stride
+    return (f"pooled map {h}x{w}: {POOL_WORDS.get(pool.kind, pool.kind)} of each {ph}x{pw} window, "
+            f"stride {py},{px}")
 
 
 def _canvas(walk: Walk, lay: _Layout, labels):
@@ -234,10 +269,10 @@ def _coloured(values: np.ndarray, span) -> np.ndarray:
     return colormaps.colorize(values.astype(np.float32), "diverging", span)
 
 
-def _outline(pen, lay: _Layout, x: int, y0: int, x0: int, h: int, w: int) -> None:
+def _outline(pen, lay: _Layout, x: int, y0: int, x0: int, h: int, w: int, colour=WINDOW) -> None:
     c = lay.cell
     box = (x + x0 * c, lay.top + y0 * c, x + (x0 + w) * c, lay.top + (y0 + h) * c)
-    pen.rectangle(box, outline=WINDOW, width=3)
+    pen.rectangle(box, outline=colour, width=3)
 
 
 def _conv_frame(walk: Walk, lay: _Layout, span, at, lines):
@@ -256,12 +291,16 @@ def _conv_frame(walk: Walk, lay: _Layout, span, at, lines):
         y0, x0 = at[0] * sy, at[1] * sx
         fills[y0:y0 + kh, x0:x0 + kw] = WINDOW_FILL
     _grid(pen, lay, lay.xa, walk.padded, fills)
-    _grid(pen, lay, lay.xb, walk.weights, _coloured(walk.weights, _span(walk.weights)))
+    _grid(pen, lay, lay.xb, walk.weights, _coloured(walk.weights, draw.symmetric_span(walk.weights)))
     filled = (np.arange(oh * ow).reshape(oh, ow) < done + (1 if isinstance(at, tuple) else 0))
     feature_fills = np.where(filled[..., None], _coloured(walk.feature, span), np.array(EMPTY_FILL))
     _grid(pen, lay, lay.xc, walk.feature, feature_fills, filled)
+    if walk.origin is not None:
+        _outline(pen, lay, lay.xb, walk.origin[0], walk.origin[1], 1, 1, ORIGIN)
     if isinstance(at, tuple):
         _outline(pen, lay, lay.xa, y0, x0, kh, kw)
+        if walk.origin is not None:
+            _outline(pen, lay, lay.xa, y0 + walk.origin[0], x0 + walk.origin[1], 1, 1, ORIGIN)
         _outline(pen, lay, lay.xc, at[0], at[1], 1, 1)
         _weights_in_window(pen, lay, walk, y0, x0)
     _text(pen, lay, lines)

@@ -39,6 +39,14 @@ def number(v, digits: int = 3) -> str:
     return text if "e" in text else format_number(float(text))
 
 
+def symmetric_span(values: np.ndarray) -> tuple[float, float]:
+    """``-m, m`` for the largest finite absolute value ``m`` (0 when none is
+    finite): a diverging scale on a map's or kernel's exact extremes."""
+    finite = np.abs(values[np.isfinite(values)])
+    m = float(finite.max()) if finite.size else 0.0
+    return -m, m
+
+
 def text_width(text: str, size: int) -> int:
     left, _, right, _ = font(size).getbbox(text)
     return int(math.ceil(right - left))

@@ -74,7 +74,7 @@ def _grid(img, pen, x: int, y: int, values: np.ndarray, weights: np.ndarray, cel
     """Draw one kernel's cells at ``(x, y)``; returns its scale's ends."""
     from PIL import Image
 
-    lo, hi = _exact_span(weights)
+    lo, hi = draw.symmetric_span(weights)  # the exact extremes, however many weights
     rgb = colormaps.colorize(np.asarray(weights, np.float32), "diverging", (lo, hi))
     cells = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
     img.paste(Image.fromarray(np.ascontiguousarray(cells), "RGB"), (x, y))
@@ -93,9 +93,3 @@ def _grid(img, pen, x: int, y: int, values: np.ndarray, weights: np.ndarray, cel
                 box = (x + j * cell, y + i * cell, x + (j + 1) * cell, y + (i + 1) * cell)
                 draw.centred_text(pen, box, t, size, fill=draw.ink_on(rgb[i, j]))
     return lo, hi
-
-
-def _exact_span(weights: np.ndarray) -> tuple[float, float]:
-    """A kernel is drawn on the exact extremes of its weights, however large."""
-    m = float(np.max(np.abs(weights)))
-    return -m, m
