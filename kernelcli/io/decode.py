@@ -86,22 +86,22 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
                 if not _is_tiff(fp):
                     raise
                 # float colour: Pillow has no mode for it
-                return _wide_picture(fp, None, name, max_pixels, integers, orient)
+                return _wide_picture(fp, None, name, max_pixels, integers, orient, frame, all_frames)
             _check_pixels(img, name, max_pixels)
             if on_header is not None:
                 on_header(img.size[1], img.size[0], len(img.getbands()))
             if _is_wide(img):
-                return _wide_picture(fp, img, name, max_pixels, integers, orient)
+                return _wide_picture(fp, img, name, max_pixels, integers, orient, frame, all_frames)
             img.decodermaxblock = DECODE_BLOCK
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(bomb_message(name, None, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
+    except (ImageReadError, UsageError):
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageReadError(f"{name}: cannot decode image: {e}") from None
-    except ImageReadError:
-        raise
     except Exception as e:  # Pillow's decoders raise many kinds on scrambled data
         raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
     finally:
@@ -195,13 +195,16 @@ def _is_wide(img) -> bool:
     return _tiff.needs_tifffile(img)
 
 
-def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) -> Picture:
+def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool,
+                  frame: int | None = None, all_frames: bool = False) -> Picture:
     """16-bit or float colour, which Pillow cannot hold: a PNG decoded
     through Pillow at 16 bits (:func:`kernelcli.io._pillow.png_wide_colour`),
-    a TIFF through tifffile (:mod:`kernelcli.io._tiff`)."""
+    a TIFF through tifffile (:mod:`kernelcli.io._tiff`), its pages as
+    :func:`read_pillow` takes ``frame`` and ``all_frames``."""
     from . import _tiff, orientation
 
     notes: list = []
+    pages: list = []
     try:
         if img is not None and img.format == "PNG":
             pixels, found = _pillow.png_wide_colour(fp, img, PNG_READ_ICC)
@@ -209,12 +212,13 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
             mode, fmt = _pillow.PNG_WIDE_RAW[raw[0] if isinstance(raw, tuple) else raw] + ";16", "PNG"
             info = {k: found[k] for k in ("icc_profile", "dpi", "exif") if found.get(k)}
         else:
-            pixels, mode, info = _tiff.read(fp, name, max_pixels, notes)
+            pixels, mode, info, pages = _tiff.read(fp, name, max_pixels, notes, frame, all_frames)
             fmt = "TIFF"
         turn = info.pop("orientation", None) or orientation.exif_orientation(info.get("exif"))
         if orient and turn != 1:
             pixels, info = orientation.upright_array(pixels, turn), orientation.upright_info(info, turn)
-    except ImageReadError:
+            pages = [orientation.upright_array(p, turn) for p in pages]
+    except (ImageReadError, UsageError):
         raise
     except Exception as e:
         raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
@@ -222,11 +226,13 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
     info = checked_info(info, name, notes)
     if place:
         info["tiff_tags"] = place
+    if pages:
+        info["animation"] = {"durations": [0.0] * (1 + len(pages)), "count": 1 + len(pages)}
     if pixels.dtype.kind == "f":
-        notes.extend(nonfinite_note(pixels, name))
-    elif not integers:
-        pixels = pixels.astype(np.float32)
-    return Picture(pixels, mode, fmt, info, notes)
+        notes.extend(nonfinite_note(np.stack([pixels, *pages]) if pages else pixels, name))
+    elif not integers or pages:
+        pixels, pages = pixels.astype(np.float32), [p.astype(np.float32) for p in pages]
+    return Picture(pixels, mode, fmt, info, notes, frames=pages or None)
 
 
 def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool) -> Picture:

@@ -17,6 +17,8 @@ FRAME_FORMATS = ("GIF", "WEBP", "PNG", "TIFF")
 
 _FORMAT_WORDS = "gif, webp, png (animated) or tif (pages)"
 
+_DEPTH = {"u": "16-bit", "f": "float"}
+
 
 def decode_frames(img, name: str, max_pixels: int | None, notes: list, orient: int = 1):
     """``(frames, mode, animation)``: every frame of the Pillow image ``img``
@@ -77,8 +79,19 @@ def refuse_one_picture(name: str, count: int, fmt: str) -> None:
 
 def encode_frames(into, arrays: list, fmt: str, info: dict, animation: dict, quality: int) -> None:
     """Frames (arrays as :func:`~kernelcli.io.pixels.to_array` makes them)
-    written as one file of ``fmt`` with their timing, into the binary file ``into``."""
+    written as one file of ``fmt`` with their timing, into the binary file
+    ``into``. Pages of 16-bit or float colour go to TIFF through tifffile;
+    Pillow's other frame writers hold 8-bit colour only."""
     from PIL import Image
+
+    if arrays[0].ndim == 3 and arrays[0].dtype != np.uint8:
+        if fmt != "TIFF":
+            raise UsageError(f"{fmt} holds frames of 8-bit colour; frames of {_DEPTH[arrays[0].dtype.kind]} "
+                             "colour need tif (or --depth 8)")
+        from . import _tiff
+
+        _tiff.encode(into, arrays[0], info, "", [], arrays[1:])
+        return
 
     images = [Image.fromarray(a) for a in arrays]
     kwargs = {"save_all": True, "append_images": images[1:]}
