@@ -16,11 +16,12 @@ from .._lazy import lazy_getattr as _lazy_getattr
 _LAZY = {
     "format_for": "encode", "write_image": "encode", "write_pixels": "encode",
     "DEFAULT_MAX_PIXELS": "inputs", "NpyInput": "inputs", "open_input": "inputs", "read_image": "inputs",
+    "ReadSpec": "inputs",
     "Picture": "picture",
 }
 
 __getattr__ = _lazy_getattr(__name__, _LAZY)
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "NpyInput", "Picture", "format_for", "open_input", "read_image",
+__all__ = ["DEFAULT_MAX_PIXELS", "NpyInput", "Picture", "ReadSpec", "format_for", "open_input", "read_image",
            "write_image", "write_pixels"]
