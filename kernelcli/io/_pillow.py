@@ -24,6 +24,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
+#: A TIFF's first bytes (little- and big-endian).
+TIFF_MAGIC = (b"II*\0", b"MM\0*")
+
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 

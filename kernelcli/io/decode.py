@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ImageReadError, UsageError
 from . import _pillow
-from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS
+from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
 
 # _extra, _tiff, colour, orientation and frames serve a few kinds of picture
 # (the optional formats, 16-bit colour TIFF, CMYK with a profile, pictures
@@ -160,8 +160,6 @@ def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bo
         notes.extend(nonfinite_note(pixels, name))
     return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
 
-
-TIFF_MAGIC = (b"II*\0", b"MM\0*")
 
 #: OpenEXR's first bytes (read through the optional extra).
 EXR_MAGIC = b"\x76\x2f\x31\x01"

@@ -12,7 +12,7 @@ import os
 import warnings
 
 from ..errors import ImageReadError
-from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS
+from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -79,17 +79,25 @@ def _describe_picture(f, name: str) -> dict:
             img = _open(f)
             facts = _blank(name, img.format)
             facts["width"], facts["height"] = img.size
+            if img.format == "TIFF" and 256 in img.tag_v2 and 257 in img.tag_v2:
+                # (Pillow gives a TIFF of orientation 5 to 8 its upright size; the size stored is told)
+                facts["width"], facts["height"] = img.tag_v2[256], img.tag_v2[257]
             facts["mode"] = img.mode
             facts["read_as"] = READ_AS.get(img.mode, img.mode)
             if img.mode == "P" and "transparency" in img.info:
                 facts["read_as"] = "RGBA"
             facts["bits"] = _bits(img)
+            if facts["bits"] == 16 and img.mode in ("RGB", "RGBA", "LA"):
+                facts["read_as"] = img.mode + ";16"  # (16-bit colour is read at 16 bits)
             facts["frames"] = getattr(img, "n_frames", 1)
             facts["orientation"] = _orientation(img)
             facts["icc_profile"] = icc_summary(img.info.get("icc_profile"))
             dpi = img.info.get("dpi")
             facts["dpi"] = [round(float(v), 3) for v in dpi] if _is_pair(dpi) else None
     except Image.UnidentifiedImageError:
+        f.seek(0)
+        if f.read(4) in TIFF_MAGIC:  # float colour: Pillow has no mode for it, tifffile reads it
+            return _describe_tiff(f, name)
         raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
     except ImageReadError:
         raise
@@ -97,6 +105,34 @@ def _describe_picture(f, name: str) -> dict:
         raise ImageReadError(f"{name}: cannot read the header: {type(e).__name__}: {e}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
+    return facts
+
+
+def _describe_tiff(f, name: str) -> dict:
+    """The header of a TIFF Pillow cannot open (float colour), read by
+    tifffile as kernelcli reads its pixels (:mod:`kernelcli.io._tiff`)."""
+    import tifffile
+
+    from . import _tiff
+    from .picture import MODES
+
+    f.seek(0)
+    try:
+        with tifffile.TiffFile(f) as tif:
+            page = tif.pages.first
+            facts = _blank(name, "TIFF")
+            facts["width"], facts["height"] = page.imagewidth, page.imagelength
+            depth = {"f": "float", "u": str(page.dtype.itemsize * 8)}.get(page.dtype.kind)
+            layout = _tiff._LAYOUTS.get(page.samplesperpixel)
+            facts["mode"] = facts["read_as"] = MODES.get((layout, depth))
+            facts["bits"] = page.dtype.itemsize * 8
+            facts["frames"] = len(tif.pages)
+            found = _tiff._info(page)
+    except Exception as e:  # damaged headers raise many kinds
+        raise ImageReadError(f"{name}: cannot read the header: {type(e).__name__}: {e}") from None
+    facts["orientation"] = found.get("orientation") if found.get("orientation") in ORIENTATIONS else None
+    facts["icc_profile"] = icc_summary(found.get("icc_profile"))
+    facts["dpi"] = [round(float(v), 3) for v in found["dpi"]] if _is_pair(found.get("dpi")) else None
     return facts
 
 
