@@ -93,6 +93,7 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
             if _is_wide(img):
                 return _wide_picture(fp, img, name, max_pixels, integers, orient, frame, all_frames)
             img.decodermaxblock = DECODE_BLOCK
+            turned = _turned_by_pillow(img)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(bomb_message(name, None, max_pixels)) from None
@@ -124,29 +125,31 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         if _tiff.place_tags_of_pillow(img):
             info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
     if frames > 1 and frame is None and all_frames:
-        return _all_frames(img, name, max_pixels, notes, info, orient)
-    return _one_frame(img, frame or 0, name, notes, info, integers, orient)
+        return _all_frames(img, name, max_pixels, notes, info, orient, turned)
+    return _one_frame(img, frame or 0, name, notes, info, integers, orient, turned)
 
 
-def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bool, orient: bool) -> Picture:
+def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bool, orient: bool,
+               turned: int = 1) -> Picture:
     """Frame ``frame`` of ``img``, decoded, upright (if ``orient``), in a
-    mode kernelcli computes with (as :func:`read_pillow` gives it)."""
+    mode kernelcli computes with (as :func:`read_pillow` gives it);
+    ``turned``: the orientation Pillow turned it from as it loaded it."""
     fmt = img.format
     try:
         img.seek(frame)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
-        turn = _orientation(img) if orient else 1
+        turn, pixel_turn = _turns(img, orient, turned)
         if img.mode in ("CMYK", "LAB", "YCbCr") and info.get("icc_profile"):
             from . import colour
 
             img, info = colour.to_srgb(img, info, name, notes)
         img, mode = normalise_mode(img, name, notes)
-        if turn != 1:
+        if turn != 1 or pixel_turn != 1:
             from . import orientation
 
             info = orientation.upright_info(info, turn)
-            img = (orientation.upright_array(img, turn) if isinstance(img, np.ndarray)
-                   else orientation.upright_image(img, turn))
+            img = (orientation.upright_array(img, pixel_turn) if isinstance(img, np.ndarray)
+                   else orientation.upright_image(img, pixel_turn))
         if integers and mode != "F":
             # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
             pixels = np.ascontiguousarray(img) if isinstance(img, np.ndarray) else PillowRows(img)
@@ -172,6 +175,30 @@ def _orientation(img) -> int:
     from . import orientation
 
     return orientation.stored_orientation(img)
+
+
+def _turned_by_pillow(img) -> int:
+    """The orientation Pillow turns ``img`` (opened, not loaded) upright
+    from as it loads it (a TIFF's: Pillow deletes the tag then), else 1."""
+    if img.format != "TIFF":
+        return 1
+    value = img.tag_v2.get(0x0112, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _turns(img, orient: bool, turned: int) -> tuple[int, int]:
+    """``(orientation, pixel turn)`` of a loaded frame: the orientation the
+    picture is read upright from (its metadata follows it), and the turn
+    still to give its pixels. Pillow has turned a TIFF upright from
+    ``turned`` as it loaded it: that turn is undone for ``--no-auto-orient``
+    (each turn is its own inverse but the quarter turns 6 and 8, which undo
+    each other)."""
+    if not orient:
+        return 1, {6: 8, 8: 6}.get(turned, turned)
+    if turned != 1:
+        return turned, 1
+    turn = _orientation(img)
+    return turn, turn
 
 
 def _is_tiff(fp) -> bool:
@@ -233,13 +260,14 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool,
     return Picture(pixels, mode, fmt, info, notes, frames=pages or None)
 
 
-def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool) -> Picture:
-    """Every frame of ``img``: the first as the picture's pixels, the others in ``frames``."""
+def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool, turned: int = 1) -> Picture:
+    """Every frame of ``img``: the first as the picture's pixels, the others
+    in ``frames`` (``turned``: as :func:`_one_frame` takes it)."""
     from . import frames, orientation
 
-    turn = _orientation(img) if orient else 1
+    turn, pixel_turn = _turns(img, orient, turned)
     try:
-        arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, turn)
+        arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, pixel_turn)
     except (ImageReadError, UsageError):
         raise
     except Exception as e:
