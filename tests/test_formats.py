@@ -134,3 +134,28 @@ def test_a_missing_extra_is_named(tmp_path, run_cli, samples, monkeypatch, ext, 
     assert result.exit_code == 2
     assert f"needs {package}" in result.stderr and "pip install 'kernelcli[formats]'" in result.stderr
     assert not (tmp_path / f"out.{ext}").exists()
+
+
+@pytest.mark.parametrize("ext, fmt, module, package", [("heic", "HEIF", "pillow_heif", "pillow-heif"),
+                                                       ("jxl", "JXL", "pillow_jxl", "pillow-jxl-plugin"),
+                                                       ("exr", "EXR", "OpenEXR", "OpenEXR")])
+def test_an_input_of_the_extra_in_info_and_without_the_extra(tmp_path, run_installed, run_cli, monkeypatch, samples,
+                                                             ext, fmt, module, package):
+    """info describes HEIC, JPEG XL and OpenEXR inputs through the extra;
+    without it, reading one (info, apply) is an error naming the file and
+    the extra, as for every input that cannot be read (exit 1)."""
+    pytest.importorskip(module)
+    made = run_installed(["apply", "identity", samples / "gray.png", tmp_path / f"in.{ext}"]
+                         + (["--depth", "float"] if ext == "exr" else []))
+    assert made.returncode == 0, made.stderr
+    with Image.open(samples / "gray.png") as img:
+        width, height = img.size
+    info = run_installed(["info", tmp_path / f"in.{ext}"])
+    assert info.returncode == 0, info.stderr
+    assert f"in.{ext}: {fmt} {width}x{height}" in info.stdout.decode()
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # the extra not installed
+    for args in (["info", tmp_path / f"in.{ext}"], ["apply", "identity", tmp_path / f"in.{ext}", tmp_path / "o.npy"]):
+        result = run_cli(args)
+        assert result.exit_code == 1, (args, result.stderr)
+        assert f"in.{ext}: " in result.stderr and f"needs {package}, from the optional formats extra" in result.stderr
+    assert not (tmp_path / "o.npy").exists()

@@ -27,6 +27,9 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 #: A TIFF's first bytes (little- and big-endian).
 TIFF_MAGIC = (b"II*\0", b"MM\0*")
 
+#: OpenEXR's first bytes (read through the optional extra).
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ImageReadError, UsageError
 from . import _pillow
-from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
+from ._pillow import EXR_MAGIC, JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
 
 # _extra, _tiff, colour, orientation and frames serve a few kinds of picture
 # (the optional formats, 16-bit colour TIFF, CMYK with a profile, pictures
@@ -81,7 +81,7 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
                 return _exr_picture(fp, name, max_pixels)
             fp.seek(0)
             try:
-                img = _open_pillow(fp)
+                img = _open_pillow(fp, name)
             except UnidentifiedImageError:
                 if not _is_tiff(fp):
                     raise
@@ -163,9 +163,6 @@ def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bo
         notes.extend(nonfinite_note(pixels, name))
     return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
 
-
-#: OpenEXR's first bytes (read through the optional extra).
-EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 
 def _orientation(img) -> int:
@@ -319,9 +316,11 @@ class PillowRows:
 PNG_READ_ICC = 64 * 2**20
 
 
-def _open_pillow(fp):
+def _open_pillow(fp, name: str | None = None):
     """``Image.open(fp)``, except that PNG and JPEG go straight to their plugin:
-    ``Image.open`` first imports five plugins (about 25 ms of a command)."""
+    ``Image.open`` first imports five plugins (about 25 ms of a command).
+    HEIC and JPEG XL through the optional extra (without it, an
+    ImageReadError naming the input ``name``)."""
     from PIL import Image
 
     signature = fp.read(8)
@@ -336,7 +335,7 @@ def _open_pillow(fp):
     extra = _extra.sniff_extra(fp.read(16))
     fp.seek(0)
     if extra in ("HEIF", "JXL"):  # the optional extra's Pillow plugins
-        _extra.register_pillow_plugin(extra)
+        _extra.register_pillow_plugin(extra, name)
         return Image.open(fp, formats=(extra,))
     return Image.open(fp, formats=RASTER_FORMATS)
 

@@ -12,7 +12,7 @@ import os
 import warnings
 
 from ..errors import ImageReadError
-from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
+from ._pillow import EXR_MAGIC, JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -71,12 +71,16 @@ def _blank(name: str, fmt: str) -> dict:
 def _describe_picture(f, name: str) -> dict:
     from PIL import Image
 
+    if f.read(4) == EXR_MAGIC:
+        return _describe_exr(f, name)
+    f.seek(0)
+
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # a header is described whatever size it claims
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = _open(f)
+            img = _open(f, name)
             facts = _blank(name, img.format)
             facts["width"], facts["height"] = img.size
             if img.format == "TIFF" and 256 in img.tag_v2 and 257 in img.tag_v2:
@@ -136,7 +140,33 @@ def _describe_tiff(f, name: str) -> dict:
     return facts
 
 
-def _open(f):
+def _describe_exr(f, name: str) -> dict:
+    """The header of an OpenEXR file, read through the optional extra."""
+    from . import _extra
+
+    facts = _blank(name, "EXR")
+    facts["width"], facts["height"], facts["mode"] = _extra.exr_header(f, name)
+    facts["read_as"] = facts["mode"]
+    return facts
+
+
+def _pillow_open_other(f, name: str):
+    """Pillow's open for formats other than PNG and JPEG: HEIC and JPEG XL
+    through the optional extra's plugins (ImageReadError naming the file
+    without it)."""
+    from PIL import Image
+
+    from . import _extra
+
+    extra = _extra.sniff_extra(f.read(16))
+    f.seek(0)
+    if extra in ("HEIF", "JXL"):
+        _extra.register_pillow_plugin(extra, name)
+        return Image.open(f, formats=(extra,))
+    return Image.open(f, formats=RASTER_FORMATS)
+
+
+def _open(f, name: str):
     from PIL import Image
 
     from . import _pillow
@@ -147,7 +177,7 @@ def _open(f):
         return _pillow.open_png(f, 64 * 2**20)
     if signature.startswith(JPEG_MAGIC):
         return _pillow.open_jpeg(f)
-    return Image.open(f, formats=RASTER_FORMATS)
+    return _pillow_open_other(f, name)
 
 
 def _bits(img) -> int | None:
