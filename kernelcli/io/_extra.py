@@ -62,13 +62,16 @@ def sniff_extra(head: bytes) -> str | None:
     return None
 
 
-def exr_header(fp, name: str) -> tuple[int, int, str]:
+def exr_header(fp, name: str, max_pixels: int | None = None) -> tuple[int, int, str | None]:
     """``(width, height, mode)`` of the OpenEXR file in ``fp``, from its header
-    (the mode kernelcli reads it as: ``F``, ``LA;F``, ``RGB;F`` or ``RGBA;F``)."""
+    (the mode kernelcli reads it as: ``F``, ``LA;F``, ``RGB;F`` or ``RGBA;F``;
+    None for other channels); over ``max_pixels``, the pixel limit's error."""
     try:
         import OpenEXR
     except ImportError:
         raise ImageReadError(f"{name}: {missing('EXR')}") from None
+    from .decode import bomb_message
+
     fp.seek(0)
     try:
         header = OpenEXR.File(fp, header_only=True).header()
@@ -77,6 +80,8 @@ def exr_header(fp, name: str) -> tuple[int, int, str]:
         names = {c.name for c in header["channels"]} if "channels" in header else set()
     except Exception as e:  # OpenEXR raises several kinds on damaged files
         raise ImageReadError(f"{name}: cannot decode OpenEXR: {type(e).__name__}: {e}") from None
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(bomb_message(name, (width, height), max_pixels))
     for wanted, mode in (("RGBA", "RGBA;F"), ("RGB", "RGB;F"), ("YA", "LA;F"), ("Y", "F")):
         if set(wanted) <= names:
             return width, height, mode
@@ -85,26 +90,15 @@ def exr_header(fp, name: str) -> tuple[int, int, str]:
 
 def read_exr(fp, name: str, max_pixels: int | None):
     """``(float32 pixels, mode)`` of the OpenEXR file in ``fp``: Y, YA, RGB or RGBA channels."""
-    try:
-        import OpenEXR
-    except ImportError:
-        raise ImageReadError(f"{name}: {missing('EXR')}") from None
+    exr_header(fp, name, max_pixels)
     import numpy as np
+    import OpenEXR
 
-    from .decode import bomb_message
     from .picture import MODES
 
     fp.seek(0)
     try:
-        header = OpenEXR.File(fp, header_only=True).header()
-        box = header["dataWindow"]
-        width, height = int(box[1][0] - box[0][0] + 1), int(box[1][1] - box[0][1] + 1)
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageReadError(bomb_message(name, (width, height), max_pixels))
-        fp.seek(0)
         channels = OpenEXR.File(fp, separate_channels=True).channels()
-    except ImageReadError:
-        raise
     except Exception as e:  # OpenEXR raises several kinds on damaged files
         raise ImageReadError(f"{name}: cannot decode OpenEXR: {type(e).__name__}: {e}") from None
     for names, layout in ((("R", "G", "B", "A"), "RGBA"), (("R", "G", "B"), "RGB"), (("Y", "A"), "LA"),
