@@ -52,6 +52,31 @@ def test_colour_gif_says_its_colours_were_reduced(tmp_path, run_installed, sampl
         assert img.size == src.size and img.mode == "P"
 
 
+def test_gif_keeps_the_clear_pixels_of_alpha(tmp_path, run_installed):
+    """RGBA of more than 256 colours into GIF, one picture and frames:
+    pixels of alpha below 128 are clear, the others opaque, with a note
+    (Pillow's own reduction dropped the transparency of such a picture)."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for _ in range(2):
+        px = rng.integers(0, 256, (12, 16, 4)).astype(np.uint8)
+        px[..., 3] = rng.choice([0, 60, 127, 128, 200, 255], (12, 16))
+        frames.append(px)
+    Image.fromarray(frames[0]).save(tmp_path / "in.png")
+    Image.fromarray(frames[0]).save(tmp_path / "anim.png", save_all=True, append_images=[Image.fromarray(frames[1])])
+    for src, count in (("in.png", 1), ("anim.png", 2)):
+        proc = run_installed(["apply", "identity", tmp_path / src, tmp_path / "out.gif"])
+        assert proc.returncode == 0, proc.stderr
+        assert b"alpha below 128 became clear, the rest opaque" in proc.stderr
+        with Image.open(tmp_path / "out.gif") as img:
+            assert getattr(img, "n_frames", 1) == count
+            for i in range(count):
+                img.seek(i)
+                alpha = np.asarray(img.convert("RGBA"))[..., 3]
+                assert np.array_equal(alpha == 0, frames[i][..., 3] < 128), (src, i)
+                assert set(np.unique(alpha)) <= {0, 255}
+
+
 def test_avif_output_is_close_to_the_blur(tmp_path, run_installed):
     if not _pillow_has("avif"):
         pytest.skip("this Pillow has no AVIF")

@@ -94,6 +94,10 @@ def encode_frames(into, arrays: list, fmt: str, info: dict, animation: dict, qua
         return
 
     images = [Image.fromarray(a) for a in arrays]
+    if fmt == "GIF":
+        from ._pillow import gif_palette
+
+        images = [gif_palette(img) for img in images]
     kwargs = {"save_all": True, "append_images": images[1:]}
     if fmt != "TIFF" and animation.get("durations"):
         durations = animation["durations"]
@@ -102,6 +106,10 @@ def encode_frames(into, arrays: list, fmt: str, info: dict, animation: dict, qua
         kwargs["loop"] = animation["loop"]
     if fmt in ("GIF", "PNG") and "disposal" in animation:
         kwargs["disposal"] = [min(d, 3 if fmt == "GIF" else 2) for d in animation["disposal"]]
+    if fmt == "GIF" and arrays[0].ndim == 3 and arrays[0].shape[2] == 4:
+        # Each frame is whole (as Pillow showed it): cleared before the next, so
+        # that its clear pixels show no frame before it.
+        kwargs["disposal"] = 2
     if fmt == "WEBP":
         kwargs["quality"] = quality
     if fmt == "TIFF":
