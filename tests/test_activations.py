@@ -155,7 +155,10 @@ def test_small_values_into_a_picture_get_a_note(run_installed, tmp_path, samples
     png = run_installed(["apply", "edge", samples / "gray.png", tmp_path / "t.png", "--activation", "tanh:1/255"])
     assert png.returncode == 0 and b"round to the pixels 0 and 1" in png.stderr
     for args in (["apply", "edge", samples / "gray.png", tmp_path / "t.npy", "--activation", "tanh:1/255"],
-                 ["activate", "sigmoid", samples / "gray.png", tmp_path / "s.png", "--scaling", "stretch"]):
+                 ["activate", "sigmoid", samples / "gray.png", tmp_path / "s.png", "--scaling", "stretch"],
+                 ["activate", "tanh:1/255", samples / "gray.png", tmp_path / "f.tif", "--depth", "float"],
+                 ["apply", "edge", samples / "gray.png", tmp_path / "f2.tif", "--activation", "tanh:1/255",
+                  "--depth", "float"]):
         done = run_installed(args)
         assert done.returncode == 0 and b"round to the pixels" not in done.stderr
 

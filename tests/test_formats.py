@@ -52,6 +52,31 @@ def test_colour_gif_says_its_colours_were_reduced(tmp_path, run_installed, sampl
         assert img.size == src.size and img.mode == "P"
 
 
+def test_gif_keeps_the_clear_pixels_of_alpha(tmp_path, run_installed):
+    """RGBA of more than 256 colours into GIF, one picture and frames:
+    pixels of alpha below 128 are clear, the others opaque, with a note
+    (Pillow's own reduction dropped the transparency of such a picture)."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for _ in range(2):
+        px = rng.integers(0, 256, (12, 16, 4)).astype(np.uint8)
+        px[..., 3] = rng.choice([0, 60, 127, 128, 200, 255], (12, 16))
+        frames.append(px)
+    Image.fromarray(frames[0]).save(tmp_path / "in.png")
+    Image.fromarray(frames[0]).save(tmp_path / "anim.png", save_all=True, append_images=[Image.fromarray(frames[1])])
+    for src, count in (("in.png", 1), ("anim.png", 2)):
+        proc = run_installed(["apply", "identity", tmp_path / src, tmp_path / "out.gif"])
+        assert proc.returncode == 0, proc.stderr
+        assert b"alpha below 128 became clear, the rest opaque" in proc.stderr
+        with Image.open(tmp_path / "out.gif") as img:
+            assert getattr(img, "n_frames", 1) == count
+            for i in range(count):
+                img.seek(i)
+                alpha = np.asarray(img.convert("RGBA"))[..., 3]
+                assert np.array_equal(alpha == 0, frames[i][..., 3] < 128), (src, i)
+                assert set(np.unique(alpha)) <= {0, 255}
+
+
 def test_avif_output_is_close_to_the_blur(tmp_path, run_installed):
     if not _pillow_has("avif"):
         pytest.skip("this Pillow has no AVIF")
@@ -134,3 +159,28 @@ def test_a_missing_extra_is_named(tmp_path, run_cli, samples, monkeypatch, ext, 
     assert result.exit_code == 2
     assert f"needs {package}" in result.stderr and "pip install 'kernelcli[formats]'" in result.stderr
     assert not (tmp_path / f"out.{ext}").exists()
+
+
+@pytest.mark.parametrize("ext, fmt, module, package", [("heic", "HEIF", "pillow_heif", "pillow-heif"),
+                                                       ("jxl", "JXL", "pillow_jxl", "pillow-jxl-plugin"),
+                                                       ("exr", "EXR", "OpenEXR", "OpenEXR")])
+def test_an_input_of_the_extra_in_info_and_without_the_extra(tmp_path, run_installed, run_cli, monkeypatch, samples,
+                                                             ext, fmt, module, package):
+    """info describes HEIC, JPEG XL and OpenEXR inputs through the extra;
+    without it, reading one (info, apply) is an error naming the file and
+    the extra, as for every input that cannot be read (exit 1)."""
+    pytest.importorskip(module)
+    made = run_installed(["apply", "identity", samples / "gray.png", tmp_path / f"in.{ext}"]
+                         + (["--depth", "float"] if ext == "exr" else []))
+    assert made.returncode == 0, made.stderr
+    with Image.open(samples / "gray.png") as img:
+        width, height = img.size
+    info = run_installed(["info", tmp_path / f"in.{ext}"])
+    assert info.returncode == 0, info.stderr
+    assert f"in.{ext}: {fmt} {width}x{height}" in info.stdout.decode()
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # the extra not installed
+    for args in (["info", tmp_path / f"in.{ext}"], ["apply", "identity", tmp_path / f"in.{ext}", tmp_path / "o.npy"]):
+        result = run_cli(args)
+        assert result.exit_code == 1, (args, result.stderr)
+        assert f"in.{ext}: " in result.stderr and f"needs {package}, from the optional formats extra" in result.stderr
+    assert not (tmp_path / "o.npy").exists()

@@ -65,17 +65,21 @@ def test_every_frame_is_filtered_and_the_timing_kept(tmp_path, run_installed, fm
         assert [t[1] for t in out_timing] == [t[1] for t in timing]
 
 
-def test_every_page_of_a_tifffile_tiff(tmp_path, run_installed):
+@pytest.mark.parametrize("shape, photometric", [((4, 9, 11), "minisblack"), ((3, 5, 6, 3), "rgb")])
+def test_every_page_of_a_tifffile_tiff(tmp_path, run_installed, shape, photometric):
+    """16-bit gray pages (read by Pillow) and 16-bit colour pages (read by
+    tifffile) are each filtered and written as 16-bit pages."""
     tifffile = pytest.importorskip("tifffile")
-    pages = np.random.default_rng(0).integers(0, 65536, (4, 9, 11)).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "in.tif", pages, photometric="minisblack")
+    pages = np.random.default_rng(0).integers(0, 65536, shape).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", pages, photometric=photometric)
     proc = run_installed(["apply", "box", tmp_path / "in.tif", tmp_path / "out.tif"])
     assert proc.returncode == 0, proc.stderr
     got = tifffile.imread(tmp_path / "out.tif")
     assert got.shape == pages.shape and got.dtype == np.uint16
     for g, p in zip(got, pages):
-        want = np.floor(correlate_ref(p, BOX, pads=((1, 1), (1, 1))) + 0.5)
-        assert np.abs(g.astype(np.int64) - want).max() <= 1
+        planes = [p] if p.ndim == 2 else [p[..., c] for c in range(p.shape[2])]
+        want = np.dstack([np.floor(correlate_ref(q, BOX, pads=((1, 1), (1, 1))) + 0.5) for q in planes])
+        assert np.abs(g.reshape(want.shape).astype(np.int64) - want).max() <= 1
 
 
 @pytest.mark.parametrize("ext", ["jpg", "npy"])
@@ -129,11 +133,45 @@ def test_an_animated_gif_made_by_imagemagick(tmp_path, run_installed):
     assert [tuple(g[4, 6]) for g in got] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
 
 
-def test_pages_of_16_bit_colour_say_only_the_first_is_read(tmp_path, run_installed):
+def test_every_page_of_16_bit_and_float_colour(tmp_path, run_installed):
+    """Float colour pages (read by tifffile) are each filtered and written
+    as float pages; --frame N picks one page of 16-bit colour and is checked
+    against the page count."""
     tifffile = pytest.importorskip("tifffile")
-    pages = np.random.default_rng(1).integers(0, 65536, (2, 5, 6, 3)).astype(np.uint16)
+    rng = np.random.default_rng(1)
+    pages = rng.integers(0, 65536, (3, 5, 6, 3)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "in.tif", pages, photometric="rgb")
-    proc = run_installed(["apply", "identity", tmp_path / "in.tif", tmp_path / "out.npy"])
+    floats = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", floats, photometric="rgb")
+    proc = run_installed(["apply", "box", tmp_path / "f.tif", tmp_path / "fout.tif"])
     assert proc.returncode == 0, proc.stderr
-    assert b"has 2 pages; using the first" in proc.stderr
-    assert np.array_equal(np.load(tmp_path / "out.npy"), pages[0].astype(np.float32))
+    got = tifffile.imread(tmp_path / "fout.tif")
+    assert got.shape == floats.shape and got.dtype == np.float32
+    want = np.stack([correlate_ref(floats[1][..., c], BOX, pads=((1, 1), (1, 1))) for c in range(3)], -1)
+    assert np.allclose(got[1], want, atol=1e-5)
+    proc = run_installed(["apply", "identity", tmp_path / "in.tif", tmp_path / "two.npy", "--frame", "2"])
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "two.npy"), pages[2].astype(np.float32))
+    proc = run_installed(["apply", "identity", tmp_path / "in.tif", tmp_path / "x.npy", "--frame", "3"])
+    assert proc.returncode == 2 and b"--frame 3: " in proc.stderr and b"has 3 frames (0 to 2)" in proc.stderr
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_frames_at_16_bits_and_float_go_to_tiff(tmp_path, run_installed):
+    """--depth 16 or float on an animation: TIFF pages hold them (the blur's
+    fractions kept); an animated PNG holds 8-bit colour only: a usage error."""
+    tifffile = pytest.importorskip("tifffile")
+    _animation(tmp_path / "in.gif", "GIF", duration=[40, 80, 120])
+    want, _, _ = _frames(tmp_path / "in.gif", "RGB")
+    for depth, dtype, top in (("16", np.uint16, 65535 / 255), ("float", np.float32, 1.0)):
+        proc = run_installed(["apply", "box", tmp_path / "in.gif", tmp_path / f"{depth}.tif", "--depth", depth])
+        assert proc.returncode == 0, proc.stderr
+        got = tifffile.imread(tmp_path / f"{depth}.tif")
+        assert got.shape == (3, 10, 14, 3) and got.dtype == dtype
+        for g, w in zip(got, want):
+            blur = np.stack([correlate_ref(w[..., c], BOX, pads=((1, 1), (1, 1))) for c in range(3)], -1)
+            assert np.abs(g / top - blur).max() <= 0.51 / top + 1e-3
+    proc = run_installed(["apply", "box", tmp_path / "in.gif", tmp_path / "out.png", "--depth", "16"])
+    assert proc.returncode == 2
+    assert b"PNG holds frames of 8-bit colour; frames of 16-bit colour need tif" in proc.stderr
+    assert not (tmp_path / "out.png").exists()

@@ -74,6 +74,33 @@ def test_info_json_against_pillow(run_installed, files):
     assert by_name["palette.png"]["read_as"] == "RGB"
     assert by_name["deep.tif"]["bits"] == 16
     assert (by_name["rgb16.png"]["mode"], by_name["rgb16.png"]["bits"]) == ("RGB", 16)  # the file's samples
+    assert by_name["rgb16.png"]["read_as"] == "RGB;16"  # as kernelcli reads it
+
+
+def test_info_on_colour_pillow_cannot_hold(run_installed, tmp_path):
+    """16-bit and float colour TIFF written by tifffile: info tells the mode
+    kernelcli reads (float colour, which Pillow cannot open, through
+    tifffile), the bits, the pages, and that the read turns a picture upright;
+    the sizes and modes agree with what apply reads."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(2)
+    tifffile.imwrite(tmp_path / "f.tif", rng.standard_normal((2, 5, 7, 3)).astype(np.float32), photometric="rgb",
+                     resolution=(300, 300), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "w.tif", rng.integers(0, 65536, (5, 7, 4)).astype(np.uint16), photometric="rgb",
+                     extrasamples=[2], extratags=[(274, 3, 1, 8, True)])
+    got, facts = _info(run_installed, "--json", "f.tif", "w.tif", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    f, w = facts
+    assert (f["format"], f["width"], f["height"], f["mode"], f["read_as"], f["bits"], f["frames"]) == (
+        "TIFF", 7, 5, "RGB;F", "RGB;F", 32, 2)
+    assert f["dpi"] == [300, 300]
+    assert (w["width"], w["height"], w["mode"], w["read_as"], w["bits"], w["orientation"]) == (
+        7, 5, "RGBA", "RGBA;16", 16, 8)  # the size stored
+    text = run_installed(["info", "w.tif"], cwd=tmp_path).stdout.decode()
+    assert "orientation  8 left-bottom (rotated 90 anticlockwise); read turned upright, 5x7" in text
+    made = run_installed(["apply", "identity", "w.tif", "w.npy"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert np.load(tmp_path / "w.npy").shape == (7, 5, 4)
 
 
 def test_info_text_and_a_failing_file(run_installed, files):
@@ -82,7 +109,8 @@ def test_info_text_and_a_failing_file(run_installed, files):
     assert got.returncode == 1
     text = got.stdout.decode()
     assert "rotated.jpg: JPEG 16x8" in text and "orientation  6 right-top (rotated 90 clockwise)" in text
-    assert "three.gif: GIF 5x4" in text and "frames       3  (the first is filtered)" in text
+    assert "orientation  6 right-top (rotated 90 clockwise); read turned upright, 8x16" in text
+    assert "three.gif: GIF 5x4" in text and "frames       3  (apply and conv filter each; --frame N picks one)" in text
     assert b"kernelcli: error: junk.png: not a recognised image or .npy file" in got.stderr
 
 

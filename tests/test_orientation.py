@@ -72,6 +72,31 @@ def test_16_bit_colour_tiff_is_turned_upright(tmp_path, run_installed, orientati
     assert np.array_equal(np.load(tmp_path / "out.npy"), want.astype(np.float32))
 
 
+@pytest.mark.parametrize("orientation", [6, 7])
+def test_8_bit_tiff_upright_and_as_stored(tmp_path, run_installed, orientation):
+    """Pillow turns an 8-bit TIFF upright itself as it loads it: the picture
+    is read upright once (its dpi swapped with the axes, its place tags,
+    which describe the stored grid, dropped), and --no-auto-orient gives the
+    stored pixels and dpi back."""
+    tifffile = pytest.importorskip("tifffile")
+    px = np.random.default_rng(orientation).integers(0, 256, (4, 7, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", px, photometric="rgb", resolution=(300, 100), resolutionunit="INCH",
+                     extratags=[(274, 3, 1, orientation, True), (33550, 12, 3, (2.0, 1.0, 0.0), True)])
+    with Image.open(tmp_path / "in.tif") as img:
+        assert img.getexif().get(0x0112) == orientation  # (Pillow reads the tag before it loads)
+    want = np.rot90(px, -1) if orientation == 6 else np.rot90(px, 2).swapaxes(0, 1)
+    for flags, pixels, dpi in (([], want, (100, 300)), (["--no-auto-orient"], px, (300, 100))):
+        proc = run_installed(["apply", "identity", tmp_path / "in.tif", tmp_path / "out.npy", *flags])
+        assert proc.returncode == 0, proc.stderr
+        assert np.array_equal(np.load(tmp_path / "out.npy"), pixels.astype(np.float32)), flags
+        proc = run_installed(["apply", "identity", tmp_path / "in.tif", tmp_path / "out.tif", *flags])
+        assert proc.returncode == 0, proc.stderr
+        with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+            tags = tif.pages.first.tags
+            assert (tags[282].value[0] / tags[282].value[1], tags[283].value[0] / tags[283].value[1]) == dpi
+            assert (33550 in tags) == bool(flags), flags
+
+
 def test_a_jpeg_oriented_by_imagemagick(tmp_path, run_installed):
     exe = shutil.which("convert")
     if exe is None or b"ImageMagick" not in subprocess.run([exe, "-version"], capture_output=True).stdout:

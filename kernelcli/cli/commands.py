@@ -116,7 +116,7 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     note(ctx.obj["quiet"], notes)
     stage_pool = stages.Pool(pool, pool_size or 2, pool_stride) if pool else None
     run = stages.Stages(conv, _activation(relu, activation), stage_pool, gray, alpha, linear)
-    _small_values_note(ctx, activation, output, fmt, scaling, colormap)
+    _small_values_note(ctx, activation, output, fmt, scaling, colormap, depth)
     out = _output_spec(fmt, scaling, offset, colormap, quality, png_level, depth)
     reading = _read_spec(auto_orient, frame)
     if batch_run:
@@ -186,14 +186,17 @@ def _activation(relu, activation):
     return activation
 
 
-def _small_values_note(ctx, activation, output, fmt, scaling, colormap) -> None:
-    """A note when tanh or sigmoid values (within -1..1) go into a picture as they are."""
-    if activation is None or activation.kind not in ("tanh", "sigmoid") or scaling != "clip" or colormap != "gray":
+def _small_values_note(ctx, activation, output, fmt, scaling, colormap, depth) -> None:
+    """A note when tanh or sigmoid values (within -1..1) go into a picture of
+    integer samples as they are (float samples keep them)."""
+    if (activation is None or activation.kind not in ("tanh", "sigmoid") or scaling != "clip"
+            or colormap != "gray" or depth == "float"):
         return
     from ..io import encode
 
     try:
-        picture = encode.format_for(output, fmt) != "NPY" if output not in ("-", None) or fmt else False
+        picture = (encode.format_for(output, fmt) not in ("NPY", "EXR")
+                   if output not in ("-", None) or fmt else False)
     except KernelcliError:  # an unknown format is reported where it is used
         return
     if picture:
@@ -299,7 +302,7 @@ def conv(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, 
                                     origin, rotate, rotations)
     note(ctx.obj["quiet"], notes)
     run = stages.Stages(stage, _activation(False, activation), gray=gray, alpha=alpha, linear=linear)
-    _small_values_note(ctx, activation, output, fmt, scaling, colormap)
+    _small_values_note(ctx, activation, output, fmt, scaling, colormap, depth)
     out = _output_spec(fmt, scaling, offset, colormap, quality, png_level, depth)
     reading = _read_spec(auto_orient, frame)
     if batch_run:
@@ -357,7 +360,7 @@ def activate(ctx, function, input, output, fmt, scaling, offset, colormap, quali
     \b
       kernelcli conv edge in.png | kernelcli activate tanh:1/255 | kernelcli pool max > out.npy
     """
-    _small_values_note(ctx, function, output, fmt, scaling, colormap)
+    _small_values_note(ctx, function, output, fmt, scaling, colormap, depth)
     _stage(ctx, input, output, function, fmt, scaling, offset, colormap, quality, png_level, depth, max_pixels)
 
 

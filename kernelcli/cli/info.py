@@ -55,9 +55,11 @@ def _text(facts: dict) -> str:
     if facts["bits"]:
         lines.append(f"  bits         {facts['bits']} per sample")
     if "shape" not in facts:
-        lines.append(f"  frames       {facts['frames']}" + ("  (the first is filtered)" if facts["frames"] > 1 else ""))
+        lines.append(f"  frames       {facts['frames']}"
+                     + ("  (apply and conv filter each; --frame N picks one)" if facts["frames"] > 1 else ""))
         orientation = facts["orientation"]
-        lines.append(f"  orientation  {f'{orientation} {ORIENTATIONS[orientation]}' if orientation else 'none'}")
+        lines.append(f"  orientation  {f'{orientation} {ORIENTATIONS[orientation]}' if orientation else 'none'}"
+                     + _upright(facts))
     icc = facts["icc_profile"]
     lines.append(f"  icc profile  {_icc_text(icc)}")
     lines.append(f"  dpi          {' x '.join(f'{v:g}' for v in facts['dpi']) if facts['dpi'] else 'none'}")
@@ -67,6 +69,15 @@ def _text(facts: dict) -> str:
         if shown:
             lines.append(f"  metadata     {to_json(shown, None)}")
     return "\n".join(lines)
+
+
+def _upright(facts: dict) -> str:
+    """What reading does with an orientation other than 1 (``--no-auto-orient`` keeps it)."""
+    orientation, width, height = facts["orientation"], facts["width"], facts["height"]
+    if not orientation or orientation == 1 or width is None:
+        return ""
+    size = f"{height}x{width}" if orientation >= 5 else f"{width}x{height}"
+    return f"; read turned upright, {size}"
 
 
 def _icc_text(icc) -> str:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
-
 from ..errors import ImageReadError, ImageWriteError, UsageError
+from ._pillow import EXR_MAGIC
 
 #: Each format of the extra: the module that provides it, and the package to install.
 EXTRA_FORMATS = {"HEIF": ("pillow_heif", "pillow-heif"), "JXL": ("pillow_jxl", "pillow-jxl-plugin"),
@@ -18,7 +17,6 @@ EXTRA_FORMATS = {"HEIF": ("pillow_heif", "pillow-heif"), "JXL": ("pillow_jxl", "
 
 _NAMES = {"HEIF": "HEIC/HEIF", "JXL": "JPEG XL", "EXR": "OpenEXR"}
 
-EXR_MAGIC = b"\x76\x2f\x31\x01"
 JXL_MAGICS = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 #: ISO base media brands of HEIC/HEIF pictures (AVIF is Pillow's own).
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
@@ -38,12 +36,16 @@ def check_available(fmt: str) -> None:
         raise UsageError(missing(fmt))
 
 
-def register_pillow_plugin(fmt: str) -> None:
-    """Make Pillow read and write ``fmt`` (HEIF or JXL) through the extra's plugin."""
+def register_pillow_plugin(fmt: str, name: str | None = None) -> None:
+    """Make Pillow read and write ``fmt`` (HEIF or JXL) through the extra's
+    plugin. Without it: a usage error for an output, an ImageReadError
+    naming the input ``name`` for an input (as for an OpenEXR input)."""
     module = EXTRA_FORMATS[fmt][0]
     try:
         plugin = importlib.import_module(module)
     except ImportError:
+        if name is not None:
+            raise ImageReadError(f"{name}: {missing(fmt)}") from None
         raise UsageError(missing(fmt)) from None
     if fmt == "HEIF":
         plugin.register_heif_opener()
@@ -60,26 +62,43 @@ def sniff_extra(head: bytes) -> str | None:
     return None
 
 
-def read_exr(fp, name: str, max_pixels: int | None):
-    """``(float32 pixels, mode)`` of the OpenEXR file in ``fp``: Y, YA, RGB or RGBA channels."""
+def exr_header(fp, name: str, max_pixels: int | None = None) -> tuple[int, int, str | None]:
+    """``(width, height, mode)`` of the OpenEXR file in ``fp``, from its header
+    (the mode kernelcli reads it as: ``F``, ``LA;F``, ``RGB;F`` or ``RGBA;F``;
+    None for other channels); over ``max_pixels``, the pixel limit's error."""
     try:
         import OpenEXR
     except ImportError:
         raise ImageReadError(f"{name}: {missing('EXR')}") from None
     from .decode import bomb_message
-    from .picture import MODES
 
     fp.seek(0)
     try:
         header = OpenEXR.File(fp, header_only=True).header()
         box = header["dataWindow"]
         width, height = int(box[1][0] - box[0][0] + 1), int(box[1][1] - box[0][1] + 1)
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageReadError(bomb_message(name, (width, height), max_pixels))
-        fp.seek(0)
+        names = {c.name for c in header["channels"]} if "channels" in header else set()
+    except Exception as e:  # OpenEXR raises several kinds on damaged files
+        raise ImageReadError(f"{name}: cannot decode OpenEXR: {type(e).__name__}: {e}") from None
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(bomb_message(name, (width, height), max_pixels))
+    for wanted, mode in (("RGBA", "RGBA;F"), ("RGB", "RGB;F"), ("YA", "LA;F"), ("Y", "F")):
+        if set(wanted) <= names:
+            return width, height, mode
+    return width, height, None
+
+
+def read_exr(fp, name: str, max_pixels: int | None):
+    """``(float32 pixels, mode)`` of the OpenEXR file in ``fp``: Y, YA, RGB or RGBA channels."""
+    exr_header(fp, name, max_pixels)
+    import numpy as np
+    import OpenEXR
+
+    from .picture import MODES
+
+    fp.seek(0)
+    try:
         channels = OpenEXR.File(fp, separate_channels=True).channels()
-    except ImageReadError:
-        raise
     except Exception as e:  # OpenEXR raises several kinds on damaged files
         raise ImageReadError(f"{name}: cannot decode OpenEXR: {type(e).__name__}: {e}") from None
     for names, layout in ((("R", "G", "B", "A"), "RGBA"), (("R", "G", "B"), "RGB"), (("Y", "A"), "LA"),
@@ -91,13 +110,15 @@ def read_exr(fp, name: str, max_pixels: int | None):
     raise ImageReadError(f"{name}: OpenEXR channels {sorted(channels)} are not Y, YA, RGB or RGBA")
 
 
-def encode_exr(into, pixels: np.ndarray) -> None:
+def encode_exr(into, pixels) -> None:
     """Float32 pixels (``H x W`` or ``H x W x C``) as a 32-bit float OpenEXR file in ``into``."""
     try:
         import OpenEXR
     except ImportError:
         raise UsageError(missing("EXR")) from None
     import io
+
+    import numpy as np
 
     names = {1: ("Y",), 2: ("Y", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}
     planes = [pixels] if pixels.ndim == 2 else [pixels[..., i] for i in range(pixels.shape[2])]

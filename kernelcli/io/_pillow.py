@@ -24,6 +24,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
+#: A TIFF's first bytes (little- and big-endian).
+TIFF_MAGIC = (b"II*\0", b"MM\0*")
+
+#: OpenEXR's first bytes (read through the optional extra).
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
 _ROW_BYTES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I;16B": 2}
 
 
@@ -142,3 +148,21 @@ def png_wide_colour(fp, img, icc_limit: int):
         out <<= 8
         out |= halves[1]
     return out, dict(half.info)
+
+
+def gif_palette(img):
+    """An RGBA Pillow image as a palette image GIF holds: its colours
+    reduced to 255, and index 255 transparent where alpha is below 128.
+    (Pillow's own reduction of RGBA keeps no transparency once there are
+    more than 256 colours.) Other modes are returned as they are."""
+    if img.mode != "RGBA":
+        return img
+    from PIL import Image
+
+    out = img.convert("RGB").quantize(255, dither=Image.Dither.NONE)
+    palette = out.getpalette()[:255 * 3]
+    out.putpalette(palette + [0] * (768 - len(palette)))
+    clear = img.getchannel("A").point(lambda v: 255 if v < 128 else 0, "L")
+    out.paste(255, mask=clear)
+    out.info["transparency"] = 255
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ImageReadError, ImageWriteError
+from ..errors import ImageReadError, ImageWriteError, UsageError
 
 #: Tags that say where a picture lies and at what scale (GeoTIFF, and GDAL's
 #: own metadata and no-data value), kept from a TIFF input into a TIFF output
@@ -53,34 +53,56 @@ def place_tags_of_pillow(img) -> tuple:
     return tuple(kept)
 
 
-def read(fp, name: str, max_pixels: int | None, notes: list):
-    """``(pixels, mode, info)`` of the TIFF in ``fp`` (first page, with a note
-    when there are more), read by tifffile: uint8, uint16 or float32 pixels,
-    ``H x W`` or ``H x W x C``."""
+def read(fp, name: str, max_pixels: int | None, notes: list, frame: int | None = None,
+         all_frames: bool = False):
+    """``(pixels, mode, info, pages)`` of the TIFF in ``fp``, read by
+    tifffile: uint8, uint16 or float32 pixels, ``H x W`` or ``H x W x C``.
+    ``frame``: the page to read (0-based); ``all_frames``: every page, the
+    first as ``pixels``, the others in ``pages`` (else the first, with a note
+    when there are more, and ``pages`` is empty)."""
     import tifffile
 
     from .decode import bomb_message
-    from .picture import MODES
 
     fp.seek(0)
     try:
         with tifffile.TiffFile(fp) as tif:
-            page = tif.pages.first
-            height, width = page.imagelength, page.imagewidth
-            if max_pixels is not None and height * width > max_pixels:
-                raise ImageReadError(bomb_message(name, (width, height), max_pixels))
-            if page.photometric not in (0, 1, 2) or page.samplesperpixel not in _LAYOUTS:
-                raise ImageReadError(f"{name}: TIFF of {page.samplesperpixel} samples with photometric "
-                                     f"{int(page.photometric)} is not supported; convert it to RGB")
-            arr = page.asarray()
-            info = _info(page)
-            if len(tif.pages) > 1:
-                notes.append(f"{name}: has {len(tif.pages)} pages; using the first (pages of 16-bit or "
-                             "float colour are read one at a time: convert them to 8-bit or gray pages)")
-    except ImageReadError:
+            count = len(tif.pages)
+            if frame is not None and frame >= count:
+                raise UsageError(f"--frame {frame}: {name} has {count} frame{'s' if count > 1 else ''} "
+                                 f"(0 to {count - 1})")
+            if count > 1 and frame is None and not all_frames:
+                notes.append(f"{name}: has {count} frames; using the first")
+            chosen = range(count) if all_frames and frame is None else [frame or 0]
+            pages = [tif.pages[i] for i in chosen]
+            first = pages[0]
+            height, width = first.imagelength, first.imagewidth
+            if max_pixels is not None and len(pages) * height * width > max_pixels:
+                message = bomb_message(name, (width, height), max_pixels)
+                if len(pages) > 1:
+                    message = message.replace("image claims", f"{len(pages)} frames of").replace(
+                        "if you trust", "choose one with --frame N, or if you trust")
+                raise ImageReadError(message)
+            arrays = [_page_array(page, name) for page in pages]
+            info = _info(first)
+    except (ImageReadError, UsageError):
         raise
     except Exception as e:  # tifffile raises many kinds on damaged files
         raise ImageReadError(f"{name}: cannot decode TIFF: {type(e).__name__}: {e}") from None
+    (arr, mode), rest = arrays[0], arrays[1:]
+    if any(a.shape != arr.shape or m != mode for a, m in rest):
+        raise ImageReadError(f"{name}: its pages differ in size or samples; choose one with --frame N")
+    return arr, mode, info, [a for a, _ in rest]
+
+
+def _page_array(page, name: str):
+    """``(pixels, mode)`` of one TIFF page."""
+    from .picture import MODES
+
+    if page.photometric not in (0, 1, 2) or page.samplesperpixel not in _LAYOUTS:
+        raise ImageReadError(f"{name}: TIFF of {page.samplesperpixel} samples with photometric "
+                             f"{int(page.photometric)} is not supported; convert it to RGB")
+    arr = page.asarray()
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     layout = _LAYOUTS[1 if arr.ndim == 2 else arr.shape[2]]
@@ -93,7 +115,7 @@ def read(fp, name: str, max_pixels: int | None, notes: list):
     else:
         raise ImageReadError(f"{name}: TIFF samples of type {arr.dtype} are not supported; "
                              "use 8- or 16-bit unsigned or float samples")
-    return np.ascontiguousarray(arr), MODES[layout, depth], info
+    return np.ascontiguousarray(arr), MODES[layout, depth]
 
 
 def _info(page) -> dict:
@@ -130,11 +152,11 @@ def writes(shape: tuple, dtype, info: dict) -> bool:
     return wide_colour or bool(info.get("tiff_tags"))
 
 
-def encode(into, pixels: np.ndarray, info: dict, name: str, notes: list) -> None:
+def encode(into, pixels: np.ndarray, info: dict, name: str, notes: list, pages: list = ()) -> None:
     """Write ``pixels`` (uint8, uint16 or float32; ``H x W`` or
-    ``H x W x C``) as a TIFF into the binary file ``into``, with the ICC
-    profile, dpi and place tags of ``info`` (EXIF is not written: a note
-    says so)."""
+    ``H x W x C``), and after it the ``pages`` of the same shape and type, as
+    a TIFF into the binary file ``into``, with the ICC profile, dpi and place
+    tags of ``info`` on the first page (EXIF is not written: a note says so)."""
     import tifffile
 
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
@@ -150,12 +172,15 @@ def encode(into, pixels: np.ndarray, info: dict, name: str, notes: list) -> None
                      "is written without it")
     import io
 
+    layout = {"photometric": "rgb" if channels >= 3 else "minisblack",
+              "extrasamples": ("unassalpha",) if channels in (2, 4) else None,
+              "compression": None if pixels.dtype.kind == "f" else "zlib", "metadata": None}
     buf = io.BytesIO()  # (tifffile seeks back as it writes; a pipe cannot)
     try:
-        tifffile.imwrite(buf, pixels, photometric="rgb" if channels >= 3 else "minisblack",
-                         extrasamples=("unassalpha",) if channels in (2, 4) else None,
-                         compression=None if pixels.dtype.kind == "f" else "zlib",
-                         metadata=None, extratags=extratags, **options)
+        with tifffile.TiffWriter(buf) as tif:
+            tif.write(pixels, extratags=extratags, **layout, **options)
+            for page in pages:
+                tif.write(page, **layout, **options)
     except MemoryError:
         raise
     except Exception as e:

@@ -135,20 +135,20 @@ def _curve(tag: bytes):
 def curve_to_linear(values: np.ndarray, top: float, curves) -> np.ndarray:
     """Encoded values in ``0..top`` to linear light through a profile's curves
     (one per channel, the last axis); values are held to ``0..top`` first."""
-    v = np.asarray(values, dtype=np.float64) / top
-    out = np.empty(v.shape, np.float32)
-    for i, (xs, ys) in enumerate(curves):
-        index = (..., i) if v.ndim == 3 else (...,)
-        out[index] = np.interp(v[index], xs, ys) * top
-    return out
+    return _through_curves(values, top, curves, inverse=False)
 
 
 def curve_from_linear(values: np.ndarray, top: float, curves) -> np.ndarray:
     """Linear light back through the inverse of a profile's curves (values
     past the ends are held to them, as a written picture clips them)."""
+    return _through_curves(values, top, curves, inverse=True)
+
+
+def _through_curves(values: np.ndarray, top: float, curves, inverse: bool) -> np.ndarray:
+    """Each channel of ``values`` (in ``0..top``) through its curve ``(xs, ys)``, or its inverse."""
     v = np.asarray(values, dtype=np.float64) / top
     out = np.empty(v.shape, np.float32)
     for i, (xs, ys) in enumerate(curves):
         index = (..., i) if v.ndim == 3 else (...,)
-        out[index] = np.interp(v[index], ys, xs) * top
+        out[index] = (np.interp(v[index], ys, xs) if inverse else np.interp(v[index], xs, ys)) * top
     return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ImageReadError, UsageError
 from . import _pillow
-from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS
+from ._pillow import EXR_MAGIC, JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
 
 # _extra, _tiff, colour, orientation and frames serve a few kinds of picture
 # (the optional formats, 16-bit colour TIFF, CMYK with a profile, pictures
@@ -81,27 +81,28 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
                 return _exr_picture(fp, name, max_pixels)
             fp.seek(0)
             try:
-                img = _open_pillow(fp)
+                img = _open_pillow(fp, name)
             except UnidentifiedImageError:
                 if not _is_tiff(fp):
                     raise
                 # float colour: Pillow has no mode for it
-                return _wide_picture(fp, None, name, max_pixels, integers, orient)
+                return _wide_picture(fp, None, name, max_pixels, integers, orient, frame, all_frames)
             _check_pixels(img, name, max_pixels)
             if on_header is not None:
                 on_header(img.size[1], img.size[0], len(img.getbands()))
             if _is_wide(img):
-                return _wide_picture(fp, img, name, max_pixels, integers, orient)
+                return _wide_picture(fp, img, name, max_pixels, integers, orient, frame, all_frames)
             img.decodermaxblock = DECODE_BLOCK
+            turned = _turned_by_pillow(img)
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageReadError(bomb_message(name, None, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
+    except (ImageReadError, UsageError):
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageReadError(f"{name}: cannot decode image: {e}") from None
-    except ImageReadError:
-        raise
     except Exception as e:  # Pillow's decoders raise many kinds on scrambled data
         raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
     finally:
@@ -124,29 +125,31 @@ def read_pillow(fp, name: str, max_pixels: int | None, integers: bool = False, o
         if _tiff.place_tags_of_pillow(img):
             info["tiff_tags"] = _tiff.place_tags_of_pillow(img)
     if frames > 1 and frame is None and all_frames:
-        return _all_frames(img, name, max_pixels, notes, info, orient)
-    return _one_frame(img, frame or 0, name, notes, info, integers, orient)
+        return _all_frames(img, name, max_pixels, notes, info, orient, turned)
+    return _one_frame(img, frame or 0, name, notes, info, integers, orient, turned)
 
 
-def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bool, orient: bool) -> Picture:
+def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bool, orient: bool,
+               turned: int = 1) -> Picture:
     """Frame ``frame`` of ``img``, decoded, upright (if ``orient``), in a
-    mode kernelcli computes with (as :func:`read_pillow` gives it)."""
+    mode kernelcli computes with (as :func:`read_pillow` gives it);
+    ``turned``: the orientation Pillow turned it from as it loaded it."""
     fmt = img.format
     try:
         img.seek(frame)
         img.load()  # again if counting frames left it to be decoded anew: fp is not read after this
-        turn = _orientation(img) if orient else 1
+        turn, pixel_turn = _turns(img, orient, turned)
         if img.mode in ("CMYK", "LAB", "YCbCr") and info.get("icc_profile"):
             from . import colour
 
             img, info = colour.to_srgb(img, info, name, notes)
         img, mode = normalise_mode(img, name, notes)
-        if turn != 1:
+        if turn != 1 or pixel_turn != 1:
             from . import orientation
 
             info = orientation.upright_info(info, turn)
-            img = (orientation.upright_array(img, turn) if isinstance(img, np.ndarray)
-                   else orientation.upright_image(img, turn))
+            img = (orientation.upright_array(img, pixel_turn) if isinstance(img, np.ndarray)
+                   else orientation.upright_image(img, pixel_turn))
         if integers and mode != "F":
             # (_normalise_mode hands back a Pillow image, or an array for some 16-bit modes)
             pixels = np.ascontiguousarray(img) if isinstance(img, np.ndarray) else PillowRows(img)
@@ -161,11 +164,6 @@ def _one_frame(img, frame: int, name: str, notes: list, info: dict, integers: bo
     return Picture(pixels, mode, fmt or "UNKNOWN", info, notes)
 
 
-TIFF_MAGIC = (b"II*\0", b"MM\0*")
-
-#: OpenEXR's first bytes (read through the optional extra).
-EXR_MAGIC = b"\x76\x2f\x31\x01"
-
 
 def _orientation(img) -> int:
     """The EXIF (or TIFF) orientation of ``img``; 1 without EXIF, with no import."""
@@ -174,6 +172,30 @@ def _orientation(img) -> int:
     from . import orientation
 
     return orientation.stored_orientation(img)
+
+
+def _turned_by_pillow(img) -> int:
+    """The orientation Pillow turns ``img`` (opened, not loaded) upright
+    from as it loads it (a TIFF's: Pillow deletes the tag then), else 1."""
+    if img.format != "TIFF":
+        return 1
+    value = img.tag_v2.get(0x0112, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _turns(img, orient: bool, turned: int) -> tuple[int, int]:
+    """``(orientation, pixel turn)`` of a loaded frame: the orientation the
+    picture is read upright from (its metadata follows it), and the turn
+    still to give its pixels. Pillow has turned a TIFF upright from
+    ``turned`` as it loaded it: that turn is undone for ``--no-auto-orient``
+    (each turn is its own inverse but the quarter turns 6 and 8, which undo
+    each other)."""
+    if not orient:
+        return 1, {6: 8, 8: 6}.get(turned, turned)
+    if turned != 1:
+        return turned, 1
+    turn = _orientation(img)
+    return turn, turn
 
 
 def _is_tiff(fp) -> bool:
@@ -195,13 +217,16 @@ def _is_wide(img) -> bool:
     return _tiff.needs_tifffile(img)
 
 
-def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) -> Picture:
+def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool,
+                  frame: int | None = None, all_frames: bool = False) -> Picture:
     """16-bit or float colour, which Pillow cannot hold: a PNG decoded
     through Pillow at 16 bits (:func:`kernelcli.io._pillow.png_wide_colour`),
-    a TIFF through tifffile (:mod:`kernelcli.io._tiff`)."""
+    a TIFF through tifffile (:mod:`kernelcli.io._tiff`), its pages as
+    :func:`read_pillow` takes ``frame`` and ``all_frames``."""
     from . import _tiff, orientation
 
     notes: list = []
+    pages: list = []
     try:
         if img is not None and img.format == "PNG":
             pixels, found = _pillow.png_wide_colour(fp, img, PNG_READ_ICC)
@@ -209,12 +234,13 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
             mode, fmt = _pillow.PNG_WIDE_RAW[raw[0] if isinstance(raw, tuple) else raw] + ";16", "PNG"
             info = {k: found[k] for k in ("icc_profile", "dpi", "exif") if found.get(k)}
         else:
-            pixels, mode, info = _tiff.read(fp, name, max_pixels, notes)
+            pixels, mode, info, pages = _tiff.read(fp, name, max_pixels, notes, frame, all_frames)
             fmt = "TIFF"
         turn = info.pop("orientation", None) or orientation.exif_orientation(info.get("exif"))
         if orient and turn != 1:
             pixels, info = orientation.upright_array(pixels, turn), orientation.upright_info(info, turn)
-    except ImageReadError:
+            pages = [orientation.upright_array(p, turn) for p in pages]
+    except (ImageReadError, UsageError):
         raise
     except Exception as e:
         raise ImageReadError(f"{name}: cannot decode image: {type(e).__name__}: {e}") from None
@@ -222,20 +248,23 @@ def _wide_picture(fp, img, name: str, max_pixels, integers: bool, orient: bool) 
     info = checked_info(info, name, notes)
     if place:
         info["tiff_tags"] = place
+    if pages:
+        info["animation"] = {"durations": [0.0] * (1 + len(pages)), "count": 1 + len(pages)}
     if pixels.dtype.kind == "f":
-        notes.extend(nonfinite_note(pixels, name))
-    elif not integers:
-        pixels = pixels.astype(np.float32)
-    return Picture(pixels, mode, fmt, info, notes)
+        notes.extend(nonfinite_note(np.stack([pixels, *pages]) if pages else pixels, name))
+    elif not integers or pages:
+        pixels, pages = pixels.astype(np.float32), [p.astype(np.float32) for p in pages]
+    return Picture(pixels, mode, fmt, info, notes, frames=pages or None)
 
 
-def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool) -> Picture:
-    """Every frame of ``img``: the first as the picture's pixels, the others in ``frames``."""
+def _all_frames(img, name: str, max_pixels, notes: list, info: dict, orient: bool, turned: int = 1) -> Picture:
+    """Every frame of ``img``: the first as the picture's pixels, the others
+    in ``frames`` (``turned``: as :func:`_one_frame` takes it)."""
     from . import frames, orientation
 
-    turn = _orientation(img) if orient else 1
+    turn, pixel_turn = _turns(img, orient, turned)
     try:
-        arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, turn)
+        arrays, mode, animation = frames.decode_frames(img, name, max_pixels, notes, pixel_turn)
     except (ImageReadError, UsageError):
         raise
     except Exception as e:
@@ -287,9 +316,11 @@ class PillowRows:
 PNG_READ_ICC = 64 * 2**20
 
 
-def _open_pillow(fp):
+def _open_pillow(fp, name: str | None = None):
     """``Image.open(fp)``, except that PNG and JPEG go straight to their plugin:
-    ``Image.open`` first imports five plugins (about 25 ms of a command)."""
+    ``Image.open`` first imports five plugins (about 25 ms of a command).
+    HEIC and JPEG XL through the optional extra (without it, an
+    ImageReadError naming the input ``name``)."""
     from PIL import Image
 
     signature = fp.read(8)
@@ -304,7 +335,7 @@ def _open_pillow(fp):
     extra = _extra.sniff_extra(fp.read(16))
     fp.seek(0)
     if extra in ("HEIF", "JXL"):  # the optional extra's Pillow plugins
-        _extra.register_pillow_plugin(extra)
+        _extra.register_pillow_plugin(extra, name)
         return Image.open(fp, formats=(extra,))
     return Image.open(fp, formats=RASTER_FORMATS)
 

@@ -196,6 +196,8 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
         return notes
     if fmt == "GIF" and len(pixels.shape) == 3:
         notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
+        if pixels.shape[2] == 4:
+            notes.append(GIF_ALPHA_NOTE.format(name=name))
     if fmt == "TIFF" and _tiff_writes(pixels, info):
         from . import _tiff
 
@@ -213,6 +215,10 @@ def write_pixels(target, pixels, fmt: str, info: dict, quality: int = 92, png_le
     return notes
 
 
+#: GIF's one level of transparency.
+GIF_ALPHA_NOTE = "{name}: GIF holds only clear or opaque pixels; alpha below 128 became clear, the rest opaque"
+
+
 def write_frames(target, arrays: list, fmt: str, info: dict, quality: int = 92) -> list[str]:
     """Write frames (arrays as :func:`~kernelcli.io.pixels.to_array` makes
     them, all of one shape and type) as one file of a format that holds
@@ -225,6 +231,8 @@ def write_frames(target, arrays: list, fmt: str, info: dict, quality: int = 92) 
     info = fit_info(info, fmt, name, notes)
     if fmt == "GIF" and arrays[0].ndim == 3:
         notes.append(f"{name}: GIF holds at most 256 colours; the colours were reduced to a palette")
+        if arrays[0].shape[2] == 4:
+            notes.append(GIF_ALPHA_NOTE.format(name=name))
     deliver(target, lambda f: frames.encode_frames(f, arrays, fmt, info, animation, quality), fmt)
     return notes
 
@@ -298,6 +306,8 @@ def _encode(img, fmt: str, info: dict, quality: int, into, name: str = "the outp
     the picture is encoded again without it, with a note (``notes``) naming
     the output ``name``: metadata never costs the pixels."""
     _load_plugin(fmt)
+    if fmt == "GIF":
+        img = _pillow.gif_palette(img)
     try:
         _save(img, fmt, _save_options(img, fmt, info, quality), into)
         return

@@ -17,6 +17,8 @@ FRAME_FORMATS = ("GIF", "WEBP", "PNG", "TIFF")
 
 _FORMAT_WORDS = "gif, webp, png (animated) or tif (pages)"
 
+_DEPTH = {"u": "16-bit", "f": "float"}
+
 
 def decode_frames(img, name: str, max_pixels: int | None, notes: list, orient: int = 1):
     """``(frames, mode, animation)``: every frame of the Pillow image ``img``
@@ -77,10 +79,25 @@ def refuse_one_picture(name: str, count: int, fmt: str) -> None:
 
 def encode_frames(into, arrays: list, fmt: str, info: dict, animation: dict, quality: int) -> None:
     """Frames (arrays as :func:`~kernelcli.io.pixels.to_array` makes them)
-    written as one file of ``fmt`` with their timing, into the binary file ``into``."""
+    written as one file of ``fmt`` with their timing, into the binary file
+    ``into``. Pages of 16-bit or float colour go to TIFF through tifffile;
+    Pillow's other frame writers hold 8-bit colour only."""
     from PIL import Image
 
+    if arrays[0].ndim == 3 and arrays[0].dtype != np.uint8:
+        if fmt != "TIFF":
+            raise UsageError(f"{fmt} holds frames of 8-bit colour; frames of {_DEPTH[arrays[0].dtype.kind]} "
+                             "colour need tif (or --depth 8)")
+        from . import _tiff
+
+        _tiff.encode(into, arrays[0], info, "", [], arrays[1:])
+        return
+
     images = [Image.fromarray(a) for a in arrays]
+    if fmt == "GIF":
+        from ._pillow import gif_palette
+
+        images = [gif_palette(img) for img in images]
     kwargs = {"save_all": True, "append_images": images[1:]}
     if fmt != "TIFF" and animation.get("durations"):
         durations = animation["durations"]
@@ -89,6 +106,10 @@ def encode_frames(into, arrays: list, fmt: str, info: dict, animation: dict, qua
         kwargs["loop"] = animation["loop"]
     if fmt in ("GIF", "PNG") and "disposal" in animation:
         kwargs["disposal"] = [min(d, 3 if fmt == "GIF" else 2) for d in animation["disposal"]]
+    if fmt == "GIF" and arrays[0].ndim == 3 and arrays[0].shape[2] == 4:
+        # Each frame is whole (as Pillow showed it): cleared before the next, so
+        # that its clear pixels show no frame before it.
+        kwargs["disposal"] = 2
     if fmt == "WEBP":
         kwargs["quality"] = quality
     if fmt == "TIFF":

@@ -12,7 +12,7 @@ import os
 import warnings
 
 from ..errors import ImageReadError
-from ._pillow import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS
+from ._pillow import EXR_MAGIC, JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGIC
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -71,25 +71,37 @@ def _blank(name: str, fmt: str) -> dict:
 def _describe_picture(f, name: str) -> dict:
     from PIL import Image
 
+    if f.read(4) == EXR_MAGIC:
+        return _describe_exr(f, name)
+    f.seek(0)
+
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # a header is described whatever size it claims
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = _open(f)
+            img = _open(f, name)
             facts = _blank(name, img.format)
             facts["width"], facts["height"] = img.size
+            if img.format == "TIFF" and 256 in img.tag_v2 and 257 in img.tag_v2:
+                # (Pillow gives a TIFF of orientation 5 to 8 its upright size; the size stored is told)
+                facts["width"], facts["height"] = img.tag_v2[256], img.tag_v2[257]
             facts["mode"] = img.mode
             facts["read_as"] = READ_AS.get(img.mode, img.mode)
             if img.mode == "P" and "transparency" in img.info:
                 facts["read_as"] = "RGBA"
             facts["bits"] = _bits(img)
+            if facts["bits"] == 16 and img.mode in ("RGB", "RGBA", "LA"):
+                facts["read_as"] = img.mode + ";16"  # (16-bit colour is read at 16 bits)
             facts["frames"] = getattr(img, "n_frames", 1)
             facts["orientation"] = _orientation(img)
             facts["icc_profile"] = icc_summary(img.info.get("icc_profile"))
             dpi = img.info.get("dpi")
             facts["dpi"] = [round(float(v), 3) for v in dpi] if _is_pair(dpi) else None
     except Image.UnidentifiedImageError:
+        f.seek(0)
+        if f.read(4) in TIFF_MAGIC:  # float colour: Pillow has no mode for it, tifffile reads it
+            return _describe_tiff(f, name)
         raise ImageReadError(f"{name}: not a recognised image or .npy file") from None
     except ImageReadError:
         raise
@@ -100,7 +112,61 @@ def _describe_picture(f, name: str) -> dict:
     return facts
 
 
-def _open(f):
+def _describe_tiff(f, name: str) -> dict:
+    """The header of a TIFF Pillow cannot open (float colour), read by
+    tifffile as kernelcli reads its pixels (:mod:`kernelcli.io._tiff`)."""
+    import tifffile
+
+    from . import _tiff
+    from .picture import MODES
+
+    f.seek(0)
+    try:
+        with tifffile.TiffFile(f) as tif:
+            page = tif.pages.first
+            facts = _blank(name, "TIFF")
+            facts["width"], facts["height"] = page.imagewidth, page.imagelength
+            depth = {"f": "float", "u": str(page.dtype.itemsize * 8)}.get(page.dtype.kind)
+            layout = _tiff._LAYOUTS.get(page.samplesperpixel)
+            facts["mode"] = facts["read_as"] = MODES.get((layout, depth))
+            facts["bits"] = page.dtype.itemsize * 8
+            facts["frames"] = len(tif.pages)
+            found = _tiff._info(page)
+    except Exception as e:  # damaged headers raise many kinds
+        raise ImageReadError(f"{name}: cannot read the header: {type(e).__name__}: {e}") from None
+    facts["orientation"] = found.get("orientation") if found.get("orientation") in ORIENTATIONS else None
+    facts["icc_profile"] = icc_summary(found.get("icc_profile"))
+    facts["dpi"] = [round(float(v), 3) for v in found["dpi"]] if _is_pair(found.get("dpi")) else None
+    return facts
+
+
+def _describe_exr(f, name: str) -> dict:
+    """The header of an OpenEXR file, read through the optional extra."""
+    from . import _extra
+
+    facts = _blank(name, "EXR")
+    facts["width"], facts["height"], facts["mode"] = _extra.exr_header(f, name)
+    facts["read_as"] = facts["mode"]
+    return facts
+
+
+def _pillow_open_other(f, name: str):
+    """Pillow's open for formats other than PNG and JPEG: HEIC and JPEG XL
+    through the optional extra's plugins (ImageReadError naming the file
+    without it)."""
+    from PIL import Image
+
+    from . import _extra
+
+    extra = _extra.sniff_extra(f.read(16))
+    f.seek(0)
+    if extra in ("HEIF", "JXL"):
+        _extra.register_pillow_plugin(extra, name)
+        return Image.open(f, formats=(extra,))
+    return Image.open(f, formats=RASTER_FORMATS)
+
+
+def _open(f, name: str):
     from PIL import Image
 
     from . import _pillow
@@ -111,7 +177,7 @@ def _open(f):
         return _pillow.open_png(f, 64 * 2**20)
     if signature.startswith(JPEG_MAGIC):
         return _pillow.open_jpeg(f)
-    return Image.open(f, formats=RASTER_FORMATS)
+    return _pillow_open_other(f, name)
 
 
 def _bits(img) -> int | None:
