@@ -70,7 +70,7 @@ def exr_header(fp, name: str, max_pixels: int | None = None) -> tuple[int, int, 
         import OpenEXR
     except ImportError:
         raise ImageReadError(f"{name}: {missing('EXR')}") from None
-    from .decode import bomb_message
+    from .picture import bomb_message
 
     fp.seek(0)
     try:

@@ -62,7 +62,7 @@ def read(fp, name: str, max_pixels: int | None, notes: list, frame: int | None =
     when there are more, and ``pages`` is empty)."""
     import tifffile
 
-    from .decode import bomb_message
+    from .picture import bomb_message
 
     fp.seek(0)
     try:

@@ -20,7 +20,7 @@ from ._pillow import EXR_MAGIC, JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, TIFF_MAGI
 # _extra, _tiff, colour, orientation and frames serve a few kinds of picture
 # (the optional formats, 16-bit colour TIFF, CMYK with a profile, pictures
 # with EXIF, several frames): each is imported where such a picture is met.
-from .picture import Picture, checked_info, nonfinite_note
+from .picture import Picture, bomb_message, checked_info, nonfinite_note, normalise_mode
 
 
 #: Formats that hold one picture, whose header tells all there is to read
@@ -345,40 +345,3 @@ def _check_pixels(img, name, max_pixels):
         w, h = img.size
         if w * h > max_pixels:
             raise ImageReadError(bomb_message(name, img.size, max_pixels))
-
-
-def bomb_message(name, size, max_pixels) -> str:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
-    return (f"{name}: image claims {what}, over the limit of {max_pixels:,}; "
-            "if you trust the file, raise the limit with --max-pixels")
-
-
-def normalise_mode(img, name: str, notes: list):
-    """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
-    mode = img.mode
-    if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):
-        out = img
-    elif mode in ("I;16L", "I;16B", "I;16N"):
-        out, mode = np.asarray(img).astype(np.uint16), "I;16"
-    elif mode == "I":
-        arr = np.asarray(img)
-        if arr.min() < 0 or arr.max() > 65535:
-            raise ImageReadError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported; convert it to .npy")
-        out, mode = arr.astype(np.uint16), "I;16"
-    elif mode == "1":
-        out, mode = img.convert("L"), "L"
-        notes.append(f"{name}: 1-bit image read as 8-bit gray (0 and 255)")
-    elif mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in img.info
-        mode = "RGBA" if has_alpha else "RGB"
-        out = img.convert(mode)
-    elif mode in ("La", "RGBa"):
-        mode = "LA" if mode == "La" else "RGBA"
-        out = img.convert(mode)
-    elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-        out, mode = img.convert("RGB"), "RGB"
-        if img.mode != "RGBX":
-            notes.append(f"{name}: {img.mode} image converted to RGB")
-    else:
-        raise ImageReadError(f"{name}: unsupported image mode {img.mode!r}")
-    return out, mode

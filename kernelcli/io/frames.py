@@ -24,7 +24,7 @@ def decode_frames(img, name: str, max_pixels: int | None, notes: list, orient: i
     """``(frames, mode, animation)``: every frame of the Pillow image ``img``
     as a float32 array in one mode, and the timing to write them back."""
     from . import orientation
-    from .decode import bomb_message, normalise_mode
+    from .picture import bomb_message, normalise_mode
 
     count = img.n_frames
     width, height = img.size

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
-from .decode import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, bomb_message, declared_size, read_pillow
+from .decode import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, declared_size, read_pillow
+from .picture import bomb_message
 from .npy import NPY_MAGIC, npy_header_checked, npy_picture, read_error
 from .picture import Picture
 

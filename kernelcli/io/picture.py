@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..errors import ImageReadError
+
 # json and base64 serve only kernelcli's .npy metadata: they are imported
 # there, not by every command that reads or writes a picture.
 
@@ -211,3 +213,40 @@ def nonfinite_note(arr: np.ndarray, name: str, bad: int | None = None) -> list[s
         return [f"{name}: holds {bad:,} NaN or infinite values; they propagate through the "
                 "filter (max pooling keeps NaN) and become 0 in pictures"]
     return []
+
+
+def bomb_message(name, size, max_pixels) -> str:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
+    return (f"{name}: image claims {what}, over the limit of {max_pixels:,}; "
+            "if you trust the file, raise the limit with --max-pixels")
+
+
+def normalise_mode(img, name: str, notes: list):
+    """Bring any Pillow mode to one kernelcli computes with; say when it changes."""
+    mode = img.mode
+    if mode in ("L", "LA", "RGB", "RGBA", "I;16", "F"):
+        out = img
+    elif mode in ("I;16L", "I;16B", "I;16N"):
+        out, mode = np.asarray(img).astype(np.uint16), "I;16"
+    elif mode == "I":
+        arr = np.asarray(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageReadError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported; convert it to .npy")
+        out, mode = arr.astype(np.uint16), "I;16"
+    elif mode == "1":
+        out, mode = img.convert("L"), "L"
+        notes.append(f"{name}: 1-bit image read as 8-bit gray (0 and 255)")
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        mode = "RGBA" if has_alpha else "RGB"
+        out = img.convert(mode)
+    elif mode in ("La", "RGBa"):
+        mode = "LA" if mode == "La" else "RGBA"
+        out = img.convert(mode)
+    elif mode in ("RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        out, mode = img.convert("RGB"), "RGB"
+        if img.mode != "RGBX":
+            notes.append(f"{name}: {img.mode} image converted to RGB")
+    else:
+        raise ImageReadError(f"{name}: unsupported image mode {img.mode!r}")
+    return out, mode
