@@ -69,7 +69,8 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, quality, png_level, 
 @click.pass_context
 def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
           alpha, rotate, rotations, combine, relu, pool, pool_size, pool_stride, fmt, scaling, offset, quality,
-          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, scheduler, scheduler_timeout):
+          png_level, max_pixels, recursive, pattern, jobs, skip_existing, quiet, tile_rows, tiff_tile, tiff_compression,
+          scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu, then --pool).
 
     \b
@@ -88,9 +89,9 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
     every image in it is processed on all cores, mirrored by relative path,
     in its own format unless --format says otherwise.
 
-    A .npy INPUT too large for memory is processed in bands of rows into a
-    .npy OUTPUT (see --tile-rows); --scheduler runs folders and such bands on
-    a Dask cluster.
+    A .npy or TIFF INPUT too large for memory is processed in bands of rows
+    into a .npy or TIFF OUTPUT (see --tile-rows); --scheduler runs folders and
+    such bands on a Dask cluster.
     """
     from .. import stages
     from ..run import files
@@ -117,24 +118,35 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
         return
-    if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
+    if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels):
         from ..run import tiled
         from ..io import encode
 
-        if output == "-" or encode.format_for(output, fmt) != "NPY":
-            raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
-                                   f"one, not {output!r}")
+        if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
+            raise click.UsageError(f"a .npy or TIFF processed in bands is written as a .npy or TIFF file; "
+                                   f"OUTPUT must be one, not {output!r}")
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
-                               client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+                               client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty(),
+                               output=out, max_pixels=max_pixels or _default_max_pixels(),
+                               tiff_tile=tiff_tile, tiff_compression=tiff_compression)
         note(ctx.obj["quiet"], report.notes)
         if not ctx.obj["quiet"]:
             where = "on the cluster" if client is not None else "on local threads"
             say(f"kernelcli: {report.bands} bands of {report.rows_per_band} rows {where}, "
                 f"{'x'.join(map(str, report.shape))} written in {report.seconds:.1f} s")
         return
+    if tiff_tile or tiff_compression:
+        raise click.UsageError("--tiff-tile and --tiff-compression are for a TIFF OUTPUT written in bands "
+                               "(with --tile-rows)")
     _, notes = files.apply_file(input, output, run, out, max_pixels)
     note(ctx.obj["quiet"], notes)
+
+
+def _default_max_pixels():
+    from ..io import inputs
+
+    return inputs.DEFAULT_MAX_PIXELS
 
 
 def _output_spec(fmt, scaling, offset, quality, png_level):
@@ -155,26 +167,29 @@ def _workers(ctx, jobs):
     return jobs
 
 
-def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
-    """Bands of rows between a .npy file and a .npy file when asked, or when
-    the input is large (tiled.goes_out_of_core)."""
+def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels) -> bool:
+    """Bands of rows from a .npy or TIFF file into a .npy or TIFF file when
+    asked, or when the input is large (tiled.goes_out_of_core)."""
     from ..io import encode, inputs
 
-    npy = input != "-" and inputs.is_npy(input)
-    if (tile_rows or scheduler) and not npy:
-        raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
-    if not npy:
+    kind = None if input == "-" else inputs.band_kind(input)
+    if (tile_rows or scheduler) and kind is None:
+        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy or a TIFF file INPUT")
+    if kind is None:
         return False
     if tile_rows or scheduler:
         return True
-    if output == "-" or encode.format_for(output, fmt) != "NPY":
-        return False
     from ..run import tiled
 
+    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
+        return False
     try:
-        return tiled.goes_out_of_core(tiled.open_source(input))
+        source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return False
+    if kind == "tiff":
+        return tiled.too_big_for_memory(source)
+    return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
 
 
 @contextlib.contextmanager

@@ -1,15 +1,18 @@
-"""Arrays larger than memory: a ``.npy`` file band by band into a ``.npy`` file.
+"""Pictures and arrays larger than memory: a file band by band into a file.
 
-The input file is memory-mapped and read one band at a time
+The input (a ``.npy``, memory-mapped, or a TIFF, whose strips or tiles are
+decoded as the bands reach them) is read one band at a time
 (:mod:`kernelcli.run.bands`); each band of output rows is computed by the
-ordinary stages and written into its place in a memory-mapped ``.npy``
-output, so memory holds a band or two, never the image. Bands run on local
-threads (reading and writing overlap the computation), or as tasks on a Dask
-cluster whose workers see the same files.
+ordinary stages and written: into its place in a memory-mapped ``.npy``
+output, or as the next strips or tiles of a TIFF output
+(:class:`kernelcli.io.tiff_rows.TiffRows`), so memory holds a few bands,
+never the image. Bands run on local threads (reading and writing overlap the
+computation), or as tasks on a Dask cluster whose workers see the same files.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -21,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import _memory
-from ..errors import ImageReadError, ImageWriteError
+from ..errors import ImageReadError, ImageWriteError, UsageError
+from ..io.encode import OutputSpec, format_for
 from ..io.npy import check_npy_header, npy_header, npy_metadata, npy_trailer, read_npy_header
+from ..io.pixels import to_array
 from ..io.sinks import atomic_file
 from ..stages import Stages
 from .bands import Job, Source, band_rows, compute_band, plan
@@ -32,14 +37,26 @@ from .progress import Progress
 _MAX_TRAILER = 64 * 2**20
 
 
-def open_source(path) -> Source:
-    """Read and check a ``.npy`` header; nothing of the data is read."""
+#: The output formats a run in bands writes.
+BAND_FORMATS = ("NPY", "TIFF")
+
+
+def open_source(path, max_pixels: int | None = None) -> Source:
+    """Read and check the header of a ``.npy`` or TIFF file; nothing of the
+    pixels is read. ``max_pixels`` bounds a TIFF (a small compressed file
+    may claim a huge picture); a ``.npy`` holds its pixels as they are."""
     name = str(path)
     try:
         f = open(path, "rb")
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
+        from ..io.tiff_rows import is_tiff, open_tiff
+
+        if is_tiff(f.read(4)):
+            shape, dtype, meta = open_tiff(path, max_pixels)
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
+        f.seek(0)
         try:
             shape, fortran, dtype = read_npy_header(f)
         except Exception as e:
@@ -104,21 +121,44 @@ class Report:
 
 
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
-        progress: bool = False) -> Report:
-    """Run ``stages`` over the ``.npy`` at ``input_path`` band by band into ``output_path``.
+        progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
+        tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
+    """Run ``stages`` over the ``.npy`` or TIFF at ``input_path`` band by band
+    into ``output_path`` (a ``.npy``, or a TIFF written as ``output`` says,
+    striped, or in ``tiff_tile`` tiles with ``tiff_compression``).
 
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
-    time while the others read and write.
+    time while the others read and write. ``max_pixels`` bounds a TIFF input.
     """
-    import threading
-
     started = time.monotonic()
-    source = open_source(input_path)
+    output = output or OutputSpec()
+    fmt = format_for(output_path, output.fmt)
+    if fmt not in BAND_FORMATS:
+        raise UsageError(f"a picture or array processed in bands is written as a .npy or TIFF file; OUTPUT "
+                         f"must be one, not {str(output_path)!r}")
+    if fmt == "TIFF" and output.scaling == "stretch":
+        raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
+                         "bands (use clip or abs, or write .npy)")
+    source = open_source(input_path, max_pixels)
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
     # One output row tells the output's width, channels and metadata.
     probe = compute_band(job, 0, 1)
+    if fmt == "NPY":
+        rows, count, shape = _into_npy(job, final_h, probe, output_path, tile_rows, client, threads, progress)
+        notes = probe.notes
+    else:
+        rows, count, shape, notes = _into_tiff(job, final_h, probe, output_path, output, tile_rows, client,
+                                               threads, progress, (tiff_tile, tiff_compression))
+    return Report(count, rows, shape, time.monotonic() - started, notes)
+
+
+def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, client, threads, progress):
+    """Bands written into their places in a memory-mapped ``.npy``; returns
+    the rows per band, the number of bands and the output's shape."""
+    import threading
+
     out_shape = (final_h,) + probe.pixels.shape[1:]
     out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
     rows = band_rows(job, final_h, out_row_bytes, tile_rows)
@@ -150,7 +190,107 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
         bar.close()
         with open(tmp, "ab") as f:
             f.write(trailer)
-    return Report(len(bands), rows, out_shape, time.monotonic() - started, probe.notes)
+    return rows, len(bands), out_shape
+
+
+def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None):
+    """Final output rows ``[f0, f1)`` as ``fmt`` stores them (uint8, uint16
+    or float32 pixels), with the notes of computing and converting them."""
+    result = compute_band(job, f0, f1, lock)
+    notes = list(result.notes)
+    return to_array(result, fmt, scaling, offset, notes), notes
+
+
+_OUT_MODES = {(np.dtype(np.uint8), 1): "L", (np.dtype(np.uint8), 2): "LA", (np.dtype(np.uint8), 3): "RGB",
+              (np.dtype(np.uint8), 4): "RGBA", (np.dtype(np.uint16), 1): "I;16", (np.dtype(np.float32), 1): "F"}
+
+
+def _into_tiff(job: Job, final_h: int, probe, output_path: Path, output: OutputSpec, tile_rows, client, threads,
+               progress, tiff):
+    """Bands converted to the output's pixels and written, in order, as the
+    next strips or tiles of a TIFF; returns the rows per band, the number of
+    bands, the output's shape and the notes."""
+    from ..io.tiff_rows import TiffRows, tiff_layout
+
+    notes = list(probe.notes)
+    first = to_array(probe, "TIFF", output.scaling, output.offset, notes)
+    out_shape = (final_h,) + first.shape[1:]
+    mode = _OUT_MODES[(first.dtype, first.shape[2] if first.ndim == 3 else 1)]
+    layout = tiff_layout(out_shape, first.dtype, *tiff)
+    rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows)
+    if layout["tile"] is None and rows < layout["rows"]:
+        layout["rows"] = rows  # strips as high as the bands
+    rows = max(layout["rows"], rows // layout["rows"] * layout["rows"])
+    bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
+    if layout["compression"] is None:
+        _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
+    bar = Progress(len(bands), progress, unit="bands")
+    with atomic_file(output_path) as tmp:
+        sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+        try:
+            for i, (pixels, band_notes) in enumerate(_in_order(job, bands, client, threads, output), 1):
+                notes += band_notes
+                sink.write(pixels)
+                bar.update(i)
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close()
+    bar.close()
+    return rows, len(bands), out_shape, list(dict.fromkeys(notes))
+
+
+def _in_order(job: Job, bands, client, threads: int, output: OutputSpec):
+    """``(pixels, notes)`` of each band as TIFF stores them, in order,
+    computed on local threads or on the cluster a few bands ahead of the
+    writer (so memory holds a few bands, never the picture)."""
+    import collections
+    import threading
+
+    args = ("TIFF", output.scaling, output.offset)
+    if client is not None:
+        from .cluster import serial
+
+        ahead = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 1
+
+        def submit(band):
+            return client.submit(serial, image_band, job, *band, *args, pure=False)
+        cancel = client.cancel
+        pool_ = None
+    else:
+        ahead = max(1, threads) + 1
+        lock = threading.Lock()
+        pool_ = ThreadPoolExecutor(max_workers=max(1, threads))
+
+        def submit(band):
+            return pool_.submit(image_band, job, *band, *args, lock)
+
+        def cancel(futures):
+            for future in futures:
+                future.cancel()
+    pending = collections.deque()
+    waiting = iter(bands)
+    try:
+        for band in itertools.islice(waiting, ahead):
+            pending.append((band, submit(band)))
+        while pending:
+            (f0, f1), future = pending.popleft()
+            try:
+                got = future.result()
+            except Exception as e:
+                if client is None:
+                    raise
+                raise ImageWriteError(f"rows {f0}-{f1 - 1} failed on the cluster: {e}") from None
+            band = next(waiting, None)
+            if band is not None:
+                pending.append((band, submit(band)))
+            yield got
+    except BaseException:
+        cancel([future for _, future in pending])
+        raise
+    finally:
+        if pool_ is not None:
+            pool_.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_cluster(client, job: Job, bands, bar) -> None:
