@@ -113,7 +113,7 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
 
         jobs = _workers(ctx, jobs)
         if tile_rows:
-            raise click.UsageError("--tile-rows needs a .npy file INPUT, not a folder")
+            raise click.UsageError("--tile-rows needs a .npy or TIFF file INPUT, not a folder")
         settings = batch.Settings(run, out, max_pixels)
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             _run_folder(ctx, batch, input, output, settings, recursive, pattern, jobs, skip_existing, client)
