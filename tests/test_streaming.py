@@ -18,7 +18,7 @@ import pytest
 tifffile = pytest.importorskip("tifffile")
 
 from kernelcli import engine  # noqa: E402
-from kernelcli.errors import ImageReadError, UsageError  # noqa: E402
+from kernelcli.errors import ImageReadError, ImageWriteError, UsageError  # noqa: E402
 from kernelcli.io.encode import OutputSpec  # noqa: E402
 from kernelcli.io.tiff_rows import read_tiff_rows, open_tiff  # noqa: E402
 from kernelcli.kernels import Kernel  # noqa: E402
@@ -218,3 +218,61 @@ def test_a_plain_apply_never_imports_tifffile(tmp_path):
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------
+# automatic bands, bombs, disk space, failures
+
+
+def test_a_tiff_too_big_for_memory_goes_in_bands_by_itself(tmp_path, run_cli, monkeypatch):
+    from kernelcli import _memory
+
+    src = write_tiff(tmp_path / "in.tif", picture((40, 30, 3)), tile=(16, 16), compression="zlib")
+    plain = run_cli(["apply", "sharpen", src, tmp_path / "whole.tif"])
+    assert plain.exit_code == 0 and "bands of" not in plain.stderr
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)  # 3 float32 copies: 43 KiB
+    auto = run_cli(["apply", "sharpen", src, tmp_path / "auto.tif"])
+    assert auto.exit_code == 0, auto.output
+    assert "bands of" in auto.stderr
+    assert np.array_equal(tifffile.imread(tmp_path / "auto.tif"), tifffile.imread(tmp_path / "whole.tif"))
+
+
+@pytest.mark.parametrize("extra", [[], ["--tile-rows", "8"]])
+def test_a_small_file_claiming_a_huge_picture_is_refused(tmp_path, run_installed, extra):
+    bomb = tmp_path / "bomb.tif"
+    tifffile.imwrite(bomb, shape=(60000, 60000), dtype=np.uint8, photometric="minisblack")  # sparse
+    assert bomb.stat().st_blocks * 512 < 2**20
+    got = run_installed(["apply", "sharpen", bomb, tmp_path / "out.tif"] + extra, timeout=60)
+    assert got.returncode == 1 and b"over the limit" in got.stderr and b"--max-pixels" in got.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.tif"]
+
+
+def test_full_disk_is_refused_before_any_band(tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    src = write_tiff(tmp_path / "in.tif", picture((30, 20, 3)), rowsperstrip=5)
+    real = _shutil.disk_usage
+    monkeypatch.setattr(tiled.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    conv, _ = make_conv("box:3")
+    with pytest.raises(ImageWriteError, match="needs .* GiB"):
+        tiled.run(src, tmp_path / "out.tif", Stages(conv), tile_rows=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
+    src = write_tiff(tmp_path / "in.tif", picture((40, 10)), rowsperstrip=5)
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"old")
+    real = tiled.compute_band
+
+    def failing(job, f0, f1, lock=None):
+        if f0 >= 20:
+            raise OSError(5, "Input/output error")
+        return real(job, f0, f1, lock)
+
+    monkeypatch.setattr(tiled, "compute_band", failing)
+    conv, _ = make_conv("box:3")
+    with pytest.raises(ImageWriteError):
+        tiled.run(src, out, Stages(conv), tile_rows=4, tiff_tile=16, tiff_compression="deflate")
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]

@@ -71,7 +71,7 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
             shape, dtype = tuple(page.shape), np.dtype(page.dtype) if page.dtype is not None else None
             planes = page.planarconfig
             icc = page.iccprofile
-            depth, compression = page.imagedepth, page.compression
+            depth = page.imagedepth
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     except Exception as e:  # tifffile says what is wrong with the structure
@@ -90,7 +90,6 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
     channels = shape[2] if len(shape) == 3 else 1
     mode, top = _mode(dtype, channels, name)
     info = {"icc_profile": bytes(icc)} if icc else {}
-    del compression
     meta = Picture(np.zeros((1, 1) + shape[2:], np.float32), mode=mode, source_format="TIFF", info=info,
                    range_max=top)
     return shape, dtype, meta
@@ -176,6 +175,7 @@ class TiffRows:
         self.shape, self.dtype, self.layout, self.name = tuple(shape), np.dtype(dtype), layout, str(path)
         self._queue = queue.Queue(maxsize=2)
         self._error: list = []
+        self._ended = False  # the writer has taken the end of the bands
         tifffile = _tifffile()
         photometric = "rgb" if mode in ("RGB", "RGBA") else "minisblack"
         extras = ["unassalpha"] if mode in ("LA", "RGBA") else None
@@ -195,8 +195,8 @@ class TiffRows:
                     tif.write(self._pieces(), **kwargs)
             except BaseException as e:  # told to the writer of the bands
                 self._error.append(e)
-                while self._queue.get() is not None:  # let the bands' writer finish
-                    pass
+                while not self._ended:  # let the bands' writer finish
+                    self._ended = self._queue.get() is None
 
         self._thread = threading.Thread(target=write, name="kernelcli-tiff-writer", daemon=True)
         self._thread.start()
@@ -204,7 +204,11 @@ class TiffRows:
     def _pieces(self):
         """Strips (as bytes) or tiles, in the file's order, from the bands in the queue."""
         tile = self.layout["tile"]
-        while (rows := self._queue.get()) is not None:
+        while True:
+            rows = self._queue.get()
+            if rows is None:
+                self._ended = True
+                return
             if tile is None:
                 for r in range(0, rows.shape[0], self.layout["rows"]):
                     yield np.ascontiguousarray(rows[r:r + self.layout["rows"]]).tobytes()
