@@ -123,8 +123,8 @@ def apply(ctx, kernel, input, output, stride, padding, pad_mode, cval, origin, d
         from ..io import encode
 
         if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-            raise click.UsageError(f"a .npy or TIFF processed in bands is written as a .npy or TIFF file; "
-                                   f"OUTPUT must be one, not {output!r}")
+            raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG "
+                                   f"file; OUTPUT must be one, not {output!r}")
         with _cluster(ctx, scheduler, scheduler_timeout) as client:
             report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
                                client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty(),
@@ -168,13 +168,13 @@ def _workers(ctx, jobs):
 
 
 def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels) -> bool:
-    """Bands of rows from a .npy or TIFF file into a .npy or TIFF file when
-    asked, or when the input is large (tiled.goes_out_of_core)."""
+    """Bands of rows from a .npy, TIFF or PNG file into a .npy, TIFF or PNG
+    file when asked, or when the input is large (tiled.goes_out_of_core)."""
     from ..io import encode, inputs
 
     kind = None if input == "-" else inputs.band_kind(input)
     if (tile_rows or scheduler) and kind is None:
-        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy or a TIFF file INPUT")
+        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
     if kind is None:
         return False
     if tile_rows or scheduler:
@@ -187,7 +187,9 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels) -> b
         source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return False
-    if kind == "tiff":
+    if kind == "png" and encode.format_for(output, fmt) == "NPY":
+        return False
+    if kind != "npy":
         return tiled.too_big_for_memory(source)
     return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
 

@@ -286,18 +286,20 @@ def _stored_bytes(stream) -> int | None:
 
 
 def band_kind(path) -> str | None:
-    """``"npy"`` or ``"tiff"`` for a regular file that starts like one (judged by
-    content), else None: the files a run in bands reads. (Like
+    """``"npy"``, ``"tiff"`` or ``"png"`` for a regular file that starts like one
+    (judged by content), else None: the files a run in bands reads. (Like
     :func:`is_npy`, nothing but a regular file is opened.)"""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
         with open(path, "rb") as f:
-            head = f.read(len(NPY_MAGIC))
+            head = f.read(len(PNG_MAGIC))
     except OSError:
         return None
-    if head == NPY_MAGIC:
+    if head.startswith(NPY_MAGIC):
         return "npy"
+    if head == PNG_MAGIC:
+        return "png"
     return "tiff" if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
 
 

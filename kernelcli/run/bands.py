@@ -48,7 +48,8 @@ class Source:
     offset: int  # of the first data byte (.npy)
     meta: Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory: the array
-    kind: str = "npy"  # "npy" (memory-mapped) or "tiff" (the strips or tiles a band touches)
+    kind: str = "npy"  # "npy" (memory-mapped), "tiff" (the strips or tiles a band touches) or "png" (in order)
+    layout: object = field(default=None, repr=False, compare=False)  # how a PNG's rows are stored
 
 
 @dataclass(frozen=True)
@@ -188,12 +189,14 @@ def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
     return read_rows(job.source, rowmap[p0:p1], dtype, job.conv.cval)
 
 
-def compute_band(job: Job, f0: int, f1: int, lock=None) -> Picture:
+def compute_band(job: Job, f0: int, f1: int, lock=None, given: np.ndarray | None = None) -> Picture:
     """Final output rows ``[f0, f1)`` as a Picture (reads the input, writes
-    nothing). ``lock``, if given, is held while computing (not while reading)."""
+    nothing). ``lock``, if given, is held while computing (not while reading).
+    ``given``: the band's input rows as :func:`band_input` gives them, read
+    already (from a file read in order)."""
     from .. import stages
 
-    picture = job.source.meta.with_pixels(band_input(job, f0, f1))
+    picture = job.source.meta.with_pixels(band_input(job, f0, f1) if given is None else given)
     with lock or contextlib.nullcontext():
         result = stages.apply(picture, job.conv, relu=job.relu, pool=job.pool, gray=job.gray,
                                 alpha=job.alpha)

@@ -38,7 +38,7 @@ _MAX_TRAILER = 64 * 2**20
 
 
 #: The output formats a run in bands writes.
-BAND_FORMATS = ("NPY", "TIFF")
+BAND_FORMATS = ("NPY", "TIFF", "PNG")
 
 
 def open_source(path, max_pixels: int | None = None) -> Source:
@@ -51,11 +51,19 @@ def open_source(path, max_pixels: int | None = None) -> Source:
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
+        from ..io.png_rows import is_png, open_png
         from ..io.tiff_rows import is_tiff, open_tiff
 
-        if is_tiff(f.read(4)):
+        head = f.read(8)
+        if is_tiff(head):
             shape, dtype, meta = open_tiff(path, max_pixels)
             return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
+        if is_png(head):
+            shape, dtype, meta, layout = open_png(path, max_pixels)
+            if layout is None:
+                raise ImageReadError(f"{name}: an interlaced PNG, or one of fewer than 8 bits per sample, "
+                                     "cannot be read in bands")
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="png", layout=layout)
         f.seek(0)
         try:
             shape, fortran, dtype = read_npy_header(f)
@@ -135,23 +143,67 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     output = output or OutputSpec()
     fmt = format_for(output_path, output.fmt)
     if fmt not in BAND_FORMATS:
-        raise UsageError(f"a picture or array processed in bands is written as a .npy or TIFF file; OUTPUT "
-                         f"must be one, not {str(output_path)!r}")
-    if fmt == "TIFF" and output.scaling == "stretch":
+        raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG file; "
+                         f"OUTPUT must be one, not {str(output_path)!r}")
+    if fmt != "NPY" and output.scaling == "stretch":
         raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
                          "bands (use clip or abs, or write .npy)")
     source = open_source(input_path, max_pixels)
+    if source.kind == "png" and (fmt == "NPY" or client is not None):
+        raise UsageError("a PNG is read in bands in order, on this machine, into a PNG or TIFF file: "
+                         "write one, or convert the PNG to TIFF first" + (" (no --scheduler)" if client else ""))
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
-    # One output row tells the output's width, channels and metadata.
-    probe = compute_band(job, 0, 1)
-    if fmt == "NPY":
-        rows, count, shape = _into_npy(job, final_h, probe, output_path, tile_rows, client, threads, progress)
-        notes = probe.notes
-    else:
-        rows, count, shape, notes = _into_tiff(job, final_h, probe, output_path, output, tile_rows, client,
-                                               threads, progress, (tiff_tile, tiff_compression))
+    reader = _png_reader(job) if source.kind == "png" else None
+    try:
+        # One output row tells the output's width, channels and metadata.
+        probe = compute_band(job, 0, 1, given=None if reader is None else reader.band(job, 0, 1))
+        if fmt == "NPY":
+            rows, count, shape = _into_npy(job, final_h, probe, output_path, tile_rows, client, threads,
+                                           progress)
+            notes = probe.notes
+        else:
+            rows, count, shape, notes = _into_file(job, final_h, probe, output_path, output, fmt, tile_rows,
+                                                   client, threads, progress, (tiff_tile, tiff_compression),
+                                                   reader)
+    finally:
+        if reader is not None:
+            reader.close()
     return Report(count, rows, shape, time.monotonic() - started, notes)
+
+
+class _PngBands:
+    """A PNG's rows for the bands, in order (read on the thread that writes)."""
+
+    def __init__(self, job: Job):
+        from ..io.png_rows import PngReader
+
+        source = job.source
+        self.top = job.row_pads[0]
+        keep = min(source.shape[0], max(job.row_pads) + 1) if job.pad_mode != "zero" else 0
+        self.reader = PngReader(source.path, source.shape, source.dtype, source.layout, keep)
+        if job.pad_mode == "wrap" and keep:
+            self.reader.read_tail()
+
+    def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
+        """What :func:`kernelcli.run.bands.band_input` gives for these final rows."""
+        from .. import engine
+        from .bands import _input_rows
+
+        p0, p1 = _input_rows(job, f0, f1)
+        h = job.source.shape[0]
+        rows = engine.source_index(h, job.row_pads, job.pad_mode)[p0:p1]
+        raw = self.reader.take(rows, min(max(p0 - self.top, 0), h))
+        out = self.reader.pixels(raw).astype(np.float32)
+        out[rows < 0] = job.conv.cval
+        return out
+
+    def close(self):
+        self.reader.close()
+
+
+def _png_reader(job: Job) -> _PngBands:
+    return _PngBands(job)
 
 
 def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, client, threads, progress):
@@ -193,10 +245,10 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
     return rows, len(bands), out_shape
 
 
-def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None):
+def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None):
     """Final output rows ``[f0, f1)`` as ``fmt`` stores them (uint8, uint16
     or float32 pixels), with the notes of computing and converting them."""
-    result = compute_band(job, f0, f1, lock)
+    result = compute_band(job, f0, f1, lock, given)
     notes = list(result.notes)
     return to_array(result, fmt, scaling, offset, notes), notes
 
@@ -205,30 +257,38 @@ _OUT_MODES = {(np.dtype(np.uint8), 1): "L", (np.dtype(np.uint8), 2): "LA", (np.d
               (np.dtype(np.uint8), 4): "RGBA", (np.dtype(np.uint16), 1): "I;16", (np.dtype(np.float32), 1): "F"}
 
 
-def _into_tiff(job: Job, final_h: int, probe, output_path: Path, output: OutputSpec, tile_rows, client, threads,
-               progress, tiff):
+def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputSpec, fmt: str, tile_rows,
+               client, threads, progress, tiff, reader):
     """Bands converted to the output's pixels and written, in order, as the
-    next strips or tiles of a TIFF; returns the rows per band, the number of
-    bands, the output's shape and the notes."""
+    next strips or tiles of a TIFF or the next rows of a PNG; returns the
+    rows per band, the number of bands, the output's shape and the notes."""
+    from ..io.encode import PNG_LEVEL
+    from ..io.png_rows import PngRows
     from ..io.tiff_rows import TiffRows, tiff_layout
 
     notes = list(probe.notes)
-    first = to_array(probe, "TIFF", output.scaling, output.offset, notes)
+    first = to_array(probe, fmt, output.scaling, output.offset, notes)
     out_shape = (final_h,) + first.shape[1:]
     mode = _OUT_MODES[(first.dtype, first.shape[2] if first.ndim == 3 else 1)]
-    layout = tiff_layout(out_shape, first.dtype, *tiff)
     rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows)
-    if layout["tile"] is None and rows < layout["rows"]:
-        layout["rows"] = rows  # strips as high as the bands
-    rows = max(layout["rows"], rows // layout["rows"] * layout["rows"])
+    if fmt == "TIFF":
+        layout = tiff_layout(out_shape, first.dtype, *tiff)
+        if layout["tile"] is None and rows < layout["rows"]:
+            layout["rows"] = rows  # strips as high as the bands
+        rows = max(layout["rows"], rows // layout["rows"] * layout["rows"])
+        if layout["compression"] is None:
+            _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
-    if layout["compression"] is None:
-        _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
     bar = Progress(len(bands), progress, unit="bands")
     with atomic_file(output_path) as tmp:
-        sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+        if fmt == "TIFF":
+            sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+        else:
+            sink = PngRows(tmp, out_shape, first.dtype, probe.info,
+                           PNG_LEVEL if output.png_level is None else output.png_level)
         try:
-            for i, (pixels, band_notes) in enumerate(_in_order(job, bands, client, threads, output), 1):
+            for i, (pixels, band_notes) in enumerate(_in_order(job, bands, client, threads, output, fmt,
+                                                               reader), 1):
                 notes += band_notes
                 sink.write(pixels)
                 bar.update(i)
@@ -240,14 +300,15 @@ def _into_tiff(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     return rows, len(bands), out_shape, list(dict.fromkeys(notes))
 
 
-def _in_order(job: Job, bands, client, threads: int, output: OutputSpec):
-    """``(pixels, notes)`` of each band as TIFF stores them, in order,
+def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: str, reader=None):
+    """``(pixels, notes)`` of each band as ``fmt`` stores them, in order,
     computed on local threads or on the cluster a few bands ahead of the
-    writer (so memory holds a few bands, never the picture)."""
+    writer (so memory holds a few bands, never the picture). ``reader``: a
+    PNG's rows, read here, in order, for each band as it is submitted."""
     import collections
     import threading
 
-    args = ("TIFF", output.scaling, output.offset)
+    args = (fmt, output.scaling, output.offset)
     if client is not None:
         from .cluster import serial
 
@@ -263,7 +324,8 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec):
         pool_ = ThreadPoolExecutor(max_workers=max(1, threads))
 
         def submit(band):
-            return pool_.submit(image_band, job, *band, *args, lock)
+            given = None if reader is None else reader.band(job, *band)
+            return pool_.submit(image_band, job, *band, *args, lock, given)
 
         def cancel(futures):
             for future in futures:
