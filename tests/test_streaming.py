@@ -169,7 +169,7 @@ def test_refusals(tmp_path):
     with pytest.raises(UsageError, match="stretch"):
         tiled.run(src, tmp_path / "o.tif", Stages(conv), tile_rows=4, output=OutputSpec(scaling="stretch"))
     with pytest.raises(UsageError, match="OUTPUT must be"):
-        tiled.run(src, tmp_path / "o.png", Stages(conv), tile_rows=4)
+        tiled.run(src, tmp_path / "o.jpg", Stages(conv), tile_rows=4)
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
 
 
@@ -189,18 +189,21 @@ def test_command_tiff_in_bands_equals_whole(tmp_path, run_installed):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{tif}", "{out}.png", "--tile-rows", "4"], b"OUTPUT must be"),
-    (["{png}", "{out}.tif", "--tile-rows", "4"], b"need a folder, a .npy or a TIFF file INPUT"),
+    (["{tif}", "{out}.jpg", "--tile-rows", "4"], b"OUTPUT must be"),
+    (["{jpg}", "{out}.tif", "--tile-rows", "4"], b"need a folder, a .npy, TIFF or PNG file INPUT"),
+    (["{png}", "{out}.npy", "--tile-rows", "4"], b"into a PNG or TIFF file"),
     (["{tif}", "{out}.tif", "--tile-rows", "4", "--tiff-tile", "20"], b"multiple of 16"),
     (["{tif}", "{out}.tif", "--tiff-compression", "zstd"], b"with --tile-rows"),
     (["{tif}", "{out}.tif", "--tile-rows", "4", "--max-pixels", "100"], b"over the limit of 100"),
 ])
 def test_command_usage_errors(tmp_path, run_installed, args, message):
     tif = write_tiff(tmp_path / "in.tif", picture((20, 20)), rowsperstrip=4)
-    png = tmp_path / "in.png"
+    png, jpg = tmp_path / "in.png", tmp_path / "in.jpg"
     from PIL import Image
     Image.fromarray(picture((8, 8))).save(png)
-    got = run_installed(["apply", "sharpen"] + [a.format(tif=tif, png=png, out=tmp_path / "out") for a in args])
+    Image.fromarray(picture((8, 8))).save(jpg)
+    got = run_installed(["apply", "sharpen"] + [a.format(tif=tif, png=png, jpg=jpg, out=tmp_path / "out")
+                                                for a in args])
     assert got.returncode in (1, 2) and message in got.stderr, got.stderr
     assert b"Traceback" not in got.stderr
 
@@ -265,10 +268,10 @@ def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
     out.write_bytes(b"old")
     real = tiled.compute_band
 
-    def failing(job, f0, f1, lock=None):
+    def failing(job, f0, f1, lock=None, given=None):
         if f0 >= 20:
             raise OSError(5, "Input/output error")
-        return real(job, f0, f1, lock)
+        return real(job, f0, f1, lock, given)
 
     monkeypatch.setattr(tiled, "compute_band", failing)
     conv, _ = make_conv("box:3")

@@ -87,8 +87,10 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
     mode = _MODES.get(channels) if depth == 8 or colour == 3 else ("I;16" if channels == 1 else None)
     dtype = np.dtype(np.uint16 if depth == 16 else np.uint8)
     shape = (h, w) if channels == 1 else (h, w, channels)
-    usable = (not interlace and channels and (depth in (8, 16) if colour != 3 else depth == 8)
-              and (colour != 3 or palette is not None))
+    packed = depth < 8 and (colour == 3 or (colour == 0 and alpha is None))  # 1, 2 or 4 bits
+    usable = (not interlace and channels and (depth in (8, 16) or packed) and (colour != 3 or palette is not None))
+    if packed and colour == 0:
+        mode, dtype = "L", np.dtype(np.uint8)
     layout = None
     if usable:
         lut = None
@@ -98,8 +100,11 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
             if channels == 4:
                 lut[:, 3] = 255
                 lut[:len(alpha), 3] = np.frombuffer(alpha, np.uint8)[:256]
+        elif packed:  # gray of 1, 2 or 4 bits, spread over 0..255
+            lut = (np.arange(256) * 255 // (2**depth - 1)).clip(0, 255).astype(np.uint8)[:, None]
         samples = 1 if colour == 3 else channels
-        layout = {"width_bytes": w * samples * depth // 8, "bpp": max(1, samples * depth // 8), "lut": lut}
+        layout = {"width_bytes": -(-w * samples * depth // 8), "bpp": max(1, samples * depth // 8), "lut": lut,
+                  "bits": depth if packed else 8}
     meta = Picture(np.zeros((1, 1) + shape[2:], np.float32), mode=mode, source_format="PNG", info=info,
                    range_max=65535.0 if depth == 16 and mode is None else None)
     return shape, dtype, meta, layout
@@ -230,7 +235,10 @@ class PngReader:
 
     def pixels(self, raw: np.ndarray) -> np.ndarray:
         """Unfiltered bytes as pixels of the picture's shape and dtype."""
-        lut = self.layout["lut"]
+        lut, bits = self.layout["lut"], self.layout["bits"]
+        if bits < 8:  # several samples in a byte, the first in the high bits
+            shifts = np.arange(8 - bits, -1, -bits, dtype=np.uint8)
+            raw = ((raw[:, :, None] >> shifts) & (2**bits - 1)).reshape(len(raw), -1)[:, :self.shape[1]]
         if lut is not None:
             px = lut[raw]
         elif self.dtype.itemsize == 2:
