@@ -157,7 +157,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     reader = _png_reader(job) if source.kind == "png" else None
     try:
         # One output row tells the output's width, channels and metadata.
-        probe = compute_band(job, 0, 1, given=None if reader is None else reader.band(job, 0, 1))
+        probe = compute_band(job, 0, 1) if reader is None else compute_band(job, 0, 1, given=reader.band(job, 0, 1))
         if fmt == "NPY":
             rows, count, shape = _into_npy(job, final_h, probe, output_path, tile_rows, client, threads,
                                            progress)
