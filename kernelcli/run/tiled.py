@@ -224,7 +224,7 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
             f.write(header)
             f.truncate(len(header) + nbytes)
         job = replace(job, target=os.path.abspath(tmp), out_offset=len(header), out_shape=out_shape)
-        bar = Progress(len(bands), progress, unit="bands")
+        bar = _rows_bar(job, final_h, progress)
         if client is not None:
             _run_cluster(client, job, bands, bar)
         else:
@@ -234,7 +234,7 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
                 try:
                     for i, future in enumerate(futures, 1):
                         future.result()
-                        bar.update(i)
+                        bar.update(bands[i - 1][1])
                 except BaseException:
                     for future in futures:
                         future.cancel()
@@ -243,6 +243,13 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
         with open(tmp, "ab") as f:
             f.write(trailer)
     return rows, len(bands), out_shape
+
+
+def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
+    """A progress line counting output rows, with the input read per second."""
+    ph, psy = job.pool_rows
+    row_bytes = math.prod(job.source.shape[1:]) * np.dtype(job.source.dtype).itemsize
+    return Progress(final_h, enabled, unit="rows", unit_bytes=row_bytes * job.stride_y * psy)
 
 
 def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None):
@@ -279,7 +286,7 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
         if layout["compression"] is None:
             _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
-    bar = Progress(len(bands), progress, unit="bands")
+    bar = _rows_bar(job, final_h, progress)
     with atomic_file(output_path) as tmp:
         if fmt == "TIFF":
             sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
@@ -291,7 +298,7 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
                                                                reader), 1):
                 notes += band_notes
                 sink.write(pixels)
-                bar.update(i)
+                bar.update(bands[i - 1][1])
         except BaseException:
             sink.abort()
             raise
@@ -361,14 +368,16 @@ def _run_cluster(client, job: Job, bands, bar) -> None:
     from .cluster import serial
 
     futures = [client.submit(serial, run_band, job, f0, f1, pure=False) for f0, f1 in bands]
+    done = 0
     try:
-        for i, future in enumerate(as_completed(futures, loop=client.loop), 1):
+        for future in as_completed(futures, loop=client.loop):
+            f0, f1 = bands[futures.index(future)]
             try:
                 future.result()
             except Exception as e:
-                f0, f1 = bands[futures.index(future)]
                 raise ImageWriteError(f"rows {f0}-{f1 - 1} failed on the cluster: {e}") from None
-            bar.update(i)
+            done += f1 - f0
+            bar.update(done)
     except BaseException:
         client.cancel(futures)
         raise
