@@ -245,6 +245,12 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
     return rows, len(bands), out_shape
 
 
+#: Aim for input bands of about this many bytes (as float32) into a TIFF or
+#: PNG: a few bands are in flight (read, computed, converted, encoded), and
+#: smaller bands keep that well under the memory of the picture itself.
+PICTURE_BAND_BYTES = 8 * 2**20
+
+
 def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
     """A progress line counting output rows, with the input read per second."""
     ph, psy = job.pool_rows
@@ -277,7 +283,7 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     first = to_array(probe, fmt, output.scaling, output.offset, notes)
     out_shape = (final_h,) + first.shape[1:]
     mode = _OUT_MODES[(first.dtype, first.shape[2] if first.ndim == 3 else 1)]
-    rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows)
+    rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows, PICTURE_BAND_BYTES)
     if fmt == "TIFF":
         layout = tiff_layout(out_shape, first.dtype, *tiff)
         if layout["tile"] is None and rows < layout["rows"]:
