@@ -1,6 +1,7 @@
 """Large pictures in bands against libvips: time and peak memory, same run.
 
     python benchmarks/bench_stream.py [--size 10000] [--tiff-size 20000] [--folder /tmp] [--jobs png,tiff,jpeg]
+                                      [--tiff-kernels sharpen,gaussian:2]
 
 Writes, into FOLDER, a SIZE x SIZE RGB picture of smooth gradients with
 seeded noise as PNG and JPEG, and a TIFF-SIZE x TIFF-SIZE one as a tiled
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--tiff-size", type=int, default=20000)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/kernelcli-bench-stream"))
     parser.add_argument("--jobs", default="png,tiff,jpeg")
+    parser.add_argument("--tiff-kernels", default="sharpen,gaussian:2", help="kernels run on the TIFF")
     args = parser.parse_args()
     jobs = set(args.jobs.split(","))
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -107,10 +109,12 @@ def main() -> None:
         report(f"PNG {args.size}^2 -> PNG, --tile-rows auto", bands, theirs)
         _same(f / "whole.png", f / "bands.png")
     if "tiff" in jobs:
-        for kernel, vips_op in (("sharpen", ["conv", None, None, f / "sharpen.mat", *mat]),
-                                ("gaussian:2", ["gaussblur", None, None, "2", "--min-ampl", "0.001"])):
+        peers = {"sharpen": ["conv", None, None, f / "sharpen.mat", *mat],
+                 "gaussian:2": ["gaussblur", None, None, "2", "--min-ampl", "0.001"]}
+        for kernel in args.tiff_kernels.split(","):
+            vips_op = peers[kernel]
             ours = timed([*k, "apply", kernel, f / "big.tif", f / "bands.tif", "--tile-rows", "auto",
-                          "--tiff-compression", "deflate"])
+                          "--tiff-compression", "deflate", "--max-pixels", str(args.tiff_size ** 2)])
             theirs = None
             if vips:
                 vips_op[1], vips_op[2] = f / "big.tif", f"{f / 'vips.tif'}[tile,compression=deflate,bigtiff]"
