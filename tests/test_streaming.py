@@ -331,3 +331,23 @@ def test_progress_on_a_terminal_only(tmp_path, run_installed):
     assert b"40/40 rows" in shown and b"MB/s" in shown and b"s left" in shown
     piped = run_installed(["apply", "sharpen", src, tmp_path / "p.tif", "--tile-rows", "8"])
     assert piped.returncode == 0 and b"rows  " not in piped.stderr and b"\r" not in piped.stderr
+
+
+def test_consecutive_bands_decode_each_tile_once(tmp_path, monkeypatch):
+    x = picture((48, 40, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    decoded = []
+    real = tifffile.TiffPage.decode.func
+
+    def counting(page):
+        fn = real(page)
+
+        def wrapped(data, index, **kw):
+            decoded.append(index)
+            return fn(data, index, **kw)
+        return wrapped
+    monkeypatch.setattr(tifffile.TiffPage, "decode", property(counting))
+    shape, dtype, _ = open_tiff(src, None)
+    got = np.concatenate([read_tiff_rows(src, shape, dtype, a, min(a + 5, 48)) for a in range(0, 48, 5)])
+    assert np.array_equal(got, x)
+    assert sorted(decoded) == list(range(9))  # 3 tile rows of 3 tiles, each decoded once

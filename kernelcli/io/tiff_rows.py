@@ -95,39 +95,68 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
     return shape, dtype, meta
 
 
+#: Decoded rows of strips or tiles kept for the next band (a band of a few
+#: rows reads a part of a tile row that the next band reads on from): at
+#: most this many tile rows (or strips), the newest kept.
+KEEP_BLOCKS = 2
+_kept: list = []  # [(key, rows)], newest last
+_kept_lock = __import__("threading").Lock()
+
+
 def read_tiff_rows(path, shape: tuple, dtype, first: int, stop: int) -> np.ndarray:
     """Rows ``[first, stop)`` of the TIFF at ``path`` (``shape`` and
     ``dtype`` as :func:`open_tiff` gave them), decoding only the strips or
-    tiles those rows touch."""
+    tiles those rows touch, each once for consecutive bands (the last
+    :data:`KEEP_BLOCKS` tile rows or strips are kept)."""
+    import os
+
     tifffile = _tifffile()
     name = str(path)
     out = np.empty((stop - first,) + tuple(shape[1:]), dtype)
-    view = out if out.ndim == 3 else out[..., None]
     try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            fh = tif.filehandle
-            for index in _segments(page, first, stop):
-                fh.seek(page.dataoffsets[index])
-                data = fh.read(page.databytecounts[index]) if page.databytecounts[index] else None
-                seg, (s, _, y, x, _), (_, sh, sw, _) = page.decode(data, index, jpegtables=page.jpegtables)
-                y0, y1 = max(y, first), min(y + sh, stop, shape[0])
-                x1 = min(x + sw, shape[1])
-                if seg is None:
-                    part = 0
-                else:
-                    part = seg[0, y0 - y:y1 - y, :x1 - x]
-                planar = page.planarconfig == 2 and len(shape) == 3
-                target = view[y0 - first:y1 - first, x:x1]
-                if planar:
-                    target[..., s] = part if np.isscalar(part) else part[..., 0]
-                else:
-                    target[...] = part
+            height = page.tilelength if page.is_tiled else min(page.rowsperstrip or shape[0], shape[0])
+            for block in range(first // height, (stop - 1) // height + 1):
+                b0 = block * height
+                rows = _block(tif, page, shape, dtype, (name, stamp, block), b0, min(b0 + height, shape[0]))
+                y0, y1 = max(first, b0), min(stop, b0 + len(rows))
+                out[y0 - first:y1 - first] = rows[y0 - b0:y1 - b0]
     except (ValueError, KeyError, NotImplementedError) as e:
         raise ImageReadError(f"{name}: cannot decode this TIFF's pixels ({e}); for its codec: {_INSTALL}") \
             from None
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
+    return out
+
+
+def _block(tif, page, shape, dtype, key, first: int, stop: int) -> np.ndarray:
+    """The decoded rows ``[first, stop)`` of one tile row or strip, kept for the next band."""
+    with _kept_lock:
+        for k, rows in _kept:
+            if k == key:
+                return rows
+    out = np.empty((stop - first,) + tuple(shape[1:]), dtype)
+    view = out if out.ndim == 3 else out[..., None]
+    planar = page.planarconfig == 2 and len(shape) == 3
+    fh = tif.filehandle
+    for index in _segments(page, first, stop):
+        fh.seek(page.dataoffsets[index])
+        data = fh.read(page.databytecounts[index]) if page.databytecounts[index] else None
+        seg, (s, _, y, x, _), (_, sh, sw, _) = page.decode(data, index, jpegtables=page.jpegtables)
+        y0, y1 = max(y, first), min(y + sh, stop)
+        x1 = min(x + sw, shape[1])
+        part = 0 if seg is None else seg[0, y0 - y:y1 - y, :x1 - x]
+        target = view[y0 - first:y1 - first, x:x1]
+        if planar:
+            target[..., s] = part if np.isscalar(part) else part[..., 0]
+        else:
+            target[...] = part
+    with _kept_lock:
+        _kept.append((key, out))
+        del _kept[:-KEEP_BLOCKS]
     return out
 
 
@@ -164,7 +193,7 @@ def tiff_layout(shape: tuple, dtype, tile: int | None, compression: str | None) 
 
 class TiffRows:
     """A TIFF written band by band, in order: ``write(rows)`` takes the next
-    rows (a multiple of the layout's ``rows``, except the last band), and
+    rows (any number: they wait for a whole tile row or strip), and
     ``close()`` ends the file. The pixels are the output's (uint8, uint16 or
     float32), as :func:`kernelcli.io.pixels.to_array` makes them."""
 
@@ -176,6 +205,7 @@ class TiffRows:
         self._queue = queue.Queue(maxsize=2)
         self._error: list = []
         self._ended = False  # the writer has taken the end of the bands
+        self._held, self._count = [], 0  # rows waiting for a whole tile row or strip
         tifffile = _tifffile()
         photometric = "rgb" if mode in ("RGB", "RGBA") else "minisblack"
         extras = ["unassalpha"] if mode in ("LA", "RGBA") else None
@@ -218,10 +248,24 @@ class TiffRows:
                     yield rows[y:y + tile, x:x + tile]
 
     def write(self, rows: np.ndarray) -> None:
+        """Take the next rows; whole tile rows (or strips) go to the file as
+        soon as they are complete, the rest waits for the next band."""
         self._check()
-        self._queue.put(np.asarray(rows, dtype=self.dtype))
+        self._held.append(np.asarray(rows, dtype=self.dtype))
+        self._count += len(rows)
+        unit = self.layout["rows"]
+        if self._count >= unit:
+            block = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
+            whole = self._count // unit * unit
+            self._queue.put(block[:whole])
+            self._held = [block[whole:]] if whole < self._count else []
+            self._count -= whole
 
     def close(self) -> None:
+        if self._held:
+            self._check()
+            self._queue.put(np.concatenate(self._held))
+            self._held = []
         self._queue.put(None)
         self._thread.join()
         self._check()

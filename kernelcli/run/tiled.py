@@ -286,9 +286,6 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows, PICTURE_BAND_BYTES)
     if fmt == "TIFF":
         layout = tiff_layout(out_shape, first.dtype, *tiff)
-        if layout["tile"] is None and rows < layout["rows"]:
-            layout["rows"] = rows  # strips as high as the bands
-        rows = max(layout["rows"], rows // layout["rows"] * layout["rows"])
         if layout["compression"] is None:
             _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
