@@ -351,3 +351,41 @@ def test_consecutive_bands_decode_each_tile_once(tmp_path, monkeypatch):
     got = np.concatenate([read_tiff_rows(src, shape, dtype, a, min(a + 5, 48)) for a in range(0, 48, 5)])
     assert np.array_equal(got, x)
     assert sorted(decoded) == list(range(9))  # 3 tile rows of 3 tiles, each decoded once
+
+
+def test_peak_memory_stays_far_below_the_picture(tmp_path):
+    """A 6000x6000 RGB TIFF (432 MB as one float32 copy) in bands, under an
+    address-space limit: the process's peak resident memory stays below one
+    float32 copy of the picture (the in-memory path needs several)."""
+    import os
+    import resource
+    import shutil
+    import threading
+
+    exe = shutil.which("kernelcli")
+    if exe is None:
+        pytest.skip("kernelcli is not on PATH")
+    y, x = np.mgrid[0:6000, 0:6000].astype(np.uint32)
+    rgb = np.stack([(x + y) % 256, (3 * x) % 256, (5 * y) % 256], -1).astype(np.uint8)
+    src = write_tiff(tmp_path / "big.tif", rgb, rowsperstrip=64)
+    del x, y, rgb
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    proc = subprocess.Popen([exe, "-q", "apply", "sharpen", str(src), str(tmp_path / "out.tif"), "--tile-rows",
+                             "auto"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=limit)
+    timer = threading.Timer(300, proc.kill)  # a hung run fails the test instead of hanging it
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the other tests' children
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_mb = usage.ru_maxrss / 1024
+    assert proc.returncode == 0
+    assert peak_mb < 432, f"peak {peak_mb:.0f} MB"
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.pages.first.shape == (6000, 6000, 3)
+    os.remove(src)
