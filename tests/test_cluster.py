@@ -131,6 +131,25 @@ def test_large_npy_bands_on_the_cluster_equal_the_local_run(cluster, tmp_path, k
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy", "local.npy", "remote.npy"]
 
 
+def test_tiff_bands_on_the_cluster_equal_the_local_run(cluster, tmp_path, kcli):
+    """Tasks carry the TIFF's path and their rows; the client writes the tiles in order."""
+    tifffile = pytest.importorskip("tifffile")
+    x = np.random.default_rng(4).integers(0, 256, (90, 70, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", x, photometric="rgb", tile=(16, 16), compression="zlib")
+    args = ["apply", "emboss", tmp_path / "in.tif", None, "--pad-mode", "reflect", "--tile-rows", "16"]
+    local = kcli(*[tmp_path / "local.tif" if a is None else a for a in args], "--tiff-tile", "16",
+                 "--tiff-compression", "deflate")
+    remote = kcli(*[tmp_path / "remote.tif" if a is None else a for a in args], "--tiff-tile", "16",
+                  "--tiff-compression", "deflate", "--scheduler", cluster)
+    remote_npy = kcli(*[tmp_path / "remote.npy" if a is None else a for a in args], "--scheduler", cluster)
+    local_npy = kcli(*[tmp_path / "local.npy" if a is None else a for a in args])
+    for proc in (local, remote, remote_npy, local_npy):
+        assert proc.returncode == 0, proc.stderr
+    assert b"6 bands of 16 rows on the cluster, 90x70x3" in remote.stderr
+    assert np.array_equal(tifffile.imread(tmp_path / "remote.tif"), tifffile.imread(tmp_path / "local.tif"))
+    assert (tmp_path / "local.npy").read_bytes() == (tmp_path / "remote.npy").read_bytes()
+
+
 def test_unreachable_scheduler_is_a_clear_error_in_bounded_time(tree, tmp_path, kcli):
     started = time.monotonic()
     proc = kcli("apply", "box:3", tree, tmp_path / "out", "--scheduler", "tcp://127.0.0.1:9",

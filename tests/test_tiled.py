@@ -233,10 +233,10 @@ def test_command_tile_rows_equals_in_memory_run(tmp_path, kcli):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["{npy}", "{out}.png", "--tile-rows", "4"], "OUTPUT must be"),
+    (["{npy}", "{out}.jpg", "--tile-rows", "4"], "OUTPUT must be"),
     (["{npy}", "-", "--tile-rows", "4"], "OUTPUT must be"),
-    (["{png}", "{out}.npy", "--tile-rows", "4"], "need a folder or a .npy file INPUT"),
-    (["{folder}", "{out}", "--tile-rows", "4"], "needs a .npy file INPUT"),
+    (["{png}", "{out}.npy", "--tile-rows", "4"], "into a PNG or TIFF file"),
+    (["{folder}", "{out}", "--tile-rows", "4"], "not a folder"),
     (["{npy}", "{out}.npy", "--tile-rows", "0"], "at least 1"),
     (["{npy}", "{out}.npy", "--tile-rows", "many"], "number of rows or auto"),
 ])

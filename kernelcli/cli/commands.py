@@ -74,7 +74,7 @@ def _stage(ctx, input, output, stage, fmt, scaling, offset, colormap, quality, p
 def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation, flip, normalize, gray,
           alpha, rotate, rotations, combine, relu, activation, pool, pool_size, pool_stride, fmt, scaling, offset,
           colormap, quality, png_level, depth, max_pixels, auto_orient, frame, linear, recursive, pattern, jobs,
-          skip_existing, quiet, many, tile_rows, scheduler, scheduler_timeout):
+          skip_existing, quiet, many, tile_rows, tiff_tile, tiff_compression, scheduler, scheduler_timeout):
     """Filter INPUT with KERNEL and write OUTPUT (conv, then --relu or --activation, then --pool).
 
     \b
@@ -99,9 +99,9 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
       find . -name '*.png' -print0 | kernelcli apply edge --files-from - -0 -o edges/
       kernelcli apply sharpen *.jpg --suffix -sharpen     (photo-sharpen.jpg beside photo.jpg)
 
-    A .npy INPUT too large for memory is processed in bands of rows into a
-    .npy OUTPUT (see --tile-rows); --scheduler runs folders and such bands on
-    a Dask cluster.
+    A .npy, TIFF or PNG INPUT too large for memory is processed in bands of
+    rows into a .npy, TIFF or PNG OUTPUT (see --tile-rows); --scheduler runs
+    folders and such bands on a Dask cluster.
     """
     from .. import stages
     from ..run import files
@@ -121,13 +121,18 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     reading = _read_spec(auto_orient, frame)
     if batch_run:
         if tile_rows:
-            raise click.UsageError("--tile-rows needs a .npy file INPUT and OUTPUT, not a folder or several inputs")
+            raise click.UsageError("--tile-rows needs a .npy, TIFF or PNG file INPUT, not a folder or several inputs")
         _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
                   skip_existing, scheduler, scheduler_timeout)
         return
-    if _tiled_run_wanted(input, output, fmt, tile_rows, scheduler):
-        _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_timeout)
+    in_bands = (tile_rows, scheduler, max_pixels, (linear, colormap, depth, frame, auto_orient))
+    if _tiled_run_wanted(input, output, fmt, *in_bands):
+        _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels,
+                   tiff_tile, tiff_compression)
         return
+    if tiff_tile or tiff_compression:
+        raise click.UsageError("--tiff-tile and --tiff-compression are for a TIFF OUTPUT written in bands "
+                               "(with --tile-rows)")
     _, notes = files.apply_file(input, output, run, out, max_pixels, reading=reading)
     note(ctx.obj["quiet"], notes)
 
@@ -145,16 +150,19 @@ def _paths(ctx, paths, many, default_stdio, recursive, pattern, jobs, skip_exist
     return inputs, output, batch_run
 
 
-def _run_tiled(ctx, input, output, fmt, run, tile_rows, scheduler, scheduler_timeout):
+def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels, tiff_tile,
+               tiff_compression):
     from ..run import tiled
-    from ..io import encode
+    from ..io import encode, inputs
 
-    if output == "-" or encode.format_for(output, fmt) != "NPY":
-        raise click.UsageError(f"a .npy processed in bands is written as a .npy file; OUTPUT must be "
-                               f"one, not {output!r}")
+    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
+        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG "
+                               f"file; OUTPUT must be one, not {output!r}")
     with _cluster(ctx, scheduler, scheduler_timeout) as client:
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
-                           client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty())
+                           client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty(),
+                           output=out, max_pixels=max_pixels or inputs.DEFAULT_MAX_PIXELS,
+                           tiff_tile=tiff_tile, tiff_compression=tiff_compression)
     note(ctx.obj["quiet"], report.notes)
     if not ctx.obj["quiet"]:
         where = "on the cluster" if client is not None else "on local threads"
@@ -228,26 +236,60 @@ def _workers(ctx, jobs):
     return jobs
 
 
-def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler) -> bool:
-    """Bands of rows between a .npy file and a .npy file when asked, or when
-    the input is large (tiled.goes_out_of_core)."""
+def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, picture) -> bool:
+    """Bands of rows from a .npy, TIFF or PNG file into a .npy, TIFF or PNG
+    file when asked, or when the input is large (tiled.goes_out_of_core).
+    ``picture``: ``(linear, colormap, depth, frame, auto_orient)``; a picture
+    goes in bands only as it is stored, one frame, upright, with none of them."""
     from ..io import encode, inputs
 
-    npy = input != "-" and inputs.is_npy(input)
-    if (tile_rows or scheduler) and not npy:
-        raise click.UsageError("--tile-rows and --scheduler need a folder or a .npy file INPUT")
-    if not npy:
+    kind = None if input == "-" else inputs.band_kind(input)
+    if (tile_rows or scheduler) and kind is None:
+        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
+    if kind is None:
         return False
+    if kind != "npy":
+        why = _not_in_bands(input, *picture)
+        if why and (tile_rows or scheduler):
+            raise click.UsageError(f"--tile-rows and --scheduler take a picture as it is stored: {why}")
+        if why:
+            return False
     if tile_rows or scheduler:
         return True
-    if output == "-" or encode.format_for(output, fmt) != "NPY":
-        return False
     from ..run import tiled
 
+    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
+        return False
     try:
-        return tiled.goes_out_of_core(tiled.open_source(input))
+        source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return False
+    if kind == "png" and encode.format_for(output, fmt) == "NPY":
+        return False
+    if kind != "npy":
+        return tiled.too_big_for_memory(source)
+    return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
+
+
+def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> str | None:
+    """Why a picture cannot go in bands (None: it can): the options and
+    pictures the whole-picture path alone handles."""
+    asked = [name for name, on in (("--linear", linear), ("--colormap", colormap != "gray"),
+                                   ("--depth", depth is not None), ("--frame", frame is not None)) if on]
+    if asked:
+        return f"not with {', '.join(asked)}"
+    from ..io import header
+
+    try:
+        facts = header.describe(input)
+    except KernelcliError:  # the ordinary reader says what is wrong with it
+        return None
+    if (facts.get("frames") or 1) > 1:
+        return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory"
+    if auto_orient and (facts.get("orientation") or 1) != 1:
+        return (f"{input} is stored turned (EXIF orientation {facts['orientation']}) and is turned upright in "
+                "memory (--no-auto-orient keeps it as stored)")
+    return None
 
 
 @contextlib.contextmanager

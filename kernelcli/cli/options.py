@@ -133,12 +133,19 @@ def batch_options(f):
 
 
 def scale_options(f):
-    """--tile-rows, --scheduler, --scheduler-timeout (large .npy files, clusters)."""
+    """--tile-rows, --scheduler, --scheduler-timeout, --tiff-tile, --tiff-compression
+    (large .npy and TIFF files, clusters)."""
     options = [
         click.option("--tile-rows", type=TileRowsType(), default=None,
-                     help="A .npy INPUT: process it in bands of N output rows (auto: about 32 MB "
-                          "each), reading and writing the files band by band so memory holds a "
-                          "band, not the image. Automatic when the array would not fit in memory."),
+                     help="A .npy or TIFF INPUT into a .npy or TIFF OUTPUT: process it in bands of N output "
+                          "rows (auto: about 32 MB each), reading and writing the files band by band so "
+                          "memory holds a few bands, not the image. Automatic when the image would not fit "
+                          "in memory."),
+        click.option("--tiff-tile", type=TiffTileType(), default=None, metavar="N",
+                     help="A TIFF OUTPUT written in bands: N x N tiles (a multiple of 16).  [default: strips]"),
+        click.option("--tiff-compression", type=click.Choice(["none", "deflate", "lzw", "zstd", "jpeg",
+                                                              "packbits"]), default=None,
+                     help="A TIFF OUTPUT written in bands: compress its tiles (256 x 256 unless --tiff-tile)."),
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
                           "file by file, a .npy INPUT band by band; workers must see the same paths."),
@@ -162,6 +169,23 @@ def picture_options(f):
                           "output's tag then says 1); --no-auto-orient keeps the stored pixels and tag."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
+
+
+class TiffTileType(click.ParamType):
+    """A TIFF tile's side: a positive multiple of 16 (as TIFF requires)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 16 or n % 16 or n > 2**16:
+            self.fail(f"{value!r} is not a tile size: need a multiple of 16 from 16 to 65536", param, ctx)
+        return n
 
 
 def input_options(f):

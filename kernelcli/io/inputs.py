@@ -306,6 +306,24 @@ def _stored_bytes(stream) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
+def band_kind(path) -> str | None:
+    """``"npy"``, ``"tiff"`` or ``"png"`` for a regular file that starts like one
+    (judged by content), else None: the files a run in bands reads. (Like
+    :func:`is_npy`, nothing but a regular file is opened.)"""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(len(PNG_MAGIC))
+    except OSError:
+        return None
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head == PNG_MAGIC:
+        return "png"
+    return "tiff" if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
+
+
 def is_npy(path) -> bool:
     """True for a regular file that starts like a ``.npy`` (judged by content).
     Anything else is not opened: a FIFO or a pipe (``/dev/fd/N``) is read once,

@@ -40,14 +40,16 @@ BAND_BYTES = 32 * 2**20
 MEMORY_BAND_BYTES = 3 * 2**20
 @dataclass(frozen=True)
 class Source:
-    """A ``.npy`` file as its header describes it, or an array in memory."""
+    """A ``.npy`` or TIFF file as its header describes it, or an array in memory."""
 
     path: str
     shape: tuple
     dtype: str
-    offset: int  # of the first data byte
+    offset: int  # of the first data byte (.npy)
     meta: Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory: the array
+    kind: str = "npy"  # "npy" (memory-mapped), "tiff" (the strips or tiles a band touches) or "png" (in order)
+    layout: object = field(default=None, repr=False, compare=False)  # how a PNG's rows are stored
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ def read_rows(source: Source, rows: np.ndarray, dtype=np.float32, fill: float = 
     the array in memory or through a memory map that is dropped again before returning."""
     out = np.empty((len(rows),) + source.shape[1:], dtype=dtype)
     out[rows < 0] = fill  # padding rows; every other row is copied below
+    if source.kind == "tiff":
+        _read_decoded_rows(source, rows, out)
+        return out
     if source.pixels is not None:
         mm = source.pixels
     else:
@@ -159,6 +164,23 @@ def read_rows(source: Source, rows: np.ndarray, dtype=np.float32, fill: float = 
     return out
 
 
+def _read_decoded_rows(source: Source, rows: np.ndarray, out: np.ndarray) -> None:
+    """:func:`read_rows` for a file whose rows are decoded (TIFF): each run of
+    consecutive rows the band reads is decoded once, even when the padding
+    map reads some rows twice (reflect) or from the other end (wrap)."""
+    from ..io.tiff_rows import read_tiff_rows
+
+    wanted = np.unique(rows[rows >= 0])
+    if not len(wanted):
+        return
+    breaks = np.flatnonzero(np.diff(wanted) > 1) + 1
+    for run in np.split(wanted, breaks):
+        first, stop = int(run[0]), int(run[-1]) + 1
+        block = read_tiff_rows(source.path, source.shape, np.dtype(source.dtype), first, stop)
+        sel = (rows >= first) & (rows < stop)
+        out[sel] = block[rows[sel] - first]
+
+
 def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
     """The input rows final output rows ``[f0, f1)`` read, padding rows
     included (gathered through the engine's row map), as ``dtype``."""
@@ -167,12 +189,14 @@ def band_input(job: Job, f0: int, f1: int, dtype=np.float32) -> np.ndarray:
     return read_rows(job.source, rowmap[p0:p1], dtype, job.conv.cval)
 
 
-def compute_band(job: Job, f0: int, f1: int, lock=None) -> Picture:
+def compute_band(job: Job, f0: int, f1: int, lock=None, given: np.ndarray | None = None) -> Picture:
     """Final output rows ``[f0, f1)`` as a Picture (reads the input, writes
-    nothing). ``lock``, if given, is held while computing (not while reading)."""
+    nothing). ``lock``, if given, is held while computing (not while reading).
+    ``given``: the band's input rows as :func:`band_input` gives them, read
+    already (from a file read in order)."""
     from .. import stages
 
-    picture = job.source.meta.with_pixels(band_input(job, f0, f1))
+    picture = job.source.meta.with_pixels(band_input(job, f0, f1) if given is None else given)
     with lock or contextlib.nullcontext():
         result = stages.apply(picture, job.conv, relu=job.relu, pool=job.pool, gray=job.gray,
                                 alpha=job.alpha)

@@ -1,15 +1,18 @@
-"""Arrays larger than memory: a ``.npy`` file band by band into a ``.npy`` file.
+"""Pictures and arrays larger than memory: a file band by band into a file.
 
-The input file is memory-mapped and read one band at a time
+The input (a ``.npy``, memory-mapped, or a TIFF, whose strips or tiles are
+decoded as the bands reach them) is read one band at a time
 (:mod:`kernelcli.run.bands`); each band of output rows is computed by the
-ordinary stages and written into its place in a memory-mapped ``.npy``
-output, so memory holds a band or two, never the image. Bands run on local
-threads (reading and writing overlap the computation), or as tasks on a Dask
-cluster whose workers see the same files.
+ordinary stages and written: into its place in a memory-mapped ``.npy``
+output, or as the next strips or tiles of a TIFF output
+(:class:`kernelcli.io.tiff_rows.TiffRows`), so memory holds a few bands,
+never the image. Bands run on local threads (reading and writing overlap the
+computation), or as tasks on a Dask cluster whose workers see the same files.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -21,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import _memory
-from ..errors import ImageReadError, ImageWriteError
+from ..errors import ImageReadError, ImageWriteError, UsageError
+from ..io.encode import OutputSpec, format_for
 from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_trailer
+from ..io.pixels import to_array
 from ..io.sinks import atomic_file
 from ..stages import Stages
 from .bands import Job, Source, band_rows, compute_band, plan
@@ -32,14 +37,34 @@ from .progress import Progress
 _MAX_TRAILER = 64 * 2**20
 
 
-def open_source(path) -> Source:
-    """Read and check a ``.npy`` header; nothing of the data is read."""
+#: The output formats a run in bands writes.
+BAND_FORMATS = ("NPY", "TIFF", "PNG")
+
+
+def open_source(path, max_pixels: int | None = None) -> Source:
+    """Read and check the header of a ``.npy`` or TIFF file; nothing of the
+    pixels is read. ``max_pixels`` bounds a TIFF (a small compressed file
+    may claim a huge picture); a ``.npy`` holds its pixels as they are."""
     name = str(path)
     try:
         f = open(path, "rb")
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
+        from ..io.png_rows import is_png, open_png
+        from ..io.tiff_rows import is_tiff, open_tiff
+
+        head = f.read(8)
+        if is_tiff(head):
+            shape, dtype, meta = open_tiff(path, max_pixels)
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
+        if is_png(head):
+            shape, dtype, meta, layout = open_png(path, max_pixels)
+            if layout is None:
+                raise ImageReadError(f"{name}: an interlaced PNG, or one of fewer than 8 bits per sample, "
+                                     "cannot be read in bands")
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="png", layout=layout)
+        f.seek(0)
         shape, fortran, dtype = header_of(f, name)
         offset = f.tell()
         check_npy_header(shape, dtype, name)  # no pixel limit: memory holds a band
@@ -101,21 +126,88 @@ class Report:
 
 
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
-        progress: bool = False) -> Report:
-    """Run ``stages`` over the ``.npy`` at ``input_path`` band by band into ``output_path``.
+        progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
+        tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
+    """Run ``stages`` over the ``.npy`` or TIFF at ``input_path`` band by band
+    into ``output_path`` (a ``.npy``, or a TIFF written as ``output`` says,
+    striped, or in ``tiff_tile`` tiles with ``tiff_compression``).
 
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
-    time while the others read and write.
+    time while the others read and write. ``max_pixels`` bounds a TIFF input.
     """
-    import threading
-
     started = time.monotonic()
-    source = open_source(input_path)
+    output = output or OutputSpec()
+    fmt = format_for(output_path, output.fmt)
+    if fmt not in BAND_FORMATS:
+        raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG file; "
+                         f"OUTPUT must be one, not {str(output_path)!r}")
+    if fmt != "NPY" and output.scaling == "stretch":
+        raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
+                         "bands (use clip or abs, or write .npy)")
+    source = open_source(input_path, max_pixels)
+    if source.kind == "png" and (fmt == "NPY" or client is not None):
+        raise UsageError("a PNG is read in bands in order, on this machine, into a PNG or TIFF file: "
+                         "write one, or convert the PNG to TIFF first" + (" (no --scheduler)" if client else ""))
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
-    # One output row tells the output's width, channels and metadata.
-    probe = compute_band(job, 0, 1)
+    reader = _png_reader(job) if source.kind == "png" else None
+    try:
+        # One output row tells the output's width, channels and metadata.
+        probe = compute_band(job, 0, 1) if reader is None else compute_band(job, 0, 1, given=reader.band(job, 0, 1))
+        if fmt == "NPY":
+            rows, count, shape = _into_npy(job, final_h, probe, output_path, tile_rows, client, threads,
+                                           progress)
+            notes = probe.notes
+        else:
+            rows, count, shape, notes = _into_file(job, final_h, probe, output_path, output, fmt, tile_rows,
+                                                   client, threads, progress, (tiff_tile, tiff_compression),
+                                                   reader)
+    finally:
+        if reader is not None:
+            reader.close()
+    return Report(count, rows, shape, time.monotonic() - started, notes)
+
+
+class _PngBands:
+    """A PNG's rows for the bands, in order (read on the thread that writes)."""
+
+    def __init__(self, job: Job):
+        from ..io.png_rows import PngReader
+
+        source = job.source
+        self.top = job.row_pads[0]
+        keep = min(source.shape[0], max(job.row_pads) + 1) if job.pad_mode != "zero" else 0
+        self.reader = PngReader(source.path, source.shape, source.dtype, source.layout, keep)
+        if job.pad_mode == "wrap" and keep:
+            self.reader.read_tail()
+
+    def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
+        """What :func:`kernelcli.run.bands.band_input` gives for these final rows."""
+        from .. import engine
+        from .bands import _input_rows
+
+        p0, p1 = _input_rows(job, f0, f1)
+        h = job.source.shape[0]
+        rows = engine.source_index(h, job.row_pads, job.pad_mode)[p0:p1]
+        raw = self.reader.take(rows, min(max(p0 - self.top, 0), h))
+        out = self.reader.pixels(raw).astype(np.float32)
+        out[rows < 0] = job.conv.cval
+        return out
+
+    def close(self):
+        self.reader.close()
+
+
+def _png_reader(job: Job) -> _PngBands:
+    return _PngBands(job)
+
+
+def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, client, threads, progress):
+    """Bands written into their places in a memory-mapped ``.npy``; returns
+    the rows per band, the number of bands and the output's shape."""
+    import threading
+
     out_shape = (final_h,) + probe.pixels.shape[1:]
     out_row_bytes = math.prod(probe.pixels.shape[1:]) * 4
     rows = band_rows(job, final_h, out_row_bytes, tile_rows)
@@ -129,7 +221,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
             f.write(header)
             f.truncate(len(header) + nbytes)
         job = replace(job, target=os.path.abspath(tmp), out_offset=len(header), out_shape=out_shape)
-        bar = Progress(len(bands), progress, unit="bands")
+        bar = _rows_bar(job, final_h, progress)
         if client is not None:
             _run_cluster(client, job, bands, bar)
         else:
@@ -139,7 +231,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
                 try:
                     for i, future in enumerate(futures, 1):
                         future.result()
-                        bar.update(i)
+                        bar.update(bands[i - 1][1])
                 except BaseException:
                     for future in futures:
                         future.cancel()
@@ -147,7 +239,127 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
         bar.close()
         with open(tmp, "ab") as f:
             f.write(trailer)
-    return Report(len(bands), rows, out_shape, time.monotonic() - started, probe.notes)
+    return rows, len(bands), out_shape
+
+
+#: Aim for input bands of about this many bytes (as float32) into a TIFF or
+#: PNG: a few bands are in flight (read, computed, converted, encoded), and
+#: smaller bands keep that well under the memory of the picture itself.
+PICTURE_BAND_BYTES = 8 * 2**20
+
+
+def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
+    """A progress line counting output rows, with the input read per second."""
+    ph, psy = job.pool_rows
+    row_bytes = math.prod(job.source.shape[1:]) * np.dtype(job.source.dtype).itemsize
+    return Progress(final_h, enabled, unit="rows", unit_bytes=row_bytes * job.stride_y * psy)
+
+
+def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None):
+    """Final output rows ``[f0, f1)`` as ``fmt`` stores them (uint8, uint16
+    or float32 pixels), with the notes of computing and converting them."""
+    result = compute_band(job, f0, f1, lock, given)
+    notes = list(result.notes)
+    return to_array(result, fmt, scaling, offset, notes), notes
+
+
+#: The layout of output pixels by their channel count (the sample type is their dtype's).
+_OUT_LAYOUTS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputSpec, fmt: str, tile_rows,
+               client, threads, progress, tiff, reader):
+    """Bands converted to the output's pixels and written, in order, as the
+    next strips or tiles of a TIFF or the next rows of a PNG; returns the
+    rows per band, the number of bands, the output's shape and the notes."""
+    from ..io.encode import PNG_LEVEL
+    from ..io.png_rows import PngRows
+    from ..io.tiff_rows import TiffRows, tiff_layout
+
+    notes = list(probe.notes)
+    first = to_array(probe, fmt, output.scaling, output.offset, notes)
+    out_shape = (final_h,) + first.shape[1:]
+    mode = _OUT_LAYOUTS[first.shape[2] if first.ndim == 3 else 1]
+    rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows, PICTURE_BAND_BYTES)
+    if fmt == "TIFF":
+        layout = tiff_layout(out_shape, first.dtype, *tiff)
+        if layout["compression"] is None:
+            _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
+    bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
+    bar = _rows_bar(job, final_h, progress)
+    with atomic_file(output_path) as tmp:
+        if fmt == "TIFF":
+            sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+        else:
+            sink = PngRows(tmp, out_shape, first.dtype, probe.info,
+                           PNG_LEVEL if output.png_level is None else output.png_level)
+        try:
+            for i, (pixels, band_notes) in enumerate(_in_order(job, bands, client, threads, output, fmt,
+                                                               reader), 1):
+                notes += band_notes
+                sink.write(pixels)
+                bar.update(bands[i - 1][1])
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close()
+    bar.close()
+    return rows, len(bands), out_shape, list(dict.fromkeys(notes))
+
+
+def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: str, reader=None):
+    """``(pixels, notes)`` of each band as ``fmt`` stores them, in order,
+    computed on local threads or on the cluster a few bands ahead of the
+    writer (so memory holds a few bands, never the picture). ``reader``: a
+    PNG's rows, read here, in order, for each band as it is submitted."""
+    import collections
+    import threading
+
+    args = (fmt, output.scaling, output.offset)
+    if client is not None:
+        from .cluster import serial
+
+        ahead = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 1
+
+        def submit(band):
+            return client.submit(serial, image_band, job, *band, *args, pure=False)
+        cancel = client.cancel
+        pool_ = None
+    else:
+        ahead = max(1, threads) + 1
+        lock = threading.Lock()
+        pool_ = ThreadPoolExecutor(max_workers=max(1, threads))
+
+        def submit(band):
+            given = None if reader is None else reader.band(job, *band)
+            return pool_.submit(image_band, job, *band, *args, lock, given)
+
+        def cancel(futures):
+            for future in futures:
+                future.cancel()
+    pending = collections.deque()
+    waiting = iter(bands)
+    try:
+        for band in itertools.islice(waiting, ahead):
+            pending.append((band, submit(band)))
+        while pending:
+            (f0, f1), future = pending.popleft()
+            try:
+                got = future.result()
+            except Exception as e:
+                if client is None:
+                    raise
+                raise ImageWriteError(f"rows {f0}-{f1 - 1} failed on the cluster: {e}") from None
+            band = next(waiting, None)
+            if band is not None:
+                pending.append((band, submit(band)))
+            yield got
+    except BaseException:
+        cancel([future for _, future in pending])
+        raise
+    finally:
+        if pool_ is not None:
+            pool_.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_cluster(client, job: Job, bands, bar) -> None:
@@ -156,14 +368,16 @@ def _run_cluster(client, job: Job, bands, bar) -> None:
     from .cluster import serial
 
     futures = [client.submit(serial, run_band, job, f0, f1, pure=False) for f0, f1 in bands]
+    done = 0
     try:
-        for i, future in enumerate(as_completed(futures, loop=client.loop), 1):
+        for future in as_completed(futures, loop=client.loop):
+            f0, f1 = bands[futures.index(future)]
             try:
                 future.result()
             except Exception as e:
-                f0, f1 = bands[futures.index(future)]
                 raise ImageWriteError(f"rows {f0}-{f1 - 1} failed on the cluster: {e}") from None
-            bar.update(i)
+            done += f1 - f0
+            bar.update(done)
     except BaseException:
         client.cancel(futures)
         raise

@@ -1,0 +1,138 @@
+"""Large pictures in bands against libvips: time and peak memory, same run.
+
+    python benchmarks/bench_stream.py [--size 10000] [--tiff-size 20000] [--folder /tmp] [--jobs png,tiff,jpeg]
+                                      [--tiff-kernels sharpen,gaussian:2]
+
+Writes, into FOLDER, a SIZE x SIZE RGB picture of smooth gradients with
+seeded noise as PNG and JPEG, and a TIFF-SIZE x TIFF-SIZE one as a tiled
+(256 x 256), deflate-compressed BigTIFF. Then, each under ``/usr/bin/time -v``
+and one after the other, runs ``sharpen`` (and ``gaussian:2`` on the TIFF):
+
+* PNG -> PNG: ``kernelcli apply sharpen`` in memory, with ``--tile-rows auto``
+  (rows inflated and deflated as the bands come), and ``vips conv``;
+* TIFF -> tiled deflate TIFF: kernelcli in bands and ``vips conv``
+  (``[tile,compression=deflate,bigtiff]``);
+* JPEG -> JPEG: kernelcli (decoded whole) and ``vips conv``;
+
+and prints wall time, peak memory (maximum resident set size) and the ratios
+kernelcli / vips. vips gets the same integer mask (``sharpen.mat``;
+``--precision integer``) or the same Gaussian (``gaussblur 2 --min-ampl
+0.001``). The outputs of kernelcli's banded and in-memory runs are compared
+where both are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def kernelcli_exe() -> list[str]:
+    beside = Path(sys.executable).with_name("kernelcli")
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "kernelcli"]
+
+
+def timed(args: list) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one command under /usr/bin/time -v."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *map(str, args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(map(str, args))}\n{proc.stderr[-2000:]}")
+    rss = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) / 1024
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
+    return sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.split(":")))), rss
+
+
+def rows_of(size: int, r0: int, r1: int, seed: int) -> np.ndarray:
+    """Rows r0..r1 of the test picture: gradients plus a little noise (compresses like a photo)."""
+    y, x = np.mgrid[r0:r1, 0:size].astype(np.float32)
+    noise = np.random.default_rng(seed + r0).normal(0, 6, (r1 - r0, size, 3)).astype(np.float32)
+    base = np.stack([x * 255 / size, y * 255 / size, (x + y) * 127 / size], -1)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def make_pictures(folder: Path, size: int, tiff_size: int, jobs: set) -> None:
+    from PIL import Image
+
+    if {"png", "jpeg"} & jobs and not (folder / "big.png").exists():
+        img = Image.fromarray(rows_of(size, 0, size, 0))
+        img.save(folder / "big.png", compress_level=1)
+        img.save(folder / "big.jpg", quality=90)
+        del img
+    if "tiff" in jobs and not (folder / "big.tif").exists():
+        import tifffile
+
+        def tiles():
+            for r in range(0, tiff_size, 256):
+                band = rows_of(tiff_size, r, min(r + 256, tiff_size), 1)
+                for c in range(0, tiff_size, 256):
+                    yield band[:, c:c + 256]
+        tifffile.imwrite(folder / "big.tif", tiles(), shape=(tiff_size, tiff_size, 3), dtype=np.uint8,
+                         tile=(256, 256), compression="zlib", bigtiff=True, photometric="rgb")
+    (folder / "sharpen.mat").write_text("3 3 1 0\n0 -1 0\n-1 5 -1\n0 -1 0\n")
+
+
+def report(name: str, ours: tuple, vips: tuple | None) -> None:
+    line = f"{name:<44} kernelcli {ours[0]:7.2f} s {ours[1]:8.0f} MB"
+    if vips:
+        line += f" | vips {vips[0]:7.2f} s {vips[1]:7.0f} MB | time x{ours[0] / vips[0]:.2f}, memory x{ours[1] / vips[1]:.1f}"
+    print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10000)
+    parser.add_argument("--tiff-size", type=int, default=20000)
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/kernelcli-bench-stream"))
+    parser.add_argument("--jobs", default="png,tiff,jpeg")
+    parser.add_argument("--tiff-kernels", default="sharpen,gaussian:2", help="kernels run on the TIFF")
+    args = parser.parse_args()
+    jobs = set(args.jobs.split(","))
+    args.folder.mkdir(parents=True, exist_ok=True)
+    f, k = args.folder, kernelcli_exe()
+    make_pictures(f, args.size, args.tiff_size, jobs)
+    vips = shutil.which("vips")
+    if vips is None:
+        print("note: vips not found (apt-get install libvips-tools); its columns are left out")
+    mat = ["--precision", "integer"]
+    if "png" in jobs:
+        whole = timed([*k, "apply", "sharpen", f / "big.png", f / "whole.png"])
+        bands = timed([*k, "apply", "sharpen", f / "big.png", f / "bands.png", "--tile-rows", "auto"])
+        theirs = timed([vips, "conv", f / "big.png", f / "vips.png[compression=1]", f / "sharpen.mat", *mat]) \
+            if vips else None
+        report(f"PNG {args.size}^2 -> PNG, in memory", whole, theirs)
+        report(f"PNG {args.size}^2 -> PNG, --tile-rows auto", bands, theirs)
+        _same(f / "whole.png", f / "bands.png")
+    if "tiff" in jobs:
+        peers = {"sharpen": ["conv", None, None, f / "sharpen.mat", *mat],
+                 "gaussian:2": ["gaussblur", None, None, "2", "--min-ampl", "0.001"]}
+        for kernel in args.tiff_kernels.split(","):
+            vips_op = peers[kernel]
+            ours = timed([*k, "apply", kernel, f / "big.tif", f / "bands.tif", "--tile-rows", "auto",
+                          "--tiff-compression", "deflate", "--max-pixels", str(args.tiff_size ** 2)])
+            theirs = None
+            if vips:
+                vips_op[1], vips_op[2] = f / "big.tif", f"{f / 'vips.tif'}[tile,compression=deflate,bigtiff]"
+                theirs = timed([vips, *vips_op])
+            report(f"BigTIFF {args.tiff_size}^2 tiled deflate -> same, {kernel}", ours, theirs)
+    if "jpeg" in jobs:
+        ours = timed([*k, "apply", "sharpen", f / "big.jpg", f / "out.jpg"])
+        theirs = timed([vips, "conv", f / "big.jpg", f / "vips.jpg[Q=92]", f / "sharpen.mat", *mat]) if vips else None
+        report(f"JPEG {args.size}^2 -> JPEG (decoded whole)", ours, theirs)
+
+
+def _same(a: Path, b: Path) -> None:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    same = np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    print(f"  {b.name} {'has' if same else 'does NOT have'} the pixels of {a.name}")
+
+
+if __name__ == "__main__":
+    main()
