@@ -248,8 +248,9 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
         raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
     if kind is None:
         return False
+    facts = None
     if kind != "npy":
-        why = _not_in_bands(input, *picture)
+        why, facts = _not_in_bands(input, *picture)
         if why and (tile_rows or scheduler):
             raise click.UsageError(f"--tile-rows and --scheduler take a picture as it is stored: {why}")
         if why:
@@ -260,6 +261,8 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
 
     if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
         return False
+    if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
+        return False  # known from the header alone: no TIFF reader is loaded for an ordinary picture
     try:
         source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
     except KernelcliError:  # the ordinary reader says what is wrong with it
@@ -271,25 +274,26 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
     return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
 
 
-def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> str | None:
-    """Why a picture cannot go in bands (None: it can): the options and
-    pictures the whole-picture path alone handles."""
+def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> tuple:
+    """``(why, facts)``: why a picture cannot go in bands (None: it can),
+    from the options and pictures the whole-picture path alone handles, and
+    what its header says (None when it cannot be read)."""
     asked = [name for name, on in (("--linear", linear), ("--colormap", colormap != "gray"),
                                    ("--depth", depth is not None), ("--frame", frame is not None)) if on]
     if asked:
-        return f"not with {', '.join(asked)}"
+        return f"not with {', '.join(asked)}", None
     from ..io import header
 
     try:
         facts = header.describe(input)
     except KernelcliError:  # the ordinary reader says what is wrong with it
-        return None
+        return None, None
     if (facts.get("frames") or 1) > 1:
-        return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory"
+        return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory", facts
     if auto_orient and (facts.get("orientation") or 1) != 1:
         return (f"{input} is stored turned (EXIF orientation {facts['orientation']}) and is turned upright in "
-                "memory (--no-auto-orient keeps it as stored)")
-    return None
+                "memory (--no-auto-orient keeps it as stored)"), facts
+    return None, facts
 
 
 @contextlib.contextmanager

@@ -93,6 +93,14 @@ def goes_out_of_core(source: Source) -> bool:
     return math.prod(source.shape) * 4 >= OUT_OF_CORE_BYTES or too_big_for_memory(source)
 
 
+def may_not_fit(width: int, height: int, channels: int = 4) -> bool:
+    """Could a ``width`` x ``height`` picture need more than half the
+    available memory in the in-memory engine (as :func:`too_big_for_memory`,
+    counting ``channels``: 4 is the most a picture has)?"""
+    free = _memory.available_memory()
+    return free is not None and 3 * width * height * channels * 4 > free // 2
+
+
 def too_big_for_memory(source: Source) -> bool:
     """Would the in-memory engine need more than half the available memory?
     (Input and result as float32, plus one intermediate.)"""
