@@ -128,9 +128,8 @@ def test_output_layouts_hold_the_same_pixels(tmp_path, tile, compression):
         assert (page.compression != 1) == (compression is not None)
 
 
-def test_reading_rows_decodes_only_the_segments_they_touch(tmp_path, monkeypatch):
-    x = picture((64, 40, 3))
-    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+def _count_decoded_tiles(monkeypatch) -> list:
+    """The indices of the TIFF segments tifffile decodes from now on, in a list."""
     decoded = []
     real = tifffile.TiffPage.decode.func
 
@@ -142,6 +141,13 @@ def test_reading_rows_decodes_only_the_segments_they_touch(tmp_path, monkeypatch
             return fn(data, index, **kw)
         return wrapped
     monkeypatch.setattr(tifffile.TiffPage, "decode", property(counting))
+    return decoded
+
+
+def test_reading_rows_decodes_only_the_segments_they_touch(tmp_path, monkeypatch):
+    x = picture((64, 40, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    decoded = _count_decoded_tiles(monkeypatch)
     shape, dtype, _ = open_tiff(src, None)
     assert np.array_equal(read_tiff_rows(src, shape, dtype, 17, 30), x[17:30])
     assert sorted(decoded) == [3, 4, 5]  # tile row 1 of 4, three tiles across
@@ -389,17 +395,7 @@ def test_progress_on_a_terminal_only(tmp_path, run_installed):
 def test_consecutive_bands_decode_each_tile_once(tmp_path, monkeypatch):
     x = picture((48, 40, 3))
     src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
-    decoded = []
-    real = tifffile.TiffPage.decode.func
-
-    def counting(page):
-        fn = real(page)
-
-        def wrapped(data, index, **kw):
-            decoded.append(index)
-            return fn(data, index, **kw)
-        return wrapped
-    monkeypatch.setattr(tifffile.TiffPage, "decode", property(counting))
+    decoded = _count_decoded_tiles(monkeypatch)
     shape, dtype, _ = open_tiff(src, None)
     got = np.concatenate([read_tiff_rows(src, shape, dtype, a, min(a + 5, 48)) for a in range(0, 48, 5)])
     assert np.array_equal(got, x)
