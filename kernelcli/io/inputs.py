@@ -98,6 +98,24 @@ def stream_limit(max_pixels: int | None) -> int | None:
 _PEEK_AT = (READ_CHUNK, 16 * READ_CHUNK)
 
 
+def _wait_readable(stream) -> None:
+    """Wait for a pipe's next bytes (or its end) in short steps, so that a
+    signal (Ctrl-C, SIGTERM) that comes just before a read is acted on: a
+    blocking read begun after it would not be interrupted, and a writer that
+    keeps the pipe open would hold the command for good."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a caller's stream in memory
+        return
+    try:
+        while not select.select([fd], [], [], 0.2)[0]:
+            pass
+    except (OSError, ValueError):  # not a descriptor select takes (Windows pipes): read as it comes
+        return
+
+
 def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.BytesIO:
     """The rest of ``stream`` after ``head``, in memory, a chunk at a time;
     refused once it is longer than any picture within ``max_pixels`` can be,
@@ -109,6 +127,7 @@ def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.
     buf = io.BytesIO()
     buf.write(head)
     while True:
+        _wait_readable(stream)
         chunk = stream.read(READ_CHUNK)
         if not chunk:
             break
