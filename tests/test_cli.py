@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import select
 import subprocess
-import time
 from dataclasses import dataclass
 
 import click
@@ -18,6 +16,8 @@ from kernelcli import engine, stages
 from kernelcli.cli import cli
 from kernelcli.io.inputs import read_image
 from kernelcli.kernels import library
+
+from .terminal import run_on_a_terminal
 
 WORKED_EXAMPLE = [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
 SAMPLE_NAMES = ["photo.jpg", "photo.png", "gray.png", "rgba.png", "gray16.png", "gray16.tif",
@@ -601,42 +601,9 @@ def test_version(run_cli):
 
 
 def test_binary_to_a_terminal_is_refused(samples, tmp_path):
-    pty = pytest.importorskip("pty")
-    import shutil
-
-    exe = shutil.which("kernelcli")
-    if exe is None:
-        pytest.skip("kernelcli is not on PATH")
-    try:
-        master, slave = pty.openpty()
-    except OSError as e:
-        pytest.skip(f"no pty available: {e}")
-    try:
-        proc = subprocess.Popen([exe, "apply", "sharpen", str(samples / "gray.png"), "-"],
-                                stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
-                                cwd=tmp_path)
-        os.close(slave)
-        slave = None
-        received = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # drain the terminal so the child never blocks
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                received += chunk
-            elif proc.poll() is not None:
-                break
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
-    assert proc.returncode != 0
+    status, received, _, err = run_on_a_terminal(["apply", "sharpen", samples / "gray.png", "-"], tmp_path,
+                                                 stream="stdout", timeout=60)
+    assert status != 0
     assert b"terminal" in err
     assert err.decode().startswith("kernelcli: error:")
     assert b"NUMPY" not in received
@@ -644,24 +611,10 @@ def test_binary_to_a_terminal_is_refused(samples, tmp_path):
 
 
 def test_stdin_terminal_is_refused(samples, tmp_path):
-    pty = pytest.importorskip("pty")
-    import shutil
-
-    exe = shutil.which("kernelcli")
-    if exe is None:
-        pytest.skip("kernelcli is not on PATH")
-    try:
-        master, slave = pty.openpty()
-    except OSError as e:
-        pytest.skip(f"no pty available: {e}")
-    try:
-        p = subprocess.run([exe, "apply", "sharpen", "-", str(tmp_path / "o.png")], stdin=slave,
-                           capture_output=True, timeout=60)
-    finally:
-        os.close(slave)
-        os.close(master)
-    assert p.returncode == 2
-    assert_one_error_line(p.stderr.decode(), "terminal")
+    status, _, _, err = run_on_a_terminal(["apply", "sharpen", "-", tmp_path / "o.png"], tmp_path, stream="stdin",
+                                          timeout=60)
+    assert status == 2
+    assert_one_error_line(err.decode(), "terminal")
     assert os.listdir(tmp_path) == []
 
 

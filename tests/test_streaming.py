@@ -26,6 +26,7 @@ from kernelcli.run import files, tiled  # noqa: E402
 from kernelcli.stages import Pool, Stages, make_conv  # noqa: E402
 
 from .reference import correlate_ref, pad_ref  # noqa: E402
+from .terminal import run_on_a_terminal  # noqa: E402
 
 RNG = np.random.default_rng(11)
 
@@ -340,51 +341,9 @@ def test_a_failing_band_leaves_no_output(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]
 
 
-def _stderr_on_a_terminal(args, cwd):
-    """Run the installed command with stderr on a pseudo-terminal; returns (exit status, what it showed)."""
-    import os
-    import select
-    import shutil
-    import time
-
-    pty = pytest.importorskip("pty")
-    exe = shutil.which("kernelcli")
-    if exe is None:
-        pytest.skip("kernelcli is not on PATH")
-    try:
-        master, slave = pty.openpty()
-    except OSError as e:
-        pytest.skip(f"no pty available: {e}")
-    try:
-        proc = subprocess.Popen([exe] + [str(a) for a in args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=slave, cwd=cwd)
-        os.close(slave)
-        slave = None
-        shown = b""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # drain the terminal until the child closes it
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                shown += chunk
-            elif proc.poll() is not None:
-                break
-        proc.wait(timeout=60)
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
-    return proc.returncode, shown
-
-
 def test_progress_on_a_terminal_only(tmp_path, run_installed):
     src = write_tiff(tmp_path / "in.tif", picture((40, 30, 3)), rowsperstrip=4)
-    status, shown = _stderr_on_a_terminal(["apply", "sharpen", src, tmp_path / "t.tif", "--tile-rows", "8"],
+    status, shown, _, _ = run_on_a_terminal(["apply", "sharpen", src, tmp_path / "t.tif", "--tile-rows", "8"],
                                           tmp_path)
     assert status == 0
     assert b"40/40 rows" in shown and b"MB/s" in shown and b"s left" in shown
