@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from .params import ActivationType, FiniteFloat, PaddingType, PairType, TileRowsType, whole_range
+from .params import ActivationType, FiniteFloat, PaddingType, PairType, TiffTileType, TileRowsType, whole_range
 
 # --------------------------------------------------------------------------
 # option bundles
@@ -169,23 +169,6 @@ def picture_options(f):
                           "output's tag then says 1); --no-auto-orient keeps the stored pixels and tag."),
     ]
     return functools.reduce(lambda g, o: o(g), reversed(options), f)
-
-
-class TiffTileType(click.ParamType):
-    """A TIFF tile's side: a positive multiple of 16 (as TIFF requires)."""
-
-    name = "N"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n < 16 or n % 16 or n > 2**16:
-            self.fail(f"{value!r} is not a tile size: need a multiple of 16 from 16 to 65536", param, ctx)
-        return n
 
 
 def input_options(f):

@@ -167,3 +167,20 @@ def complete_files(ctx, param, incomplete):
     from click.shell_completion import CompletionItem
 
     return [CompletionItem(incomplete, type="file")]
+
+
+class TiffTileType(click.ParamType):
+    """A TIFF tile's side: a positive multiple of 16 (as TIFF requires)."""
+
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 16 or n % 16 or n > 2**16:
+            self.fail(f"{value!r} is not a tile size: need a multiple of 16 from 16 to 65536", param, ctx)
+        return n
