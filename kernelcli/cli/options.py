@@ -137,7 +137,7 @@ def scale_options(f):
     (large .npy and TIFF files, clusters)."""
     options = [
         click.option("--tile-rows", type=TileRowsType(), default=None,
-                     help="A .npy or TIFF INPUT into a .npy or TIFF OUTPUT: process it in bands of N output "
+                     help="A .npy, TIFF or PNG INPUT into a .npy, TIFF or PNG OUTPUT: process it in bands of N output "
                           "rows (auto: about 32 MB each), reading and writing the files band by band so "
                           "memory holds a few bands, not the image. Automatic when the image would not fit "
                           "in memory."),
@@ -148,7 +148,7 @@ def scale_options(f):
                      help="A TIFF OUTPUT written in bands: compress its tiles (256 x 256 unless --tiff-tile)."),
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Run on a Dask cluster: tcp://HOST:PORT or a scheduler file. Folders go "
-                          "file by file, a .npy INPUT band by band; workers must see the same paths."),
+                          "file by file, a .npy or TIFF INPUT band by band; workers must see the same paths."),
         click.option("--scheduler-timeout", type=FiniteFloat(min=0.1, max=86400.0), default=10.0,
                      show_default=True, help="Seconds to wait for the scheduler before giving up."),
     ]
