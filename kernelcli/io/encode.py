@@ -144,6 +144,11 @@ def _available(fmt: str) -> str:
 PNG_LEVEL = 1
 
 
+def npy_colormap_notes(colormap: str) -> list[str]:
+    """The note for a colormap asked of a ``.npy`` output, which keeps the values."""
+    return [] if colormap == "gray" else [f"--colormap {colormap} is for pictures; the .npy keeps the values"]
+
+
 def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
                 offset: float = 0.0, quality: int = 92, png_level: int = PNG_LEVEL,
                 colormap: str = "gray", depth: str | None = None) -> list[str]:
@@ -164,8 +169,7 @@ def write_image(target, picture, fmt: str | None = None, scaling: str = "clip",
     fmt = format_for(target, fmt)
     notes: list[str] = []
     if fmt == "NPY":
-        if colormap != "gray":
-            notes.append(f"--colormap {colormap} is for pictures; the .npy keeps the values")
+        notes += npy_colormap_notes(colormap)
         deliver(target, npy_chunks(picture), fmt)
     else:
         pixels = to_array(picture, fmt, scaling, offset, notes, depth, colormap)

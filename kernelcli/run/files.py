@@ -13,7 +13,8 @@ from dataclasses import replace
 import numpy as np
 
 from .. import engine
-from ..io.encode import PNG_LEVEL, OutputSpec, canvas_for, format_for, write_frames, write_image, write_pixels
+from ..io.encode import (PNG_LEVEL, OutputSpec, canvas_for, format_for, npy_colormap_notes, write_frames,
+                         write_image, write_pixels)
 from ..errors import UsageError
 from ..io.inputs import DEFAULT_MAX_PIXELS, NpyInput, ReadSpec, open_input, read_image
 from ..io.npy import NpyRows, npy_chunks, npy_header, npy_metadata, npy_trailer, read_into, read_rest
@@ -70,7 +71,7 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
                                          colormap=output.colormap, depth=output.depth)
 
     if out_format == "NPY":
-        notes += _colormap_note(output)
+        notes += npy_colormap_notes(output.colormap)
         return size, notes + _npy_in_bands(picture, target, conv, relu, pool, gray, alpha, threads)
     # each band made into the output's values at once, or float32 kept for
     # stretch (every value known before any is scaled)
@@ -103,12 +104,6 @@ def apply_file(source, target, stages: Stages, output: OutputSpec = OutputSpec()
     notes += write_image(target, result, out_format, scaling, offset, quality, png_level,
                          colormap=output.colormap, depth=output.depth)
     return size, notes
-
-
-def _colormap_note(output: OutputSpec) -> list[str]:
-    if output.colormap == "gray":
-        return []
-    return [f"--colormap {output.colormap} is for pictures; the .npy keeps the values"]
 
 
 def _apply_linear(picture: Picture, stages: Stages) -> Picture:
@@ -242,7 +237,7 @@ def run_stage(source, target, stage, output: OutputSpec = OutputSpec(),
         if isinstance(got, NpyInput):
             channels = got.shape[2] if len(got.shape) == 3 else 1
             if out_format == "NPY" and not got.fortran and channels not in (2, 4):
-                return _colormap_note(output) + _stream_stage(got, target, stage)
+                return npy_colormap_notes(output.colormap) + _stream_stage(got, target, stage)
             got = got.picture()
     notes, got.notes = got.notes, []
     if isinstance(stage, Relu):
