@@ -48,3 +48,22 @@ def stop(status: int) -> None:
     with contextlib.suppress(Exception):
         sys.stderr.flush()
     os._exit(status)
+
+
+def wait_readable(stream) -> None:
+    """Wait for a pipe's next bytes (or its end) in short steps, so that a
+    stop or Ctrl-C that comes just before a read is acted on: a blocking
+    read begun after it would not be interrupted, and a writer that keeps
+    the pipe open would hold the command for good. Returns at once for a
+    stream with no descriptor to wait on."""
+    import select
+
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a caller's stream in memory
+        return
+    try:
+        while not select.select([fd], [], [], 0.2)[0]:
+            pass
+    except (OSError, ValueError):  # not a descriptor select takes (Windows pipes): read as it comes
+        return

@@ -587,29 +587,37 @@ def test_nothing_on_stdin(run_installed, out_dir):
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_leaves_no_output(tmp_path, sig):
+@pytest.mark.parametrize("kind", ["png", "npy"])
+def test_signal_leaves_no_output(tmp_path, sig, kind):
     # The command is held mid-run by its input: a FIFO that this test opens
     # for writing (which waits until kernelcli opens it for reading), gives
-    # the first part of a PNG and keeps open, so kernelcli is still reading
-    # it when the signal comes, however fast the machine.
+    # the first part of a PNG (to apply) or of a .npy stage stream (to relu)
+    # and keeps open, so kernelcli is still reading it when the signal comes,
+    # however fast the machine.
     import threading
 
-    fifo = tmp_path / "in.png"
+    fifo = tmp_path / f"in.{kind}"
     os.mkfifo(fifo)
     out_dir = tmp_path / "o"
     out_dir.mkdir()
-    out = out_dir / "out.png"
+    out = out_dir / f"out.{kind}"
+    if kind == "png":
+        args, given = ["apply", "sharpen", str(fifo), str(out)], PHOTO.read_bytes()[:1000]
+    else:
+        whole = io.BytesIO()
+        np.save(whole, np.ones((300, 400), np.float32))
+        args, given = ["relu", str(fifo), str(out)], whole.getvalue()[:20000]
     opened = []
     opener = threading.Thread(target=lambda: opened.append(open(fifo, "wb")), daemon=True)
     opener.start()
-    proc = subprocess.Popen(_command() + ["apply", "sharpen", str(fifo), str(out)],
+    proc = subprocess.Popen(_command() + args,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=_env())
     try:
         opener.join(120)
         assert opened, "kernelcli never opened its INPUT"
         writer = opened[0]
-        writer.write(PHOTO.read_bytes()[:1000])
+        writer.write(given)
         writer.flush()
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
+from ..stopping import wait_readable
 from .decode import JPEG_MAGIC, PNG_MAGIC, RASTER_FORMATS, declared_size, read_pillow
 from .picture import bomb_message
 from .npy import NPY_MAGIC, npy_header_checked, npy_picture, read_error
@@ -98,24 +99,6 @@ def stream_limit(max_pixels: int | None) -> int | None:
 _PEEK_AT = (READ_CHUNK, 16 * READ_CHUNK)
 
 
-def _wait_readable(stream) -> None:
-    """Wait for a pipe's next bytes (or its end) in short steps, so that a
-    signal (Ctrl-C, SIGTERM) that comes just before a read is acted on: a
-    blocking read begun after it would not be interrupted, and a writer that
-    keeps the pipe open would hold the command for good."""
-    import select
-
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # a caller's stream in memory
-        return
-    try:
-        while not select.select([fd], [], [], 0.2)[0]:
-            pass
-    except (OSError, ValueError):  # not a descriptor select takes (Windows pipes): read as it comes
-        return
-
-
 def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.BytesIO:
     """The rest of ``stream`` after ``head``, in memory, a chunk at a time;
     refused once it is longer than any picture within ``max_pixels`` can be,
@@ -126,9 +109,10 @@ def _read_bounded(stream, head: bytes, name: str, max_pixels: int | None) -> io.
     peeks = list(_PEEK_AT) if max_pixels is not None else []
     buf = io.BytesIO()
     buf.write(head)
+    read1 = getattr(stream, "read1", None) or stream.read  # one read at a time: none waits once bytes are there
     while True:
-        _wait_readable(stream)
-        chunk = stream.read(READ_CHUNK)
+        wait_readable(stream)
+        chunk = read1(READ_CHUNK)
         if not chunk:
             break
         buf.write(chunk)
@@ -299,6 +283,12 @@ class _Prefixed:
     def tell(self) -> int:
         return self.stream.tell() - len(self.prefix)
 
+    def fileno(self) -> int:
+        """The stream's descriptor, to wait on once the bytes given back are used up."""
+        if self.prefix:
+            raise io.UnsupportedOperation("bytes are waiting")
+        return self.stream.fileno()
+
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             data, self.prefix = self.prefix + self.stream.read(), b""
@@ -307,8 +297,16 @@ class _Prefixed:
         return head + (_read_exactly(self.stream, n - len(head)) if n > len(head) else b"")
 
     def readinto(self, view) -> int:
+        return self._readinto(view, "readinto")
+
+    def readinto1(self, view) -> int:
+        """As ``readinto``, with at most one read of the stream (which does not
+        wait once :func:`~kernelcli.stopping.wait_readable` has returned)."""
+        return self._readinto(view, "readinto1")
+
+    def _readinto(self, view, how: str) -> int:
         if not self.prefix:
-            readinto = getattr(self.stream, "readinto", None)
+            readinto = getattr(self.stream, how, None) or getattr(self.stream, "readinto", None)
             if readinto is not None:
                 return readinto(view)
         data = self.read(len(view))

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._memory import ensure_memory
 from ..errors import ImageReadError
+from ..stopping import wait_readable
 from .picture import META_LIMIT, MODE_BANDS, Picture, checked_info, nonfinite_note
 
 
@@ -130,8 +131,10 @@ def read_into(stream, view: memoryview, name: str, total: int | None = None, don
     first (``total``, ``done``: the whole data's size and the bytes read
     before ``view``, for the message)."""
     got = 0
-    readinto = getattr(stream, "readinto", None)
+    # one read at a time, after waiting for bytes: no read waits where a stop could go unnoticed
+    readinto = getattr(stream, "readinto1", None) or getattr(stream, "readinto", None)
     while got < len(view):
+        wait_readable(stream)
         try:
             if readinto is not None:
                 n = readinto(view[got:])
