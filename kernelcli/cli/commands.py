@@ -241,11 +241,15 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
     file when asked, or when the input is large (tiled.goes_out_of_core).
     ``picture``: ``(linear, colormap, depth, frame, auto_orient)``; a picture
     goes in bands only as it is stored, one frame, upright, with none of them."""
-    from ..io import encode, inputs
+    from ..io import encode, inputs, jpeg_rows
 
     kind = None if input == "-" else inputs.band_kind(input)
     if (tile_rows or scheduler) and kind is None:
-        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
+        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF, PNG or JPEG file INPUT")
+    if kind == "jpeg" and not jpeg_rows.available():  # (without the extra: whole, as ever)
+        if tile_rows or scheduler:
+            raise click.UsageError(f"a JPEG in bands needs libvips: {jpeg_rows.INSTALL_HINT}")
+        return False
     if kind is None:
         return False
     facts = None
@@ -267,7 +271,7 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
         source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return False
-    if kind == "png" and encode.format_for(output, fmt) == "NPY":
+    if kind in ("png", "jpeg") and encode.format_for(output, fmt) == "NPY":
         return False
     if kind != "npy":
         return tiled.too_big_for_memory(source)
@@ -288,6 +292,8 @@ def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> tuple:
         facts = header.describe(input)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return None, None
+    if facts.get("format") == "JPEG" and facts.get("mode") not in ("L", "RGB"):
+        return f"{input} is a {facts.get('mode')} JPEG, converted to sRGB in memory", facts
     if (facts.get("frames") or 1) > 1:
         return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory", facts
     if auto_orient and (facts.get("orientation") or 1) != 1:

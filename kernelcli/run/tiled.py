@@ -42,19 +42,23 @@ BAND_FORMATS = ("NPY", "TIFF", "PNG")
 
 
 def open_source(path, max_pixels: int | None = None) -> Source:
-    """Read and check the header of a ``.npy`` or TIFF file; nothing of the
-    pixels is read. ``max_pixels`` bounds a TIFF (a small compressed file
-    may claim a huge picture); a ``.npy`` holds its pixels as they are."""
+    """Read and check the header of a ``.npy``, TIFF, PNG or JPEG file;
+    nothing of the pixels is read. ``max_pixels`` bounds a picture (a small
+    compressed file may claim a huge one); a ``.npy`` holds its pixels as
+    they are."""
     name = str(path)
     try:
         f = open(path, "rb")
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
+        from ..io.jpeg_rows import is_jpeg
         from ..io.png_rows import is_png, open_png
         from ..io.tiff_rows import is_tiff, open_tiff
 
         head = f.read(8)
+        if is_jpeg(head):
+            return _jpeg_source(path, max_pixels)
         if is_tiff(head):
             shape, dtype, meta = open_tiff(path, max_pixels)
             return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
@@ -154,12 +158,14 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
         raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
                          "bands (use clip or abs, or write .npy)")
     source = open_source(input_path, max_pixels)
-    if source.kind == "png" and (fmt == "NPY" or client is not None):
-        raise UsageError("a PNG is read in bands in order, on this machine, into a PNG or TIFF file: "
-                         "write one, or convert the PNG to TIFF first" + (" (no --scheduler)" if client else ""))
+    if source.kind in ("png", "jpeg") and (fmt == "NPY" or client is not None):
+        what = source.kind.upper()
+        raise UsageError(f"a {what} is read in bands in order, on this machine, into a PNG or TIFF file or a "
+                         f"JPEG: write one, or convert the {what} to TIFF first"
+                         + (" (no --scheduler)" if client else ""))
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
-    reader = _png_reader(job) if source.kind == "png" else None
+    reader = _png_reader(job) if source.kind in ("png", "jpeg") else None
     try:
         # One output row tells the output's width, channels and metadata.
         probe = compute_band(job, 0, 1) if reader is None else compute_band(job, 0, 1, given=reader.band(job, 0, 1))
@@ -207,8 +213,36 @@ class _PngBands:
         self.reader.close()
 
 
+class _JpegBands(_PngBands):
+    """A JPEG's rows for the bands, in order (decoded by libvips in strips)."""
+
+    def __init__(self, job: Job):
+        from ..io.jpeg_rows import JpegReader
+
+        source = job.source
+        self.top = job.row_pads[0]
+        keep = min(source.shape[0], max(job.row_pads) + 1) if job.pad_mode != "zero" else 0
+        self.reader = JpegReader(source.path, source.shape, keep)
+        if job.pad_mode == "wrap" and keep:
+            self.reader.read_tail()
+
+
 def _png_reader(job: Job) -> _PngBands:
-    return _PngBands(job)
+    return _JpegBands(job) if job.source.kind == "jpeg" else _PngBands(job)
+
+
+def _jpeg_source(path, max_pixels: int | None) -> Source:
+    """A JPEG's Source (kind "jpeg"), from its header; refused here when it
+    cannot be read in bands (no libvips, or CMYK/YCCK pixels)."""
+    from ..io.jpeg_rows import INSTALL_HINT, available, open_jpeg
+
+    shape, dtype, meta, usable = open_jpeg(path, max_pixels)
+    if not usable:
+        raise ImageReadError(f"{path}: a CMYK or YCCK JPEG is converted to sRGB in memory; it cannot be read "
+                             "in bands")
+    if not available():
+        raise UsageError(f"a JPEG in bands needs libvips: {INSTALL_HINT}")
+    return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="jpeg")
 
 
 def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, client, threads, progress):

@@ -1,0 +1,172 @@
+"""JPEG in bands through libvips (the optional jpeg extra): rows decoded in
+strips as Pillow decodes them whole, banded runs equal to the in-memory path
+and to a plain NumPy reference, and what happens without the library."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kernelcli.io import jpeg_rows
+from kernelcli.run import files, tiled
+from kernelcli.stages import Pool, Stages, make_conv
+
+from .reference import correlate_ref, pads_for
+
+pytest.importorskip("pyvips")
+
+RNG = np.random.default_rng(11)
+
+
+def photo_like(shape) -> np.ndarray:
+    """Gradients plus noise: compresses like a photograph, with detail at every scale."""
+    h, w = shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 4 % 256], -1)
+    px = np.clip(base + RNG.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+    return px if len(shape) == 3 else px[:, :, 0].copy()
+
+
+def jpeg(path, shape=(37, 29, 3), **kw):
+    Image.fromarray(photo_like(shape)).save(path, quality=kw.pop("quality", 85), **kw)
+    return path
+
+
+def read_in_strips(path, rows=5) -> np.ndarray:
+    shape, _, _, usable = jpeg_rows.open_jpeg(path, None)
+    assert usable
+    reader = jpeg_rows.JpegReader(path, shape)
+    try:
+        return np.concatenate([reader.take(np.arange(a, min(a + rows, shape[0])), a)
+                               for a in range(0, shape[0], rows)])
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("shape, options", [
+    ((37, 29, 3), {"subsampling": 2}),  # 4:2:0, odd sizes: half MCUs at the right and bottom
+    ((37, 29, 3), {"subsampling": 1}),
+    ((37, 29, 3), {"subsampling": 0, "quality": 100}),
+    ((37, 29, 3), {"progressive": True}),
+    ((41, 23), {}),
+])
+def test_libvips_decodes_pillows_jpegs_as_pillow_does(tmp_path, shape, options):
+    path = jpeg(tmp_path / "in.jpg", shape, **options)
+    assert np.array_equal(read_in_strips(path), np.asarray(Image.open(path)))
+
+
+@pytest.mark.skipif(shutil.which("convert") is None, reason="ImageMagick is not installed")
+@pytest.mark.parametrize("args", [["-sampling-factor", "4:2:0"], ["-sampling-factor", "4:4:4"],
+                                  ["-interlace", "Plane"], ["-colorspace", "Gray"]])
+def test_libvips_decodes_imagemagicks_jpegs_as_pillow_does(tmp_path, args):
+    Image.fromarray(photo_like((33, 27, 3))).save(tmp_path / "in.png")
+    subprocess.run(["convert", tmp_path / "in.png", "-quality", "80", *args, tmp_path / "in.jpg"], check=True,
+                   timeout=60)
+    assert np.array_equal(read_in_strips(tmp_path / "in.jpg"), np.asarray(Image.open(tmp_path / "in.jpg")))
+
+
+def whole_and_banded(tmp_path, src, stages, rows, out="png"):
+    whole, banded = tmp_path / f"whole.{out}", tmp_path / f"banded.{out}"
+    files.apply_file(src, whole, stages)
+    report = tiled.run(src, banded, stages, tile_rows=rows)
+    return np.asarray(Image.open(whole)), np.asarray(Image.open(banded)), report
+
+
+@pytest.mark.parametrize("kernel, shape, conv_args, pool, rows", [
+    ("sharpen", (37, 29, 3), {"pad_mode": "zero"}, None, 4),
+    ("box:5", (37, 29, 3), {"pad_mode": "reflect"}, None, 3),
+    ("gaussian:1.5", (41, 23), {"pad_mode": "edge", "stride": 2}, None, 5),
+    ("emboss", (37, 29, 3), {"pad_mode": "wrap", "dilation": 2}, None, 4),
+    ("edge", (37, 29, 3), {"pad_mode": "reflect", "stride": (2, 1)}, Pool("max", 3, 2), 2),
+    ("box:3", (41, 23), {"pad_mode": "wrap"}, Pool("avg", 2), 6),
+])
+def test_a_jpeg_in_bands_gives_the_in_memory_pixels(tmp_path, kernel, shape, conv_args, pool, rows):
+    src = jpeg(tmp_path / "in.jpg", shape)
+    conv, _ = make_conv(kernel, **conv_args)
+    whole, banded, report = whole_and_banded(tmp_path, src, Stages(conv, pool=pool), rows,
+                                             out="tif" if pool else "png")
+    assert report.bands > 3 and report.rows_per_band == rows
+    assert whole.shape == banded.shape and np.array_equal(whole, banded)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "wrap"])
+def test_a_jpeg_in_bands_follows_a_plain_numpy_reference(tmp_path, pad_mode):
+    src = jpeg(tmp_path / "in.jpg", (26, 19, 3))
+    k = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float64)
+    conv, _ = make_conv("sharpen", pad_mode=pad_mode, stride=(2, 1))
+    tiled.run(src, tmp_path / "out.png", Stages(conv), tile_rows=2)
+    decoded = read_in_strips(src, rows=7)
+    want = np.clip(np.rint(correlate_ref(decoded, k, (2, 1), pads_for("same", (3, 3)), pad_mode)), 0, 255)
+    got = np.asarray(Image.open(tmp_path / "out.png")).astype(np.float64)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() == 0
+
+
+def test_the_command_runs_a_jpeg_in_bands_as_it_runs_it_whole(tmp_path, run_installed):
+    src = jpeg(tmp_path / "in.jpg", (45, 31, 3))
+    banded = run_installed(["apply", "sharpen", src, tmp_path / "banded.png", "--tile-rows", "4",
+                            "--pad-mode", "reflect"])
+    whole = run_installed(["apply", "sharpen", src, tmp_path / "whole.png", "--pad-mode", "reflect"])
+    assert banded.returncode == whole.returncode == 0, banded.stderr + whole.stderr
+    assert b"12 bands of 4 rows" in banded.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "banded.png")),
+                          np.asarray(Image.open(tmp_path / "whole.png")))
+
+
+def test_a_jpeg_too_big_for_memory_goes_in_bands_by_itself(tmp_path, run_cli, monkeypatch):
+    from kernelcli import _memory
+
+    src = jpeg(tmp_path / "in.jpg", (40, 30, 3))
+    plain = run_cli(["apply", "sharpen", src, tmp_path / "whole.png"])
+    assert plain.exit_code == 0 and "bands of" not in plain.stderr
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)  # 3 float32 copies: 43 KiB
+    auto = run_cli(["apply", "sharpen", src, tmp_path / "auto.png"])
+    assert auto.exit_code == 0, auto.output
+    assert "bands of" in auto.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto.png")),
+                          np.asarray(Image.open(tmp_path / "whole.png")))
+
+
+def test_without_libvips_a_jpeg_goes_whole_and_bands_asked_for_are_refused(tmp_path, run_cli, monkeypatch):
+    from kernelcli import _memory
+
+    src = jpeg(tmp_path / "in.jpg", (40, 30, 3))
+    monkeypatch.setattr(jpeg_rows, "available", lambda: False)
+    asked = run_cli(["apply", "sharpen", src, tmp_path / "asked.png", "--tile-rows", "4"])
+    assert asked.exit_code == 2 and "kernelcli[jpeg]" in asked.stderr
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)
+    auto = run_cli(["apply", "sharpen", src, tmp_path / "auto.png"])
+    assert auto.exit_code == 0, auto.output
+    assert "bands of" not in auto.stderr and (tmp_path / "auto.png").exists()
+    assert not (tmp_path / "asked.png").exists()
+
+
+def test_a_cmyk_jpeg_stays_whole(tmp_path, run_installed):
+    Image.fromarray(photo_like((20, 16, 3))).convert("CMYK").save(tmp_path / "in.jpg")
+    asked = run_installed(["apply", "sharpen", tmp_path / "in.jpg", tmp_path / "out.png", "--tile-rows", "4"])
+    assert asked.returncode == 2 and b"CMYK JPEG" in asked.stderr
+    whole = run_installed(["apply", "sharpen", tmp_path / "in.jpg", tmp_path / "out.png"])
+    assert whole.returncode == 0 and (tmp_path / "out.png").exists()
+
+
+def test_a_damaged_jpeg_in_bands_fails_and_leaves_no_output(tmp_path, run_installed):
+    data = jpeg(tmp_path / "full.jpg", (64, 48, 3)).read_bytes()
+    (tmp_path / "in.jpg").write_bytes(data[:len(data) // 2])
+    got = run_installed(["apply", "sharpen", tmp_path / "in.jpg", tmp_path / "out.png", "--tile-rows", "4"])
+    assert got.returncode == 1 and b"in.jpg: cannot decode JPEG" in got.stderr
+    assert b"Traceback" not in got.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_plain_jpeg_run_does_not_load_libvips(tmp_path, samples):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "kernelcli", "apply", "sharpen",
+                           samples / "photo.jpg", tmp_path / "out.jpg"], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "kernelcli" in imported and "pyvips" not in imported
