@@ -156,7 +156,7 @@ def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, schedule
     from ..io import encode, inputs
 
     if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG "
+        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or JPEG "
                                f"file; OUTPUT must be one, not {output!r}")
     with _cluster(ctx, scheduler, scheduler_timeout) as client:
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
@@ -265,6 +265,8 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
 
     if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
         return False
+    if encode.format_for(output, fmt) == "JPEG" and not jpeg_rows.available():
+        return False  # written whole, as ever
     if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
         return False  # known from the header alone: no TIFF reader is loaded for an ordinary picture
     try:

@@ -190,3 +190,214 @@ class JpegReader:
     @staticmethod
     def pixels(raw: np.ndarray) -> np.ndarray:
         return raw
+
+
+# --------------------------------------------------------------------------
+# JPEG written as the bands come
+
+
+def _segments(data: bytes) -> bytes:
+    """The marker segments of a JPEG between its SOI and its first table
+    (JFIF, EXIF, ICC...): what an encoder writes before the pixels."""
+    i, out = 2, []
+    while i + 4 <= len(data) and data[i] == 0xFF and 0xE0 <= data[i + 1] <= 0xFE:
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        out.append(data[i:i + 2 + length])
+        i += 2 + length
+    return b"".join(out)
+
+
+def pillow_header(mode: str, info: dict, quality: int, name: str, notes: list) -> bytes:
+    """The JFIF, EXIF and ICC segments Pillow writes for a ``mode`` picture
+    with ``info``'s metadata (:func:`kernelcli.io.encode.write_pixels`'s
+    rules: what a JPEG cannot hold, or Pillow refuses, is dropped with a
+    note), taken from a one-pixel JPEG that Pillow encodes with them."""
+    import io
+
+    from PIL import Image
+
+    from .encode import _encode, fit_info
+
+    info = fit_info(info, "JPEG", name, notes)
+    buf = io.BytesIO()
+    _encode(Image.new(mode, (1, 1)), "JPEG", info, quality, buf, name, notes)
+    return _segments(buf.getvalue())
+
+
+class _PngStream:
+    """A PNG of stored (uncompressed) deflate blocks and unfiltered rows,
+    made band by band: the plain pixel stream libvips reads from a custom
+    source (the bundled libvips has no PPM reader)."""
+
+    def __init__(self, width: int, height: int, channels: int):
+        import struct
+
+        self.row_bytes = width * channels
+        if self.row_bytes + 1 > 65535:  # one stored block per row
+            raise ValueError("rows wider than 65534 bytes")
+        self.adler = 1
+        ihdr = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 0, 0, 0, 0)
+        self.head = b"\x89PNG\r\n\x1a\n" + self._chunk(b"IHDR", ihdr)
+        self.started = False
+
+    @staticmethod
+    def _chunk(kind: bytes, data) -> bytes:
+        import zlib
+
+        return (len(data).to_bytes(4, "big") + kind + bytes(data)
+                + zlib.crc32(data, zlib.crc32(kind)).to_bytes(4, "big"))
+
+    def band(self, rows: np.ndarray) -> list:
+        """The bytes that carry ``rows`` (uint8, whole rows), as parts to send in order."""
+        import zlib
+
+        n = rows.shape[0]
+        size = self.row_bytes + 1
+        framed = np.empty((n, 5 + size), np.uint8)
+        framed[:, 0] = 0  # a stored block, not the last
+        framed[:, 1:3] = np.frombuffer(size.to_bytes(2, "little"), np.uint8)
+        framed[:, 3:5] = np.frombuffer((size ^ 0xFFFF).to_bytes(2, "little"), np.uint8)
+        framed[:, 5] = 0  # filter type None
+        framed[:, 6:] = rows.reshape(n, -1)
+        for line in framed:
+            self.adler = zlib.adler32(line[5:], self.adler)
+        data = memoryview(framed).cast("B")
+        prefix = b""
+        if not self.started:
+            prefix, self.started = self.head, True
+            data = memoryview(b"\x78\x01" + bytes(data))
+        crc = zlib.crc32(data, zlib.crc32(b"IDAT"))
+        return [prefix + len(data).to_bytes(4, "big") + b"IDAT", data, crc.to_bytes(4, "big")]
+
+    def end(self) -> bytes:
+        last = b"\x01\x00\x00\xff\xff" + self.adler.to_bytes(4, "big")
+        return self._chunk(b"IDAT", last) + self._chunk(b"IEND", b"")
+
+
+class JpegRows:
+    """A JPEG written band by band, in order: ``write(rows)`` takes the next
+    rows (uint8 gray or RGB, as :func:`kernelcli.io.pixels.to_array` makes
+    them for JPEG), ``close()`` ends the file, ``abort()`` gives up.
+
+    libvips encodes as the rows come, on a thread of its own, with the
+    quantisation, 4:2:0 chroma subsampling, baseline Huffman tables and
+    integer DCT of Pillow's encoder (the same libjpeg-turbo code: the
+    entropy-coded data is Pillow's, byte for byte); the metadata segments
+    (JFIF with the dpi, EXIF, ICC profile) are Pillow's own, written before
+    libvips's tables. Memory holds a few bands and libvips's strips."""
+
+    def __init__(self, path, shape: tuple, info: dict, quality: int = 92, notes: list | None = None):
+        import queue
+        import threading
+
+        self.name = str(path)
+        h, w = shape[:2]
+        channels = 1 if len(shape) == 2 else shape[2]
+        if channels not in (1, 3):
+            raise ValueError(f"a JPEG holds gray or RGB pixels, not {channels} channels")
+        self._header = pillow_header("L" if channels == 1 else "RGB", info, quality, self.name,
+                                     notes if notes is not None else [])
+        self._stream = _PngStream(w, h, channels)
+        self._queue = queue.Queue(maxsize=4)
+        self._error = None
+        self._f = open(path, "wb")
+        self._thread = threading.Thread(target=self._encode, args=(quality,), name="kernelcli-jpeg-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _encode(self, quality: int) -> None:
+        pyvips = _pyvips()
+        pending = [b""]
+        spliced = [False]
+        ended = [False]  # the writer's last word (None) is taken
+
+        def read(size):
+            try:
+                while not pending[0]:
+                    part = self._queue.get()
+                    if part is None:
+                        ended[0] = True
+                        return None
+                    pending[0] = memoryview(part).cast("B")
+                chunk, pending[0] = pending[0][:size], pending[0][size:]
+                return chunk
+            except BaseException as e:  # never into libvips's thread
+                self._error = self._error or e
+                return None
+
+        def write(data):
+            try:
+                if not spliced[0]:  # SOI, then Pillow's segments, then libvips's tables and pixels
+                    data = bytes(data)
+                    self._f.write(data[:2] + self._header + data[2:])
+                    spliced[0] = True
+                else:
+                    self._f.write(data)
+                return len(data)
+            except BaseException as e:
+                self._error = self._error or e
+                return -1
+
+        source = pyvips.SourceCustom()
+        source.on_read(read)
+        target = pyvips.TargetCustom()
+        target.on_write(write)
+        target.on_end(lambda: 0)
+        try:
+            image = pyvips.Image.new_from_source(source, "", access="sequential")
+            image.jpegsave_target(target, Q=quality, subsample_mode="on", optimize_coding=False,
+                                  interlace=False, keep="none")
+        except pyvips.Error as e:
+            self._error = self._error or e
+        finally:
+            while not ended[0]:  # let a writer waiting on a full queue go on to its end
+                ended[0] = self._queue.get() is None
+
+    def _put(self, part) -> None:
+        import queue
+
+        while True:
+            if self._error is not None or not self._thread.is_alive():
+                self._raise()
+            try:
+                self._queue.put(part, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _raise(self):
+        from ..errors import ImageWriteError
+
+        e = self._error
+        if isinstance(e, OSError):
+            raise ImageWriteError(f"{self.name}: cannot write: {e.strerror or e}") from None
+        raise ImageWriteError(f"{self.name}: cannot encode JPEG: {_message(e) if e else 'the encoder stopped'}")
+
+    def write(self, rows: np.ndarray) -> None:
+        for part in self._stream.band(np.ascontiguousarray(rows, np.uint8)):
+            self._put(part)
+
+    def close(self) -> None:
+        from ..errors import ImageWriteError
+
+        self._put(self._stream.end())
+        self._put(None)
+        self._thread.join()
+        try:
+            self._f.close()
+        except OSError as e:
+            raise ImageWriteError(f"{self.name}: cannot write: {e.strerror or e}") from None
+        if self._error is not None:
+            self._raise()
+
+    def abort(self) -> None:
+        import queue
+
+        self._error = self._error or RuntimeError("stopped")
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+            except queue.Full:
+                pass
+            self._thread.join(0.1)
+        self._f.close()

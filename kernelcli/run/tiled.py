@@ -37,8 +37,8 @@ from .progress import Progress
 _MAX_TRAILER = 64 * 2**20
 
 
-#: The output formats a run in bands writes.
-BAND_FORMATS = ("NPY", "TIFF", "PNG")
+#: The output formats a run in bands writes (JPEG: with the jpeg extra).
+BAND_FORMATS = ("NPY", "TIFF", "PNG", "JPEG")
 
 
 def open_source(path, max_pixels: int | None = None) -> Source:
@@ -140,9 +140,10 @@ class Report:
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
         progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
         tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
-    """Run ``stages`` over the ``.npy`` or TIFF at ``input_path`` band by band
-    into ``output_path`` (a ``.npy``, or a TIFF written as ``output`` says,
-    striped, or in ``tiff_tile`` tiles with ``tiff_compression``).
+    """Run ``stages`` over the ``.npy``, TIFF, PNG or JPEG at ``input_path``
+    band by band into ``output_path`` (a ``.npy``, or a TIFF written as
+    ``output`` says, striped, or in ``tiff_tile`` tiles with
+    ``tiff_compression``; a PNG; a JPEG of ``output.quality``).
 
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
@@ -152,8 +153,13 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     output = output or OutputSpec()
     fmt = format_for(output_path, output.fmt)
     if fmt not in BAND_FORMATS:
-        raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG file; "
+        raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or JPEG file; "
                          f"OUTPUT must be one, not {str(output_path)!r}")
+    if fmt == "JPEG":
+        from ..io.jpeg_rows import INSTALL_HINT, available
+
+        if not available():
+            raise UsageError(f"a JPEG written in bands needs libvips: {INSTALL_HINT}")
     if fmt != "NPY" and output.scaling == "stretch":
         raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
                          "bands (use clip or abs, or write .npy)")
@@ -332,6 +338,10 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     with atomic_file(output_path) as tmp:
         if fmt == "TIFF":
             sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+        elif fmt == "JPEG":
+            from ..io.jpeg_rows import JpegRows
+
+            sink = JpegRows(tmp, out_shape, probe.info, output.quality, notes)
         else:
             sink = PngRows(tmp, out_shape, first.dtype, probe.info,
                            PNG_LEVEL if output.png_level is None else output.png_level)
