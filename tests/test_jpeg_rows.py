@@ -170,3 +170,106 @@ def test_a_plain_jpeg_run_does_not_load_libvips(tmp_path, samples):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.decode().splitlines()
                 if line.startswith("import time:")}
     assert "kernelcli" in imported and "pyvips" not in imported
+
+
+# --------------------------------------------------------------------------
+# JPEG written in bands
+
+
+def inputs_of_every_kind(tmp_path, shape=(45, 31, 3)):
+    import tifffile
+
+    px = photo_like(shape)
+    Image.fromarray(px).save(tmp_path / "in.png")
+    tifffile.imwrite(tmp_path / "in.tif", px, rowsperstrip=8, photometric="rgb" if px.ndim == 3 else None)
+    np.save(tmp_path / "in.npy", px.astype(np.float32))
+    icc = Image.open(tmp_path / "in.png").info.get("icc_profile")
+    exif = Image.Exif()
+    exif[0x010E] = "a test picture"  # ImageDescription
+    Image.fromarray(px).save(tmp_path / "in.jpg", quality=90, dpi=(300, 300), exif=exif.tobytes(),
+                             icc_profile=icc or _srgb())
+    return {kind: tmp_path / f"in.{kind}" for kind in ("jpg", "png", "tif", "npy")}
+
+
+def _srgb() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("kind", ["jpg", "png", "tif", "npy"])
+def test_a_jpeg_written_in_bands_is_the_whole_paths_file_byte_for_byte(tmp_path, run_installed, kind):
+    src = inputs_of_every_kind(tmp_path)[kind]
+    banded = run_installed(["apply", "emboss", src, tmp_path / "banded.jpg", "--tile-rows", "4", "--quality", "83"])
+    whole = run_installed(["apply", "emboss", src, tmp_path / "whole.jpg", "--quality", "83"])
+    assert banded.returncode == whole.returncode == 0, banded.stderr + whole.stderr
+    assert b"bands of 4 rows" in banded.stderr
+    data = (tmp_path / "banded.jpg").read_bytes()
+    assert data == (tmp_path / "whole.jpg").read_bytes()
+    out = Image.open(tmp_path / "banded.jpg")
+    assert out.size == (31, 45) and out.mode == "RGB"
+    if kind == "jpg":  # the metadata came along: dpi, EXIF, ICC profile
+        assert out.info["dpi"] == (300, 300) and out.getexif()[0x010E] == "a test picture"
+        assert out.info["icc_profile"] == Image.open(src).info["icc_profile"]
+
+
+def test_the_quality_comes_from_the_environment_too(tmp_path, run_installed):
+    import os
+
+    src = inputs_of_every_kind(tmp_path)["png"]
+    env = dict(os.environ, KERNELCLI_QUALITY="40")
+    got = subprocess.run(["kernelcli", "apply", "sharpen", src, tmp_path / "low.jpg", "--tile-rows", "8"], env=env,
+                         capture_output=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    high = run_installed(["apply", "sharpen", src, tmp_path / "high.jpg", "--tile-rows", "8"])
+    assert high.returncode == 0
+    assert (tmp_path / "low.jpg").stat().st_size < (tmp_path / "high.jpg").stat().st_size
+    whole = run_installed(["apply", "sharpen", src, tmp_path / "whole.jpg", "--quality", "40"])
+    assert whole.returncode == 0
+    assert (tmp_path / "low.jpg").read_bytes() == (tmp_path / "whole.jpg").read_bytes()
+
+
+def test_a_gray_jpeg_of_quality_100_holds_the_computed_pixels_within_two_levels(tmp_path):
+    src = jpeg(tmp_path / "in.jpg", (43, 37))
+    conv, _ = make_conv("sharpen", pad_mode="edge")
+    tiled.run(src, tmp_path / "exact.png", Stages(conv), tile_rows=5)
+    from kernelcli.io.encode import OutputSpec
+
+    tiled.run(src, tmp_path / "out.jpg", Stages(conv), tile_rows=5, output=OutputSpec(quality=100))
+    exact = np.asarray(Image.open(tmp_path / "exact.png")).astype(int)
+    got = np.asarray(Image.open(tmp_path / "out.jpg")).astype(int)
+    assert got.shape == exact.shape and np.abs(got - exact).max() <= 2
+
+
+def test_a_failure_midway_leaves_no_jpeg(tmp_path, monkeypatch):
+    from kernelcli.errors import ImageWriteError
+
+    src = inputs_of_every_kind(tmp_path)["png"]
+    out = tmp_path / "out.jpg"
+    out.write_bytes(b"old")
+    real = tiled.compute_band
+
+    def failing(job, f0, f1, lock=None, given=None):
+        if f0 >= 20:
+            raise OSError(5, "Input/output error")
+        return real(job, f0, f1, lock, given)
+
+    monkeypatch.setattr(tiled, "compute_band", failing)
+    conv, _ = make_conv("box:3")
+    with pytest.raises((ImageWriteError, OSError)):
+        tiled.run(src, out, Stages(conv), tile_rows=4)
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jpg", "in.npy", "in.png", "in.tif", "out.jpg"]
+
+
+def test_without_libvips_a_jpeg_output_in_bands_is_refused_and_goes_whole_by_itself(tmp_path, run_cli,
+                                                                                    monkeypatch):
+    from kernelcli import _memory
+
+    src = inputs_of_every_kind(tmp_path)["tif"]
+    monkeypatch.setattr(jpeg_rows, "available", lambda: False)
+    asked = run_cli(["apply", "sharpen", src, tmp_path / "asked.jpg", "--tile-rows", "4"])
+    assert asked.exit_code == 2 and "a JPEG written in bands needs libvips" in asked.stderr
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)
+    auto = run_cli(["apply", "sharpen", src, tmp_path / "auto.jpg"])
+    assert auto.exit_code == 0 and "bands of" not in auto.stderr and (tmp_path / "auto.jpg").exists()

@@ -99,8 +99,8 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
       find . -name '*.png' -print0 | kernelcli apply edge --files-from - -0 -o edges/
       kernelcli apply sharpen *.jpg --suffix -sharpen     (photo-sharpen.jpg beside photo.jpg)
 
-    A .npy, TIFF or PNG INPUT too large for memory is processed in bands of
-    rows into a .npy, TIFF or PNG OUTPUT (see --tile-rows); --scheduler runs
+    A .npy, TIFF, PNG or JPEG INPUT too large for memory is processed in bands
+    of rows into a .npy, TIFF, PNG or JPEG OUTPUT (see --tile-rows); --scheduler runs
     folders and such bands on a Dask cluster.
     """
     from .. import stages
@@ -121,7 +121,7 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     reading = _read_spec(auto_orient, frame)
     if batch_run:
         if tile_rows:
-            raise click.UsageError("--tile-rows needs a .npy, TIFF or PNG file INPUT, not a folder or several inputs")
+            raise click.UsageError("--tile-rows needs a .npy, TIFF, PNG or JPEG file INPUT, not a folder or several inputs")
         _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
                   skip_existing, scheduler, scheduler_timeout)
         return
