@@ -273,3 +273,21 @@ def test_without_libvips_a_jpeg_output_in_bands_is_refused_and_goes_whole_by_its
     monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)
     auto = run_cli(["apply", "sharpen", src, tmp_path / "auto.jpg"])
     assert auto.exit_code == 0 and "bands of" not in auto.stderr and (tmp_path / "auto.jpg").exists()
+
+
+@pytest.mark.parametrize("shape, strip_bytes, band", [((45, 31, 3), 200, 4), ((37, 29), 64, 7), ((9, 8, 3), 10**6, 9)])
+def test_the_rows_reach_libvips_across_strips_and_bands(tmp_path, monkeypatch, shape, strip_bytes, band):
+    """Strips of the stream libvips reads straddle the bands handed over
+    (and a strip may be one row, or the whole picture): the encoded file is
+    Pillow's, byte for byte."""
+    import io
+
+    monkeypatch.setattr(jpeg_rows, "STRIP_BYTES", strip_bytes)
+    px = photo_like(shape)
+    sink = jpeg_rows.JpegRows(tmp_path / "out.jpg", shape, {"dpi": (72, 72)}, 88)
+    for a in range(0, shape[0], band):
+        sink.write(px[a:a + band])
+    sink.close()
+    want = io.BytesIO()
+    Image.fromarray(px).save(want, "JPEG", quality=88, dpi=(72, 72))
+    assert (tmp_path / "out.jpg").read_bytes() == want.getvalue()

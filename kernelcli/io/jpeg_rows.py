@@ -224,54 +224,70 @@ def pillow_header(mode: str, info: dict, quality: int, name: str, notes: list) -
     return _segments(buf.getvalue())
 
 
-class _PngStream:
-    """A PNG of stored (uncompressed) deflate blocks and unfiltered rows,
-    made band by band: the plain pixel stream libvips reads from a custom
-    source (the bundled libvips has no PPM reader)."""
+#: Bytes per strip of the uncompressed TIFF stream libvips reads the rows from.
+STRIP_BYTES = 512 * 1024
 
-    def __init__(self, width: int, height: int, channels: int):
+
+class _TiffStream:
+    """An uncompressed, striped BigTIFF of the rows, made as the bands come:
+    the plain pixel stream libvips reads from a custom source (the bundled
+    libvips has no PPM reader). Its header, directory and strip table come
+    first, computed from the size alone, then the rows, read in order a
+    strip at a time; :meth:`read` serves them at the positions libtiff
+    seeks to, from the bands handed over through ``parts``."""
+
+    def __init__(self, width: int, height: int, channels: int, parts):
         import struct
 
-        self.row_bytes = width * channels
-        if self.row_bytes + 1 > 65535:  # one stored block per row
-            raise ValueError("rows wider than 65534 bytes")
-        self.adler = 1
-        ihdr = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 0, 0, 0, 0)
-        self.head = b"\x89PNG\r\n\x1a\n" + self._chunk(b"IHDR", ihdr)
-        self.started = False
+        row = width * channels
+        rps = max(1, min(height, STRIP_BYTES // row))
+        count = -(-height // rps)
+        entries = 10 if channels == 3 else 9
+        tables = 16 + 8 + entries * 20 + 8  # header, entry count, entries, next directory
+        data = tables + 16 * count
+        offsets = [data + i * rps * row for i in range(count)]
+        sizes = [min(rps, height - i * rps) * row for i in range(count)]
 
-    @staticmethod
-    def _chunk(kind: bytes, data) -> bytes:
-        import zlib
+        def entry(tag, kind, n, value):  # value: an int, or bytes of at most 8
+            raw = value if isinstance(value, bytes) else value.to_bytes(8, "little")
+            return struct.pack("<HHQ", tag, kind, n) + raw.ljust(8, b"\0")
+        table = (lambda values, at: (values[0] if len(values) == 1 else at))
+        fields = [entry(256, 16, 1, width), entry(257, 16, 1, height),
+                  entry(258, 3, channels, struct.pack(f"<{channels}H", *[8] * channels)),
+                  entry(259, 3, 1, 1), entry(262, 3, 1, 2 if channels == 3 else 1),
+                  entry(273, 16, count, table(offsets, tables)), entry(277, 3, 1, channels),
+                  entry(278, 16, 1, rps), entry(279, 16, count, table(sizes, tables + 8 * count))]
+        if channels == 3:
+            fields.append(entry(284, 3, 1, 1))
+        head = (b"II+\0" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", entries) + b"".join(fields)
+                + b"\0" * 8 + struct.pack(f"<{count}Q", *offsets) + struct.pack(f"<{count}Q", *sizes))
+        assert len(head) == data
+        self.head, self.total, self.parts = head, data + height * row, parts
+        self.pos = 0
+        self._part, self._part_at = memoryview(b""), 0  # the band being read and its place in the pixel data
+        self.ended = False  # the writer's last word (None) is taken
 
-        return (len(data).to_bytes(4, "big") + kind + bytes(data)
-                + zlib.crc32(data, zlib.crc32(kind)).to_bytes(4, "big"))
+    def seek(self, offset: int, whence: int) -> int:
+        self.pos = offset + (0 if whence == 0 else self.pos if whence == 1 else self.total)
+        return self.pos
 
-    def band(self, rows: np.ndarray) -> list:
-        """The bytes that carry ``rows`` (uint8, whole rows), as parts to send in order."""
-        import zlib
-
-        n = rows.shape[0]
-        size = self.row_bytes + 1
-        framed = np.empty((n, 5 + size), np.uint8)
-        framed[:, 0] = 0  # a stored block, not the last
-        framed[:, 1:3] = np.frombuffer(size.to_bytes(2, "little"), np.uint8)
-        framed[:, 3:5] = np.frombuffer((size ^ 0xFFFF).to_bytes(2, "little"), np.uint8)
-        framed[:, 5] = 0  # filter type None
-        framed[:, 6:] = rows.reshape(n, -1)
-        for line in framed:
-            self.adler = zlib.adler32(line[5:], self.adler)
-        data = memoryview(framed).cast("B")
-        prefix = b""
-        if not self.started:
-            prefix, self.started = self.head, True
-            data = memoryview(b"\x78\x01" + bytes(data))
-        crc = zlib.crc32(data, zlib.crc32(b"IDAT"))
-        return [prefix + len(data).to_bytes(4, "big") + b"IDAT", data, crc.to_bytes(4, "big")]
-
-    def end(self) -> bytes:
-        last = b"\x01\x00\x00\xff\xff" + self.adler.to_bytes(4, "big")
-        return self._chunk(b"IDAT", last) + self._chunk(b"IEND", b"")
+    def read(self, size: int):
+        at = self.pos - len(self.head)
+        if at < 0:
+            chunk = self.head[self.pos:self.pos + size]
+        else:
+            while self._part_at + len(self._part) <= at:
+                part = self.parts.get()
+                if part is None:
+                    self.ended = True
+                    return None
+                self._part_at += len(self._part)
+                self._part = memoryview(part).cast("B")
+            if at < self._part_at:  # a planning bug, never the file's
+                raise RuntimeError(f"TIFF stream read at {at} after {self._part_at}")
+            chunk = self._part[at - self._part_at:at - self._part_at + size]
+        self.pos += len(chunk)
+        return chunk
 
 
 class JpegRows:
@@ -279,7 +295,8 @@ class JpegRows:
     rows (uint8 gray or RGB, as :func:`kernelcli.io.pixels.to_array` makes
     them for JPEG), ``close()`` ends the file, ``abort()`` gives up.
 
-    libvips encodes as the rows come, on a thread of its own, with the
+    libvips encodes as the rows come, on a thread of its own (reading them
+    as an uncompressed TIFF stream: :class:`_TiffStream`), with the
     quantisation, 4:2:0 chroma subsampling, baseline Huffman tables and
     integer DCT of Pillow's encoder (the same libjpeg-turbo code: the
     entropy-coded data is Pillow's, byte for byte); the metadata segments
@@ -297,8 +314,8 @@ class JpegRows:
             raise ValueError(f"a JPEG holds gray or RGB pixels, not {channels} channels")
         self._header = pillow_header("L" if channels == 1 else "RGB", info, quality, self.name,
                                      notes if notes is not None else [])
-        self._stream = _PngStream(w, h, channels)
-        self._queue = queue.Queue(maxsize=4)
+        self._queue = queue.Queue(maxsize=3)
+        self._stream = _TiffStream(w, h, channels, self._queue)
         self._error = None
         self._f = open(path, "wb")
         self._thread = threading.Thread(target=self._encode, args=(quality,), name="kernelcli-jpeg-writer",
@@ -307,20 +324,12 @@ class JpegRows:
 
     def _encode(self, quality: int) -> None:
         pyvips = _pyvips()
-        pending = [b""]
+        stream = self._stream
         spliced = [False]
-        ended = [False]  # the writer's last word (None) is taken
 
         def read(size):
             try:
-                while not pending[0]:
-                    part = self._queue.get()
-                    if part is None:
-                        ended[0] = True
-                        return None
-                    pending[0] = memoryview(part).cast("B")
-                chunk, pending[0] = pending[0][:size], pending[0][size:]
-                return chunk
+                return stream.read(size)
             except BaseException as e:  # never into libvips's thread
                 self._error = self._error or e
                 return None
@@ -340,6 +349,7 @@ class JpegRows:
 
         source = pyvips.SourceCustom()
         source.on_read(read)
+        source.on_seek(stream.seek)
         target = pyvips.TargetCustom()
         target.on_write(write)
         target.on_end(lambda: 0)
@@ -350,8 +360,8 @@ class JpegRows:
         except pyvips.Error as e:
             self._error = self._error or e
         finally:
-            while not ended[0]:  # let a writer waiting on a full queue go on to its end
-                ended[0] = self._queue.get() is None
+            while not stream.ended:  # let a writer waiting on a full queue go on to its end
+                stream.ended = self._queue.get() is None
 
     def _put(self, part) -> None:
         import queue
@@ -374,13 +384,11 @@ class JpegRows:
         raise ImageWriteError(f"{self.name}: cannot encode JPEG: {_message(e) if e else 'the encoder stopped'}")
 
     def write(self, rows: np.ndarray) -> None:
-        for part in self._stream.band(np.ascontiguousarray(rows, np.uint8)):
-            self._put(part)
+        self._put(np.ascontiguousarray(rows, np.uint8))
 
     def close(self) -> None:
         from ..errors import ImageWriteError
 
-        self._put(self._stream.end())
         self._put(None)
         self._thread.join()
         try:
