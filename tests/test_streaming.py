@@ -176,7 +176,7 @@ def test_refusals(tmp_path):
     with pytest.raises(UsageError, match="stretch"):
         tiled.run(src, tmp_path / "o.tif", Stages(conv), tile_rows=4, output=OutputSpec(scaling="stretch"))
     with pytest.raises(UsageError, match="OUTPUT must be"):
-        tiled.run(src, tmp_path / "o.jpg", Stages(conv), tile_rows=4)
+        tiled.run(src, tmp_path / "o.webp", Stages(conv), tile_rows=4)
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
 
 

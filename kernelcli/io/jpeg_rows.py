@@ -161,27 +161,31 @@ class JpegReader:
     def take(self, rows: np.ndarray, drop_below: int) -> np.ndarray:
         """Pixels of these rows (-1: a row of zeros), decoding on to the last
         one needed; afterwards rows before ``drop_below`` (but the first and
-        last ``keep``) are forgotten."""
+        last ``keep``) are forgotten. A run of rows held in the window comes
+        back as a view of it (no copy): read it before the next call."""
         h = self.shape[0]
-        out = np.zeros((len(rows),) + self.shape[1:], np.uint8)
-        ahead = [int(r) for r in rows if r >= self._first and not self._cached(int(r))]
-        if ahead and max(ahead) >= self._next:
+        rows = np.asarray(rows)
+        cached = (rows < len(self.head)) | ((len(self.tail) == self.keep > 0) & (rows >= h - self.keep))
+        ahead = rows[(rows >= self._first) & ~cached]
+        if len(ahead) and ahead.max() >= self._next:
             start = self._next
-            new = self._decode(max(ahead) + 1 - start)
+            new = self._decode(int(ahead.max()) + 1 - start)
             self._keep_edges(new, start)
             self._window = np.concatenate([self._window, new]) if len(self._window) else new
-        for i, r in enumerate(rows):
-            r = int(r)
-            if r < 0:
-                continue
-            if self._first <= r < self._next:
-                out[i] = self._window[r - self._first]
-            elif r < len(self.head):
-                out[i] = self.head[r]
-            elif len(self.tail) == self.keep > 0 and r >= h - self.keep:
-                out[i] = self.tail[r - (h - self.keep)]
-            else:  # a planning bug, never the file's
-                raise RuntimeError(f"JPEG row {r} asked for after it was let go")
+        held = (rows >= self._first) & (rows < self._next)
+        first = int(rows[0]) if len(rows) else 0
+        if held.all() and np.array_equal(rows, np.arange(first, first + len(rows))):
+            out = self._window[first - self._first:first - self._first + len(rows)]
+        else:
+            out = np.zeros((len(rows),) + self.shape[1:], np.uint8)
+            out[held] = self._window[rows[held] - self._first]
+            head = ~held & (rows >= 0) & (rows < len(self.head))
+            out[head] = self.head[rows[head]]
+            tail = ~held & ~head & (rows >= 0)
+            if tail.any():
+                if not (len(self.tail) == self.keep > 0 and (rows[tail] >= h - self.keep).all()):
+                    raise RuntimeError("JPEG rows asked for after they were let go")  # a planning bug
+                out[tail] = self.tail[rows[tail] - (h - self.keep)]
         if drop_below > self._first:
             drop = min(drop_below, self._next) - self._first
             self._window, self._first = self._window[drop:], self._first + drop

@@ -30,7 +30,7 @@ from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_
 from ..io.pixels import to_array
 from ..io.sinks import atomic_file
 from ..stages import Stages
-from .bands import Job, Source, band_rows, compute_band, plan
+from .bands import Job, Source, band_rows, compute_band, exact_band, plan
 from .progress import Progress
 
 #: At most this much kernelcli metadata is read after the array data.
@@ -220,7 +220,9 @@ class _PngBands:
 
 
 class _JpegBands(_PngBands):
-    """A JPEG's rows for the bands, in order (decoded by libvips in strips)."""
+    """A JPEG's rows for the bands, in order (decoded by libvips in strips),
+    as uint8: the thread that computes the band makes them float32
+    (:func:`image_band`), so the reading thread only decodes."""
 
     def __init__(self, job: Job):
         from ..io.jpeg_rows import JpegReader
@@ -231,6 +233,19 @@ class _JpegBands(_PngBands):
         self.reader = JpegReader(source.path, source.shape, keep)
         if job.pad_mode == "wrap" and keep:
             self.reader.read_tail()
+
+    def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
+        from .. import engine
+        from .bands import _input_rows
+
+        p0, p1 = _input_rows(job, f0, f1)
+        h = job.source.shape[0]
+        rows = engine.source_index(h, job.row_pads, job.pad_mode)[p0:p1]
+        out = self.reader.take(rows, min(max(p0 - self.top, 0), h))
+        if (rows < 0).any():
+            return np.where((rows < 0).reshape((-1,) + (1,) * (out.ndim - 1)), np.float32(job.conv.cval),
+                            out.astype(np.float32))
+        return out
 
 
 def _png_reader(job: Job) -> _PngBands:
@@ -303,9 +318,15 @@ def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
     return Progress(final_h, enabled, unit="rows", unit_bytes=row_bytes * job.stride_y * psy)
 
 
-def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None):
+def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None,
+               exact=None):
     """Final output rows ``[f0, f1)`` as ``fmt`` stores them (uint8, uint16
-    or float32 pixels), with the notes of computing and converting them."""
+    or float32 pixels), with the notes of computing and converting them.
+    ``exact``: the int16 weights of the integer path (:func:`_integer_weights`)."""
+    if exact is not None:
+        return exact_band(job, exact, f0, f1, given), []
+    if given is not None and given.dtype != np.float32:
+        given = given.astype(np.float32)  # (8-bit rows read in order: converted here, off the reading thread)
     result = compute_band(job, f0, f1, lock, given)
     notes = list(result.notes)
     return to_array(result, fmt, scaling, offset, notes), notes
@@ -368,6 +389,7 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: st
     import threading
 
     args = (fmt, output.scaling, output.offset)
+    exact = _integer_weights(job, fmt, output, bands) if isinstance(reader, _JpegBands) else None
     if client is not None:
         from .cluster import serial
 
@@ -384,7 +406,7 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: st
 
         def submit(band):
             given = None if reader is None else reader.band(job, *band)
-            return pool_.submit(image_band, job, *band, *args, lock, given)
+            return pool_.submit(image_band, job, *band, *args, lock, given, exact)
 
         def cancel(futures):
             for future in futures:
@@ -412,6 +434,29 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: st
     finally:
         if pool_ is not None:
             pool_.shutdown(wait=True, cancel_futures=True)
+
+
+def _integer_weights(job: Job, fmt: str, output: OutputSpec, bands):
+    """The int16 weights when the engine's plan computes these bands of 8-bit
+    pixels in int16, to the bytes of the float32 path rounded and clipped
+    (as :func:`kernelcli.run.bands.apply_in_bands` does), else None."""
+    from .. import engine
+    from ..io.pixels import clips_to_8bit
+    from ..stages import Activation
+    from .bands import _input_rows
+
+    source, conv = job.source, job.conv
+    if np.dtype(source.dtype) != np.uint8 or (isinstance(job.relu, Activation) and not job.relu.clipped_away):
+        return None
+    rows = bands[0][1] - bands[0][0]
+    heights = tuple(p1 - p0 for p0, p1 in (_input_rows(job, 0, rows), _input_rows(job, 0, 1)))
+    cut = engine.Bands(rows, heights, len(bands), (rows + job.reach_y) * math.prod(source.shape[1:]))
+    how = engine.plan_bands(conv.kernels, conv.flip, source.shape, conv.stride, (job.row_pads, conv.padding[1]),
+                            conv.dilation, conv.padding, lambda value_bytes: cut, integer_pixels=True,
+                            output_is_plain_8bit=clips_to_8bit(source.meta, fmt, output.scaling, output.offset)
+                            and not conv.cval, pool_kind=None if job.pool is None else job.pool.kind,
+                            gray=job.gray, has_alpha=source.meta.has_alpha)
+    return how.integer_weights if how.as_whole else None
 
 
 def _run_cluster(client, job: Job, bands, bar) -> None:
