@@ -88,6 +88,123 @@ def open_jpeg(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, b
     return shape, np.dtype(np.uint8), meta, mode in ("L", "RGB")
 
 
+#: libvips hands decoded rows over in blocks of about this many bytes.
+BLOCK_BYTES = 1 << 20
+
+
+class _RowFeed:
+    """libvips decoding a JPEG from the top down on a thread of its own: its
+    rows, as raw bytes written to a custom target, are gathered into blocks
+    handed over through a short queue (memory holds a few blocks, and the
+    decoding runs beside the thread that reads the rows)."""
+
+    def __init__(self, name: str, shape: tuple):
+        import queue
+        import threading
+
+        pyvips = _pyvips()
+        self.name, self.shape = name, shape
+        try:
+            # (not turned: a JPEG with an EXIF orientation goes whole; failing on
+            # a damaged file as Pillow does, rather than filling in grey)
+            image = pyvips.Image.new_from_file(name, access="sequential", fail_on="error")
+        except pyvips.Error as e:
+            raise ImageReadError(f"{name}: cannot decode JPEG: {_message(e)}") from None
+        bands = 1 if len(shape) == 2 else shape[2]
+        got = (image.height, image.width, image.bands, image.format)
+        if got != (shape[0], shape[1], bands, "uchar"):
+            raise ImageReadError(f"{name}: libvips reads this JPEG as {got[1]}x{got[0]} with {got[2]} "
+                                 f"{got[3]} bands, not as its header says")
+        self.row_bytes = shape[1] * bands
+        self._queue = queue.Queue(maxsize=3)
+        self._stopped = False
+        self._error = None
+        self._part = np.empty((0,) + shape[1:], np.uint8)  # rows handed over, not yet taken
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, args=(image,), name="kernelcli-jpeg-reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, image) -> None:
+        pyvips = _pyvips()
+        block_rows = max(1, BLOCK_BYTES // self.row_bytes)
+        state = {"block": np.empty(block_rows * self.row_bytes, np.uint8), "filled": 0}
+
+        def write(buf):
+            try:
+                data = np.frombuffer(buf, np.uint8)
+                i = 0
+                while i < len(data):
+                    block, filled = state["block"], state["filled"]
+                    n = min(len(data) - i, len(block) - filled)
+                    block[filled:filled + n] = data[i:i + n]
+                    state["filled"] = filled + n
+                    i += n
+                    if state["filled"] == len(block):
+                        self._hand(block)
+                        state["block"], state["filled"] = np.empty_like(block), 0
+                return len(data)
+            except BaseException as e:  # never into libvips's thread
+                self._error = self._error or e
+                return -1
+
+        target = pyvips.TargetCustom()
+        target.on_write(write)
+        target.on_end(lambda: 0)
+        try:
+            image.rawsave_target(target)
+            whole = state["filled"] - state["filled"] % self.row_bytes
+            if whole:
+                self._hand(state["block"][:whole])
+        except pyvips.Error as e:
+            self._error = self._error or e
+        except BaseException as e:
+            self._error = self._error or e
+        finally:
+            self._hand(None, last=True)
+
+    def _hand(self, block, last: bool = False) -> None:
+        import queue
+
+        while not self._stopped:
+            try:
+                self._queue.put(block, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if not last:
+            raise RuntimeError("stopped")
+
+    def rows(self, n: int, first: int) -> np.ndarray:
+        """The next ``n`` rows (``first``: the first of them, for messages)."""
+        parts, have = [], 0
+        while have < n:
+            if not len(self._part):
+                block = None if self._ended else self._queue.get()
+                if block is None:
+                    self._ended = True
+                    e = self._error
+                    why = _message(e) if e is not None else "the image data ends early"
+                    raise ImageReadError(f"{self.name}: cannot decode JPEG at rows {first + have}-{first + n - 1}: "
+                                         f"{why}")
+                self._part = block.reshape((-1,) + self.shape[1:])
+            take = self._part[:n - have]
+            self._part = self._part[len(take):]
+            parts.append(take)
+            have += len(take)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def close(self) -> None:
+        self._stopped = True
+        while self._thread.is_alive():
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except Exception:
+                pass
+            self._thread.join(0.05)
+
+
 class JpegReader:
     """The rows of a JPEG in order, decoded by libvips in strips:
     :meth:`take` returns the rows asked for, decoding on to the last of
@@ -102,38 +219,17 @@ class JpegReader:
         self.tail = np.empty((0,) + self.shape[1:], np.uint8)
 
     def _open(self) -> None:
-        pyvips = _pyvips()
-        try:
-            # (not turned: a JPEG with an EXIF orientation goes whole; failing on
-            # a damaged file as Pillow does, rather than filling in grey)
-            self._image = pyvips.Image.new_from_file(self.name, access="sequential", fail_on="error")
-            self._region = pyvips.Region.new(self._image)
-        except pyvips.Error as e:
-            raise ImageReadError(f"{self.name}: cannot decode JPEG: {_message(e)}") from None
-        bands = 1 if len(self.shape) == 2 else self.shape[2]
-        got = (self._image.height, self._image.width, self._image.bands, self._image.format)
-        if got != (self.shape[0], self.shape[1], bands, "uchar"):
-            self.close()
-            raise ImageReadError(f"{self.name}: libvips reads this JPEG as {got[1]}x{got[0]} with {got[2]} "
-                                 f"{got[3]} bands, not as its header says")
+        self._feed = _RowFeed(self.name, self.shape)
         self._next = 0  # the next row to decode
         self._first = 0  # the first row of the window
         self._window = np.empty((0,) + self.shape[1:], np.uint8)
 
     def close(self) -> None:
-        self._region = self._image = None
+        self._feed.close()
 
     def _decode(self, n: int) -> np.ndarray:
         """The next ``n`` rows of pixels."""
-        import pyvips
-
-        h, w = self.shape[:2]
-        try:
-            data = self._region.fetch(0, self._next, w, n)
-        except pyvips.Error as e:
-            raise ImageReadError(f"{self.name}: cannot decode JPEG at rows {self._next}-{self._next + n - 1}: "
-                                 f"{_message(e)}") from None
-        rows = np.frombuffer(data, np.uint8).reshape((n,) + self.shape[1:])
+        rows = self._feed.rows(n, self._next)
         self._next += n
         return rows
 
