@@ -127,23 +127,25 @@ class _RowFeed:
 
     def _run(self, image) -> None:
         pyvips = _pyvips()
-        block_rows = max(1, BLOCK_BYTES // self.row_bytes)
-        state = {"block": np.empty(block_rows * self.row_bytes, np.uint8), "filled": 0}
+        size = max(1, BLOCK_BYTES // self.row_bytes) * self.row_bytes
+        block = np.empty(size, np.uint8)
+        state = {"block": block, "view": memoryview(block), "filled": 0}
 
         def write(buf):
             try:
-                data = np.frombuffer(buf, np.uint8)
-                i = 0
-                while i < len(data):
-                    block, filled = state["block"], state["filled"]
-                    n = min(len(data) - i, len(block) - filled)
-                    block[filled:filled + n] = data[i:i + n]
+                data = memoryview(buf).cast("B")
+                i, total = 0, len(data)
+                while i < total:
+                    filled = state["filled"]
+                    n = min(total - i, size - filled)
+                    state["view"][filled:filled + n] = data[i:i + n]
                     state["filled"] = filled + n
                     i += n
-                    if state["filled"] == len(block):
-                        self._hand(block)
-                        state["block"], state["filled"] = np.empty_like(block), 0
-                return len(data)
+                    if filled + n == size:
+                        self._hand(state["block"])
+                        block = np.empty(size, np.uint8)
+                        state.update(block=block, view=memoryview(block), filled=0)
+                return total
             except BaseException as e:  # never into libvips's thread
                 self._error = self._error or e
                 return -1
