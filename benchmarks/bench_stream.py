@@ -1,7 +1,7 @@
 """Large pictures in bands against libvips: time and peak memory, same run.
 
     python benchmarks/bench_stream.py [--size 10000] [--tiff-size 20000] [--folder /tmp] [--jobs png,tiff,jpeg]
-                                      [--tiff-kernels sharpen,gaussian:2]
+                                      [--tiff-kernels sharpen,gaussian:2] [--repeat 1]
 
 Writes, into FOLDER, a SIZE x SIZE RGB picture of smooth gradients with
 seeded noise as PNG and JPEG, and a TIFF-SIZE x TIFF-SIZE one as a tiled
@@ -12,7 +12,10 @@ and one after the other, runs ``sharpen`` (and ``gaussian:2`` on the TIFF):
   (rows inflated and deflated as the bands come), and ``vips conv``;
 * TIFF -> tiled deflate TIFF: kernelcli in bands and ``vips conv``
   (``[tile,compression=deflate,bigtiff]``);
-* JPEG -> JPEG: kernelcli (decoded whole) and ``vips conv``;
+* JPEG -> JPEG: kernelcli in strips (``--tile-rows auto``, needs the jpeg
+  extra), kernelcli decoded whole, and ``vips conv`` (4:2:0, as kernelcli
+  writes), alternately ``--repeat`` times (the files of the two kernelcli
+  runs are compared byte for byte);
 
 and prints wall time, peak memory (maximum resident set size) and the ratios
 kernelcli / vips. vips gets the same integer mask (``sharpen.mat``;
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/kernelcli-bench-stream"))
     parser.add_argument("--jobs", default="png,tiff,jpeg")
     parser.add_argument("--tiff-kernels", default="sharpen,gaussian:2", help="kernels run on the TIFF")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the JPEG job, alternating with vips")
     args = parser.parse_args()
     jobs = set(args.jobs.split(","))
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -121,9 +125,16 @@ def main() -> None:
                 theirs = timed([vips, *vips_op])
             report(f"BigTIFF {args.tiff_size}^2 tiled deflate -> same, {kernel}", ours, theirs)
     if "jpeg" in jobs:
-        ours = timed([*k, "apply", "sharpen", f / "big.jpg", f / "out.jpg"])
-        theirs = timed([vips, "conv", f / "big.jpg", f / "vips.jpg[Q=92]", f / "sharpen.mat", *mat]) if vips else None
-        report(f"JPEG {args.size}^2 -> JPEG (decoded whole)", ours, theirs)
+        # vips's own default turns chroma subsampling off from Q=90; kernelcli (as Pillow) keeps 4:2:0
+        vips_jpeg = f"{f / 'vips.jpg'}[Q=92,subsample_mode=on]"
+        for run in range(args.repeat):
+            strips = timed([*k, "apply", "sharpen", f / "big.jpg", f / "strips.jpg", "--tile-rows", "auto"])
+            theirs = timed([vips, "conv", f / "big.jpg", vips_jpeg, f / "sharpen.mat", *mat]) if vips else None
+            whole = timed([*k, "apply", "sharpen", f / "big.jpg", f / "whole.jpg"])
+            report(f"JPEG {args.size}^2 -> JPEG, in strips (run {run + 1})", strips, theirs)
+            report(f"JPEG {args.size}^2 -> JPEG, decoded whole (run {run + 1})", whole, theirs)
+        same = (f / "strips.jpg").read_bytes() == (f / "whole.jpg").read_bytes()
+        print(f"  strips.jpg {'is' if same else 'is NOT'} whole.jpg, byte for byte")
 
 
 def _same(a: Path, b: Path) -> None:

@@ -176,7 +176,7 @@ def test_refusals(tmp_path):
     with pytest.raises(UsageError, match="stretch"):
         tiled.run(src, tmp_path / "o.tif", Stages(conv), tile_rows=4, output=OutputSpec(scaling="stretch"))
     with pytest.raises(UsageError, match="OUTPUT must be"):
-        tiled.run(src, tmp_path / "o.jpg", Stages(conv), tile_rows=4)
+        tiled.run(src, tmp_path / "o.webp", Stages(conv), tile_rows=4)
     assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.*"))
 
 
@@ -196,8 +196,8 @@ def test_command_tiff_in_bands_equals_whole(tmp_path, run_installed):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{tif}", "{out}.jpg", "--tile-rows", "4"], b"OUTPUT must be"),
-    (["{jpg}", "{out}.tif", "--tile-rows", "4"], b"need a folder, a .npy, TIFF or PNG file INPUT"),
+    (["{tif}", "{out}.webp", "--tile-rows", "4"], b"OUTPUT must be"),
+    (["-", "{out}.tif", "--tile-rows", "4"], b"need a folder, a .npy, TIFF, PNG or JPEG file INPUT"),
     (["{png}", "{out}.npy", "--tile-rows", "4"], b"into a PNG or TIFF file"),
     (["{tif}", "{out}.tif", "--tile-rows", "4", "--tiff-tile", "20"], b"multiple of 16"),
     (["{tif}", "{out}.tif", "--tiff-compression", "zstd"], b"with --tile-rows"),

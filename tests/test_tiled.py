@@ -233,7 +233,7 @@ def test_command_tile_rows_equals_in_memory_run(tmp_path, kcli):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["{npy}", "{out}.jpg", "--tile-rows", "4"], "OUTPUT must be"),
+    (["{npy}", "{out}.webp", "--tile-rows", "4"], "OUTPUT must be"),
     (["{npy}", "-", "--tile-rows", "4"], "OUTPUT must be"),
     (["{png}", "{out}.npy", "--tile-rows", "4"], "into a PNG or TIFF file"),
     (["{folder}", "{out}", "--tile-rows", "4"], "not a folder"),

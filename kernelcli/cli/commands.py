@@ -99,8 +99,8 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
       find . -name '*.png' -print0 | kernelcli apply edge --files-from - -0 -o edges/
       kernelcli apply sharpen *.jpg --suffix -sharpen     (photo-sharpen.jpg beside photo.jpg)
 
-    A .npy, TIFF or PNG INPUT too large for memory is processed in bands of
-    rows into a .npy, TIFF or PNG OUTPUT (see --tile-rows); --scheduler runs
+    A .npy, TIFF, PNG or JPEG INPUT too large for memory is processed in bands
+    of rows into a .npy, TIFF, PNG or JPEG OUTPUT (see --tile-rows); --scheduler runs
     folders and such bands on a Dask cluster.
     """
     from .. import stages
@@ -121,7 +121,7 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     reading = _read_spec(auto_orient, frame)
     if batch_run:
         if tile_rows:
-            raise click.UsageError("--tile-rows needs a .npy, TIFF or PNG file INPUT, not a folder or several inputs")
+            raise click.UsageError("--tile-rows needs a .npy, TIFF, PNG or JPEG file INPUT, not a folder or several inputs")
         _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
                   skip_existing, scheduler, scheduler_timeout)
         return
@@ -156,7 +156,7 @@ def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, schedule
     from ..io import encode, inputs
 
     if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG "
+        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or JPEG "
                                f"file; OUTPUT must be one, not {output!r}")
     with _cluster(ctx, scheduler, scheduler_timeout) as client:
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
@@ -241,11 +241,15 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
     file when asked, or when the input is large (tiled.goes_out_of_core).
     ``picture``: ``(linear, colormap, depth, frame, auto_orient)``; a picture
     goes in bands only as it is stored, one frame, upright, with none of them."""
-    from ..io import encode, inputs
+    from ..io import encode, inputs, jpeg_rows
 
     kind = None if input == "-" else inputs.band_kind(input)
     if (tile_rows or scheduler) and kind is None:
-        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
+        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF, PNG or JPEG file INPUT")
+    if kind == "jpeg" and not jpeg_rows.available():  # (without the extra: whole, as ever)
+        if tile_rows or scheduler:
+            raise click.UsageError(f"a JPEG in bands needs libvips: {jpeg_rows.INSTALL_HINT}")
+        return False
     if kind is None:
         return False
     facts = None
@@ -261,13 +265,15 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
 
     if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
         return False
+    if encode.format_for(output, fmt) == "JPEG" and not jpeg_rows.available():
+        return False  # written whole, as ever
     if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
         return False  # known from the header alone: no TIFF reader is loaded for an ordinary picture
     try:
         source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return False
-    if kind == "png" and encode.format_for(output, fmt) == "NPY":
+    if kind in ("png", "jpeg") and encode.format_for(output, fmt) == "NPY":
         return False
     if kind != "npy":
         return tiled.too_big_for_memory(source)
@@ -288,6 +294,8 @@ def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> tuple:
         facts = header.describe(input)
     except KernelcliError:  # the ordinary reader says what is wrong with it
         return None, None
+    if facts.get("format") == "JPEG" and facts.get("mode") not in ("L", "RGB"):
+        return f"{input} is a {facts.get('mode')} JPEG, converted to sRGB in memory", facts
     if (facts.get("frames") or 1) > 1:
         return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory", facts
     if auto_orient and (facts.get("orientation") or 1) != 1:

@@ -137,7 +137,8 @@ def scale_options(f):
     (large .npy and TIFF files, clusters)."""
     options = [
         click.option("--tile-rows", type=TileRowsType(), default=None,
-                     help="A .npy, TIFF or PNG INPUT into a .npy, TIFF or PNG OUTPUT: process it in bands of N output "
+                     help="A .npy, TIFF, PNG or JPEG INPUT into a .npy, TIFF, PNG or JPEG OUTPUT (JPEG: with the "
+                          "jpeg extra): process it in bands of N output "
                           "rows (auto: about 32 MB each), reading and writing the files band by band so "
                           "memory holds a few bands, not the image. Automatic when the image would not fit "
                           "in memory."),

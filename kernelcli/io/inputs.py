@@ -324,7 +324,7 @@ def _stored_bytes(stream) -> int | None:
 
 
 def band_kind(path) -> str | None:
-    """``"npy"``, ``"tiff"`` or ``"png"`` for a regular file that starts like one
+    """``"npy"``, ``"tiff"``, ``"png"`` or ``"jpeg"`` for a regular file that starts like one
     (judged by content), else None: the files a run in bands reads. (Like
     :func:`is_npy`, nothing but a regular file is opened.)"""
     try:
@@ -338,6 +338,8 @@ def band_kind(path) -> str | None:
         return "npy"
     if head == PNG_MAGIC:
         return "png"
+    if head.startswith(JPEG_MAGIC):
+        return "jpeg"
     return "tiff" if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
 
 

@@ -205,7 +205,7 @@ def compute_band(job: Job, f0: int, f1: int, lock=None, given: np.ndarray | None
     return result
 
 
-def exact_band(job: Job, weights: np.ndarray, f0: int, f1: int) -> np.ndarray:
+def exact_band(job: Job, weights: np.ndarray, f0: int, f1: int, given: np.ndarray | None = None) -> np.ndarray:
     """Final output rows ``[f0, f1)`` of an integer kernel (``weights``, from
     :func:`kernelcli.engine.exact_weights`) on 8-bit pixels with no stage but
     ReLU and max pooling, as uint8: computed in int16 and clipped to 0..255,
@@ -213,8 +213,8 @@ def exact_band(job: Job, weights: np.ndarray, f0: int, f1: int) -> np.ndarray:
     clipping. (Clipping to 0..255 leaves nothing for ReLU to do, and the
     largest of clipped values is the clipped largest.)"""
     conv = job.conv
-    values = engine.correlate_exact(band_input(job, f0, f1, np.int16), weights, conv.stride, conv.padding,
-                                    conv.pad_mode, conv.dilation)
+    rows = band_input(job, f0, f1, np.int16) if given is None else given.astype(np.int16)  # (given: read already)
+    values = engine.correlate_exact(rows, weights, conv.stride, conv.padding, conv.pad_mode, conv.dilation)
     np.clip(values, 0, 255, out=values)
     if job.pool is not None:
         values = _max_pool_integers(values, job.pool.size, job.pool.stride)

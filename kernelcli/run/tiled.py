@@ -30,31 +30,35 @@ from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_
 from ..io.pixels import to_array
 from ..io.sinks import atomic_file
 from ..stages import Stages
-from .bands import Job, Source, band_rows, compute_band, plan
+from .bands import Job, Source, band_rows, compute_band, exact_band, plan
 from .progress import Progress
 
 #: At most this much kernelcli metadata is read after the array data.
 _MAX_TRAILER = 64 * 2**20
 
 
-#: The output formats a run in bands writes.
-BAND_FORMATS = ("NPY", "TIFF", "PNG")
+#: The output formats a run in bands writes (JPEG: with the jpeg extra).
+BAND_FORMATS = ("NPY", "TIFF", "PNG", "JPEG")
 
 
 def open_source(path, max_pixels: int | None = None) -> Source:
-    """Read and check the header of a ``.npy`` or TIFF file; nothing of the
-    pixels is read. ``max_pixels`` bounds a TIFF (a small compressed file
-    may claim a huge picture); a ``.npy`` holds its pixels as they are."""
+    """Read and check the header of a ``.npy``, TIFF, PNG or JPEG file;
+    nothing of the pixels is read. ``max_pixels`` bounds a picture (a small
+    compressed file may claim a huge one); a ``.npy`` holds its pixels as
+    they are."""
     name = str(path)
     try:
         f = open(path, "rb")
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     with f:
+        from ..io.jpeg_rows import is_jpeg
         from ..io.png_rows import is_png, open_png
         from ..io.tiff_rows import is_tiff, open_tiff
 
         head = f.read(8)
+        if is_jpeg(head):
+            return _jpeg_source(path, max_pixels)
         if is_tiff(head):
             shape, dtype, meta = open_tiff(path, max_pixels)
             return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
@@ -136,9 +140,10 @@ class Report:
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
         progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
         tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
-    """Run ``stages`` over the ``.npy`` or TIFF at ``input_path`` band by band
-    into ``output_path`` (a ``.npy``, or a TIFF written as ``output`` says,
-    striped, or in ``tiff_tile`` tiles with ``tiff_compression``).
+    """Run ``stages`` over the ``.npy``, TIFF, PNG or JPEG at ``input_path``
+    band by band into ``output_path`` (a ``.npy``, or a TIFF written as
+    ``output`` says, striped, or in ``tiff_tile`` tiles with
+    ``tiff_compression``; a PNG; a JPEG of ``output.quality``).
 
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
@@ -148,18 +153,25 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     output = output or OutputSpec()
     fmt = format_for(output_path, output.fmt)
     if fmt not in BAND_FORMATS:
-        raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG file; "
+        raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or JPEG file; "
                          f"OUTPUT must be one, not {str(output_path)!r}")
+    if fmt == "JPEG":
+        from ..io.jpeg_rows import INSTALL_HINT, available
+
+        if not available():
+            raise UsageError(f"a JPEG written in bands needs libvips: {INSTALL_HINT}")
     if fmt != "NPY" and output.scaling == "stretch":
         raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
                          "bands (use clip or abs, or write .npy)")
     source = open_source(input_path, max_pixels)
-    if source.kind == "png" and (fmt == "NPY" or client is not None):
-        raise UsageError("a PNG is read in bands in order, on this machine, into a PNG or TIFF file: "
-                         "write one, or convert the PNG to TIFF first" + (" (no --scheduler)" if client else ""))
+    if source.kind in ("png", "jpeg") and (fmt == "NPY" or client is not None):
+        what = source.kind.upper()
+        raise UsageError(f"a {what} is read in bands in order, on this machine, into a PNG or TIFF file or a "
+                         f"JPEG: write one, or convert the {what} to TIFF first"
+                         + (" (no --scheduler)" if client else ""))
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
-    reader = _png_reader(job) if source.kind == "png" else None
+    reader = _png_reader(job) if source.kind in ("png", "jpeg") else None
     try:
         # One output row tells the output's width, channels and metadata.
         probe = compute_band(job, 0, 1) if reader is None else compute_band(job, 0, 1, given=reader.band(job, 0, 1))
@@ -207,8 +219,51 @@ class _PngBands:
         self.reader.close()
 
 
+class _JpegBands(_PngBands):
+    """A JPEG's rows for the bands, in order (decoded by libvips in strips),
+    as uint8: the thread that computes the band makes them float32
+    (:func:`image_band`), so the reading thread only decodes."""
+
+    def __init__(self, job: Job):
+        from ..io.jpeg_rows import JpegReader
+
+        source = job.source
+        self.top = job.row_pads[0]
+        keep = min(source.shape[0], max(job.row_pads) + 1) if job.pad_mode != "zero" else 0
+        self.reader = JpegReader(source.path, source.shape, keep)
+        if job.pad_mode == "wrap" and keep:
+            self.reader.read_tail()
+
+    def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
+        from .. import engine
+        from .bands import _input_rows
+
+        p0, p1 = _input_rows(job, f0, f1)
+        h = job.source.shape[0]
+        rows = engine.source_index(h, job.row_pads, job.pad_mode)[p0:p1]
+        out = self.reader.take(rows, min(max(p0 - self.top, 0), h))
+        if (rows < 0).any():
+            return np.where((rows < 0).reshape((-1,) + (1,) * (out.ndim - 1)), np.float32(job.conv.cval),
+                            out.astype(np.float32))
+        return out
+
+
 def _png_reader(job: Job) -> _PngBands:
-    return _PngBands(job)
+    return _JpegBands(job) if job.source.kind == "jpeg" else _PngBands(job)
+
+
+def _jpeg_source(path, max_pixels: int | None) -> Source:
+    """A JPEG's Source (kind "jpeg"), from its header; refused here when it
+    cannot be read in bands (no libvips, or CMYK/YCCK pixels)."""
+    from ..io.jpeg_rows import INSTALL_HINT, available, open_jpeg
+
+    shape, dtype, meta, usable = open_jpeg(path, max_pixels)
+    if not usable:
+        raise ImageReadError(f"{path}: a CMYK or YCCK JPEG is converted to sRGB in memory; it cannot be read "
+                             "in bands")
+    if not available():
+        raise UsageError(f"a JPEG in bands needs libvips: {INSTALL_HINT}")
+    return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="jpeg")
 
 
 def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, client, threads, progress):
@@ -263,9 +318,15 @@ def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
     return Progress(final_h, enabled, unit="rows", unit_bytes=row_bytes * job.stride_y * psy)
 
 
-def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None):
+def image_band(job: Job, f0: int, f1: int, fmt: str, scaling: str, offset: float, lock=None, given=None,
+               exact=None):
     """Final output rows ``[f0, f1)`` as ``fmt`` stores them (uint8, uint16
-    or float32 pixels), with the notes of computing and converting them."""
+    or float32 pixels), with the notes of computing and converting them.
+    ``exact``: the int16 weights of the integer path (:func:`_integer_weights`)."""
+    if exact is not None:
+        return exact_band(job, exact, f0, f1, given), []
+    if given is not None and given.dtype != np.float32:
+        given = given.astype(np.float32)  # (8-bit rows read in order: converted here, off the reading thread)
     result = compute_band(job, f0, f1, lock, given)
     notes = list(result.notes)
     return to_array(result, fmt, scaling, offset, notes), notes
@@ -298,6 +359,10 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     with atomic_file(output_path) as tmp:
         if fmt == "TIFF":
             sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+        elif fmt == "JPEG":
+            from ..io.jpeg_rows import JpegRows
+
+            sink = JpegRows(tmp, out_shape, probe.info, output.quality, notes)
         else:
             sink = PngRows(tmp, out_shape, first.dtype, probe.info,
                            PNG_LEVEL if output.png_level is None else output.png_level)
@@ -324,6 +389,7 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: st
     import threading
 
     args = (fmt, output.scaling, output.offset)
+    exact = _integer_weights(job, fmt, output, bands) if isinstance(reader, _JpegBands) else None
     if client is not None:
         from .cluster import serial
 
@@ -340,7 +406,7 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: st
 
         def submit(band):
             given = None if reader is None else reader.band(job, *band)
-            return pool_.submit(image_band, job, *band, *args, lock, given)
+            return pool_.submit(image_band, job, *band, *args, lock, given, exact)
 
         def cancel(futures):
             for future in futures:
@@ -368,6 +434,29 @@ def _in_order(job: Job, bands, client, threads: int, output: OutputSpec, fmt: st
     finally:
         if pool_ is not None:
             pool_.shutdown(wait=True, cancel_futures=True)
+
+
+def _integer_weights(job: Job, fmt: str, output: OutputSpec, bands):
+    """The int16 weights when the engine's plan computes these bands of 8-bit
+    pixels in int16, to the bytes of the float32 path rounded and clipped
+    (as :func:`kernelcli.run.bands.apply_in_bands` does), else None."""
+    from .. import engine
+    from ..io.pixels import clips_to_8bit
+    from ..stages import Activation
+    from .bands import _input_rows
+
+    source, conv = job.source, job.conv
+    if np.dtype(source.dtype) != np.uint8 or (isinstance(job.relu, Activation) and not job.relu.clipped_away):
+        return None
+    rows = bands[0][1] - bands[0][0]
+    heights = tuple(p1 - p0 for p0, p1 in (_input_rows(job, 0, rows), _input_rows(job, 0, 1)))
+    cut = engine.Bands(rows, heights, len(bands), (rows + job.reach_y) * math.prod(source.shape[1:]))
+    how = engine.plan_bands(conv.kernels, conv.flip, source.shape, conv.stride, (job.row_pads, conv.padding[1]),
+                            conv.dilation, conv.padding, lambda value_bytes: cut, integer_pixels=True,
+                            output_is_plain_8bit=clips_to_8bit(source.meta, fmt, output.scaling, output.offset)
+                            and not conv.cval, pool_kind=None if job.pool is None else job.pool.kind,
+                            gray=job.gray, has_alpha=source.meta.has_alpha)
+    return how.integer_weights if how.as_whole else None
 
 
 def _run_cluster(client, job: Job, bands, bar) -> None:
