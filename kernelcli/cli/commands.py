@@ -142,7 +142,9 @@ def _paths(ctx, paths, many, default_stdio, recursive, pattern, jobs, skip_exist
     folder, several inputs, --dry-run or --json (:func:`_run_many`); the
     folder options are refused for a single file."""
     inputs, output = many_run.split(paths, many, default_stdio=default_stdio)
-    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0])
+    from ..io.zarr_store import is_zarr_store
+
+    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0]) and not is_zarr_store(inputs[0])
     batch_run = is_folder or output is None or many.dry_run or many.as_json
     if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
@@ -155,8 +157,8 @@ def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, schedule
     from ..run import tiled
     from ..io import encode, inputs
 
-    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF or PNG "
+    if output == "-" or not tiled.band_output(output, fmt):
+        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or Zarr "
                                f"file; OUTPUT must be one, not {output!r}")
     with _cluster(ctx, scheduler, scheduler_timeout) as client:
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
@@ -243,7 +245,10 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
     goes in bands only as it is stored, one frame, upright, with none of them."""
     from ..io import encode, inputs
 
+    from ..run.zarr_bands import zarr_run
+
     kind = None if input == "-" else inputs.band_kind(input)
+    zarr = zarr_run(input, kind, output, fmt)  # a Zarr input or output always goes in bands
     if (tile_rows or scheduler) and kind is None:
         raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
     if kind is None:
@@ -251,11 +256,12 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
     facts = None
     if kind != "npy":
         why, facts = _not_in_bands(input, *picture)
-        if why and (tile_rows or scheduler):
-            raise click.UsageError(f"--tile-rows and --scheduler take a picture as it is stored: {why}")
+        if why and (tile_rows or scheduler or zarr):
+            what = "--tile-rows and --scheduler take" if tile_rows or scheduler else "a Zarr input or output takes"
+            raise click.UsageError(f"{what} a picture as it is stored: {why}")
         if why:
             return False
-    if tile_rows or scheduler:
+    if tile_rows or scheduler or zarr:
         return True
     from ..run import tiled
 
