@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from .. import engine
 from ..errors import ImageWriteError, UsageError
 from ..io.pixels import to_array
@@ -57,8 +59,19 @@ def write_band(job, layout, target: str, f0: int, f1: int, scaling: str, offset:
 
     result = compute_band(job, f0, f1, lock, given)
     notes = list(result.notes)
-    write_zarr_rows(target, layout, f0, to_array(result, "TIFF", scaling, offset, notes))
+    write_zarr_rows(target, layout, f0, zarr_pixels(result, scaling, offset, notes))
     return notes
+
+
+def zarr_pixels(result, scaling: str, offset: float, notes: list) -> np.ndarray:
+    """What a Zarr output stores of a band of results: a picture's pixels as
+    a TIFF holds them (8- or 16-bit, or float), and float32 values as a
+    ``.npy`` holds them for anything else (a bare array, a filter bank's
+    maps, more than four channels)."""
+    channels = 1 if result.pixels.ndim == 2 else result.pixels.shape[2]
+    if result.labels or channels > 4 or (result.mode is None and result.range_max is None):
+        return np.ascontiguousarray(result.pixels, dtype=np.float32)
+    return to_array(result, "TIFF", scaling, offset, notes)
 
 
 def into_zarr(input_path, output_path, stages, tile_rows, client, threads: int, progress: bool, output,
@@ -83,7 +96,7 @@ def into_zarr(input_path, output_path, stages, tile_rows, client, threads: int, 
     try:
         probe = compute_band(job, 0, 1, given=None if reader is None else reader.band(job, 0, 1))
         notes = list(probe.notes)
-        first = to_array(probe, "TIFF", output.scaling, output.offset, notes)
+        first = zarr_pixels(probe, output.scaling, output.offset, notes)
         out_shape = (final_h,) + first.shape[1:]
         rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows)
         bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
