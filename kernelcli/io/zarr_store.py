@@ -138,6 +138,21 @@ def open_zarr(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, Z
     return shape, dtype, _meta(dtype, channels if len(shape) == 3 else 1, version), layout
 
 
+def describe_zarr(path) -> dict:
+    """What ``kernelcli info`` shows of a store (as :func:`kernelcli.io.header.describe`): the
+    picture's size, mode and bits, its stored shape and dtype, and the store's format, axes and chunks."""
+    shape, dtype, meta, layout = open_zarr(path, None)
+    zarr = zarr_module(str(path))
+    array = zarr.open_array(store=str(path), path=layout.array, mode="r", zarr_format=layout.zarr_format)
+    extra = {"zarr_format": layout.zarr_format, "array": layout.array or None, "axes": "".join(layout.axes),
+             "chunks": list(array.chunks)}
+    if layout.ome_version:
+        extra["ome_zarr"] = layout.ome_version
+    return {"file": str(path), "format": "ZARR", "width": shape[1], "height": shape[0], "mode": meta.mode,
+            "read_as": meta.mode, "bits": dtype.itemsize * 8, "frames": 1, "orientation": None,
+            "icc_profile": None, "dpi": None, "shape": list(array.shape), "dtype": dtype.name, "metadata": extra}
+
+
 def _meta(dtype: np.dtype, channels: int, ome) -> Picture:
     """The mode and value range of a store's pixels: 8- and 16-bit ones are
     pictures, as in a TIFF; any other number is a value, as in a ``.npy``."""
