@@ -386,3 +386,38 @@ def test_usage_errors(tmp_path):
     with pytest.raises(ImageReadError, match="over the limit"):
         tiled.run(src, tmp_path / "o.zarr", Stages(make_conv("sharpen")[0]), max_pixels=99)
     assert not os.path.exists(tmp_path / "o.zarr")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_mid_run_leaves_no_store(tmp_path, sig):
+    """The run is held mid-way by its input: one chunk of the input store is a
+    FIFO that this test opens for writing (which waits until kernelcli opens
+    it for reading), so bands are written and one is still reading when the
+    signal comes, however fast the machine."""
+    import signal
+    import threading
+
+    src = write_zarr(tmp_path / "in.zarr", picture((64, 10)), (8, 10), 2, compressors=None)
+    os.remove(src / "4.0")
+    os.mkfifo(src / "4.0")
+    opened = []
+    opener = threading.Thread(target=lambda: opened.append(open(src / "4.0", "wb")), daemon=True)
+    opener.start()
+    command = [sys.executable, "-m", "kernelcli", "apply", "sharpen", str(src), str(tmp_path / "out.zarr"),
+               "--tile-rows", "8"]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        opener.join(120)
+        assert opened, "kernelcli never read the chunk"
+        assert [p for p in tmp_path.iterdir() if p.name.endswith(".part")], "no store being written"
+        proc.send_signal(getattr(signal, sig))
+        opened[0].close()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in stderr.decode(), stderr
+    assert proc.returncode == (130 if sig == "SIGINT" else 143)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _memory
+from .. import _memory, stopping
 from ..errors import ImageReadError, ImageWriteError
 from .picture import Picture, bomb_message
 
@@ -382,9 +382,44 @@ def write_zarr_rows(folder, layout: ZarrLayout, first: int, rows: np.ndarray) ->
         if "c" not in layout.axes:
             data = data[..., 0]
         data = data.transpose([("y", "x", "c").index(a) for a in kept])
-        array[_selection(layout.axes, first, first + len(rows))] = data
+        with _writing():
+            array[_selection(layout.axes, first, first + len(rows))] = data
     except OSError as e:
         raise ImageWriteError(f"{name}: cannot write: {e.strerror or e}") from None
     except Exception as e:
         raise ImageWriteError(f"{name}: cannot write rows {first}-{first + len(rows) - 1}: {_first_line(e)}") \
             from None
+
+
+# Chunks being written now: a stop (SIGTERM) waits for them before the
+# temporary store is removed (a write that came after would make its
+# folders again), and no write starts after it.
+_writes = {"active": 0, "stopped": False}
+_writes_changed = threading.Condition()
+
+#: Seconds a stop waits for the chunks being written.
+STOP_WAIT = 10.0
+
+
+class _writing:
+    def __enter__(self):
+        with _writes_changed:
+            if _writes["stopped"]:
+                raise ImageWriteError("stopped")
+            _writes["active"] += 1
+
+    def __exit__(self, *exc):
+        with _writes_changed:
+            _writes["active"] -= 1
+            _writes_changed.notify_all()
+
+
+@stopping.at_stop
+def _stop_writing() -> None:
+    """Let the chunks being written finish, start no other, then remove the temporary outputs."""
+    from .sinks import remove_temporaries
+
+    with _writes_changed:
+        _writes["stopped"] = True
+        _writes_changed.wait_for(lambda: _writes["active"] == 0, timeout=STOP_WAIT)
+    remove_temporaries()

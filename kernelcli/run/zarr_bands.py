@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,10 @@ from .. import engine
 from ..errors import ImageWriteError, UsageError
 from ..io.pixels import to_array
 from .bands import band_rows, compute_band, plan
+
+#: Seconds a failed or stopped run waits for the bands still running before
+#: it removes the store they write into.
+STOP_WAIT = 10.0
 
 #: The inputs a Zarr output is written from (:func:`kernelcli.io.inputs.band_kind`).
 ZARR_INPUTS = ("npy", "tiff", "png", "zarr")
@@ -140,27 +145,31 @@ def _on_threads(settings, bands, threads: int, reader, bar) -> list:
     notes: list = []
     pending: collections.deque = collections.deque()
     waiting = iter(bands)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool_:
-        def submit(band):
-            given = None if reader is None else reader.band(job, *band)
-            pending.append((band, pool_.submit(write_band, job, layout, target, *band, scaling, offset, lock,
-                                               given)))
-        try:
-            for band in waiting:
+    pool_ = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="kernelcli-zarr-band")
+
+    def submit(band):
+        given = None if reader is None else reader.band(job, *band)
+        pending.append((band, pool_.submit(write_band, job, layout, target, *band, scaling, offset, lock, given)))
+    try:
+        for band in waiting:
+            submit(band)
+            if len(pending) > max(1, threads):
+                break
+        while pending:
+            (_, f1), future = pending.popleft()
+            notes += future.result()
+            bar.update(f1)
+            band = next(waiting, None)
+            if band is not None:
                 submit(band)
-                if len(pending) > max(1, threads):
-                    break
-            while pending:
-                (_, f1), future = pending.popleft()
-                notes += future.result()
-                bar.update(f1)
-                band = next(waiting, None)
-                if band is not None:
-                    submit(band)
-        except BaseException:
-            for _, future in pending:
-                future.cancel()
-            raise
+    except BaseException:
+        # The bands running now are waited for a while (a band that writes
+        # after the store is removed would leave chunks behind), not for ever
+        # (one may be stuck reading its input).
+        pool_.shutdown(wait=False, cancel_futures=True)
+        futures_wait([future for _, future in pending], timeout=STOP_WAIT)
+        raise
+    pool_.shutdown(wait=True)
     return notes
 
 
