@@ -414,12 +414,17 @@ class _writing:
             _writes_changed.notify_all()
 
 
-@stopping.at_stop
-def _stop_writing() -> None:
-    """Let the chunks being written finish, start no other, then remove the temporary outputs."""
-    from .sinks import remove_temporaries
-
+def stop_writing() -> None:
+    """Let the chunks being written finish and start no other (the process is ending)."""
     with _writes_changed:
         _writes["stopped"] = True
         _writes_changed.wait_for(lambda: _writes["active"] == 0, timeout=STOP_WAIT)
+
+
+@stopping.at_stop
+def _stop_writing() -> None:
+    """:func:`stop_writing`, then remove the temporary outputs."""
+    from .sinks import remove_temporaries
+
+    stop_writing()
     remove_temporaries()

@@ -162,12 +162,18 @@ def _on_threads(settings, bands, threads: int, reader, bar) -> list:
             band = next(waiting, None)
             if band is not None:
                 submit(band)
-    except BaseException:
-        # The bands running now are waited for a while (a band that writes
-        # after the store is removed would leave chunks behind), not for ever
-        # (one may be stuck reading its input).
+    except BaseException as e:
+        # No band may write after the store is removed (it would leave chunks
+        # behind). On Ctrl-C the process ends: the chunks being written are
+        # finished and no other starts (a band may be stuck reading its
+        # input); after an error the running bands are waited for a while.
         pool_.shutdown(wait=False, cancel_futures=True)
-        futures_wait([future for _, future in pending], timeout=STOP_WAIT)
+        if isinstance(e, KeyboardInterrupt):
+            from ..io.zarr_store import stop_writing
+
+            stop_writing()
+        else:
+            futures_wait([future for _, future in pending if not future.cancelled()], timeout=STOP_WAIT)
         raise
     pool_.shutdown(wait=True)
     return notes
