@@ -212,6 +212,30 @@ def _axis_name(axis) -> str:
 _arrays: dict = {}  # (path, array, stamp) -> the opened zarr array, per process
 _kept: list = []  # [(key, rows)], newest last
 _lock = threading.Lock()
+_decoding: dict = {}  # key -> a lock held while that chunk row is decoded
+
+
+def _kept_block(key, decode) -> np.ndarray:
+    """A chunk row from the kept ones, or ``decode()``d and kept: two bands
+    that want the same chunk row at once decode it once (the second waits)."""
+    with _lock:
+        rows = next((r for k, r in _kept if k == key), None)
+        if rows is not None:
+            return rows
+        busy = _decoding.setdefault(key, threading.Lock())
+    with busy:
+        with _lock:
+            rows = next((r for k, r in _kept if k == key), None)
+        if rows is None:
+            try:
+                rows = decode()
+                with _lock:
+                    _kept.append((key, rows))
+                    del _kept[:-KEEP_BLOCKS]
+            finally:
+                with _lock:
+                    _decoding.pop(key, None)
+    return rows
 
 
 def _stamp(path: str, layout: ZarrLayout):
@@ -255,14 +279,8 @@ def read_zarr_rows(path, shape: tuple, dtype, first: int, stop: int, layout: Zar
         step = layout.block_rows
         for block in range(first // step, (stop - 1) // step + 1):
             b0 = block * step
-            key = (name, layout.array, stamp, block)
-            with _lock:
-                rows = next((r for k, r in _kept if k == key), None)
-            if rows is None:
-                rows = _rows(array, layout, shape, b0, min(b0 + step, shape[0]))
-                with _lock:
-                    _kept.append((key, rows))
-                    del _kept[:-KEEP_BLOCKS]
+            rows = _kept_block((name, layout.array, stamp, block),
+                               lambda: _rows(array, layout, shape, b0, min(b0 + step, shape[0])))
             y0, y1 = max(first, b0), min(stop, b0 + len(rows))
             out[y0 - first:y1 - first] = rows[y0 - b0:y1 - b0]
     except ImageReadError:
