@@ -125,8 +125,10 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
         _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
                   skip_existing, scheduler, scheduler_timeout)
         return
+    from ..run.choose import in_bands_wanted
+
     in_bands = (tile_rows, scheduler, max_pixels, (linear, colormap, depth, frame, auto_orient))
-    if _tiled_run_wanted(input, output, fmt, *in_bands):
+    if in_bands_wanted(input, output, fmt, *in_bands):
         _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels,
                    tiff_tile, tiff_compression)
         return
@@ -236,70 +238,6 @@ def _workers(ctx, jobs):
                                 f"can use; running {most} worker processes"])
         return most
     return jobs
-
-
-def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, picture) -> bool:
-    """Bands of rows from a .npy, TIFF or PNG file into a .npy, TIFF or PNG
-    file when asked, or when the input is large (tiled.goes_out_of_core).
-    ``picture``: ``(linear, colormap, depth, frame, auto_orient)``; a picture
-    goes in bands only as it is stored, one frame, upright, with none of them."""
-    from ..io import encode, inputs
-
-    from ..run.zarr_bands import zarr_run
-
-    kind = None if input == "-" else inputs.band_kind(input)
-    zarr = zarr_run(input, kind, output, fmt)  # a Zarr input or output always goes in bands
-    if (tile_rows or scheduler) and kind is None:
-        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
-    if kind is None:
-        return False
-    facts = None
-    if kind != "npy":
-        why, facts = _not_in_bands(input, *picture)
-        if why and (tile_rows or scheduler or zarr):
-            what = "--tile-rows and --scheduler take" if tile_rows or scheduler else "a Zarr input or output takes"
-            raise click.UsageError(f"{what} a picture as it is stored: {why}")
-        if why:
-            return False
-    if tile_rows or scheduler or zarr:
-        return True
-    from ..run import tiled
-
-    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        return False
-    if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
-        return False  # known from the header alone: no TIFF reader is loaded for an ordinary picture
-    try:
-        source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
-    except KernelcliError:  # the ordinary reader says what is wrong with it
-        return False
-    if kind == "png" and encode.format_for(output, fmt) == "NPY":
-        return False
-    if kind != "npy":
-        return tiled.too_big_for_memory(source)
-    return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
-
-
-def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> tuple:
-    """``(why, facts)``: why a picture cannot go in bands (None: it can),
-    from the options and pictures the whole-picture path alone handles, and
-    what its header says (None when it cannot be read)."""
-    asked = [name for name, on in (("--linear", linear), ("--colormap", colormap != "gray"),
-                                   ("--depth", depth is not None), ("--frame", frame is not None)) if on]
-    if asked:
-        return f"not with {', '.join(asked)}", None
-    from ..io import header
-
-    try:
-        facts = header.describe(input)
-    except KernelcliError:  # the ordinary reader says what is wrong with it
-        return None, None
-    if (facts.get("frames") or 1) > 1:
-        return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory", facts
-    if auto_orient and (facts.get("orientation") or 1) != 1:
-        return (f"{input} is stored turned (EXIF orientation {facts['orientation']}) and is turned upright in "
-                "memory (--no-auto-orient keeps it as stored)"), facts
-    return None, facts
 
 
 @contextlib.contextmanager
