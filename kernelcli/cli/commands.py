@@ -100,8 +100,9 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
       kernelcli apply sharpen *.jpg --suffix -sharpen     (photo-sharpen.jpg beside photo.jpg)
 
     A .npy, TIFF or PNG INPUT too large for memory is processed in bands of
-    rows into a .npy, TIFF or PNG OUTPUT (see --tile-rows); --scheduler runs
-    folders and such bands on a Dask cluster.
+    rows into a .npy, TIFF or PNG OUTPUT (see --tile-rows), and a Zarr store
+    (x.zarr, in or out) always is; --scheduler runs folders and such bands
+    on a Dask cluster.
     """
     from .. import stages
     from ..run import files
