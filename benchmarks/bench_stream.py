@@ -2,6 +2,7 @@
 
     python benchmarks/bench_stream.py [--size 10000] [--tiff-size 20000] [--folder /tmp] [--jobs png,tiff,jpeg]
                                       [--tiff-kernels sharpen,gaussian:2] [--repeat 1]
+                                      [--zarr-size 20000]
 
 Writes, into FOLDER, a SIZE x SIZE RGB picture of smooth gradients with
 seeded noise as PNG and JPEG, and a TIFF-SIZE x TIFF-SIZE one as a tiled
@@ -16,6 +17,12 @@ and one after the other, runs ``sharpen`` (and ``gaussian:2`` on the TIFF):
   extra), kernelcli decoded whole, and ``vips conv`` (4:2:0, as kernelcli
   writes), alternately ``--repeat`` times (the files of the two kernelcli
   runs are compared byte for byte);
+* Zarr -> Zarr (``--jobs zarr``, not run by default): a ZARR-SIZE x
+  ZARR-SIZE RGB store of the same picture in zstd-compressed 1024 x 1024 x 3
+  chunks (written on two threads), ``gaussian:2`` by kernelcli (always in
+  bands) and, as the peer (libvips reads no Zarr), dask-image's way:
+  ``dask.array.map_overlap`` of ``scipy.ndimage.gaussian_filter`` (sigma 2,
+  the same 13 x 13 reach) from the store into a store, on two threads;
 
 and prints wall time, peak memory (maximum resident set size) and the ratios
 kernelcli / vips. vips gets the same integer mask (``sharpen.mat``;
@@ -80,6 +87,40 @@ def make_pictures(folder: Path, size: int, tiff_size: int, jobs: set) -> None:
     (folder / "sharpen.mat").write_text("3 3 1 0\n0 -1 0\n-1 5 -1\n0 -1 0\n")
 
 
+def make_zarr(path: Path, size: int) -> float:
+    """The test picture as a Zarr store in 1024 x 1024 x 3 zstd chunks, a
+    chunk row at a time on two threads; returns the seconds it took."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    started = time.monotonic()
+    array = zarr.create_array(store=str(path), shape=(size, size, 3), dtype="uint8", chunks=(1024, 1024, 3),
+                              compressors=ZstdCodec(level=1), fill_value=0, overwrite=True)
+
+    def chunk_row(r0):
+        array[r0:r0 + 1024] = rows_of(size, r0, min(r0 + 1024, size), 2)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(chunk_row, range(0, size, 1024)))
+    return time.monotonic() - started
+
+
+#: The peer of the Zarr job: a Gaussian by dask's map_overlap, chunk by chunk, store to store.
+DASK_GAUSSIAN = """
+import sys, dask, dask.array as da, numpy as np, scipy.ndimage as ndi, zarr
+def blur(block):
+    out = ndi.gaussian_filter(block.astype(np.float32), sigma=(2, 2, 0), truncate=3.0, mode="constant")
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+src = da.from_zarr(sys.argv[1])
+out = src.map_overlap(blur, depth=(6, 6, 0), boundary=0, dtype=np.uint8)
+with dask.config.set(scheduler="threads", num_workers=2):
+    out.to_zarr(sys.argv[2], overwrite=True)
+"""
+
+
 def report(name: str, ours: tuple, vips: tuple | None) -> None:
     line = f"{name:<44} kernelcli {ours[0]:7.2f} s {ours[1]:8.0f} MB"
     if vips:
@@ -95,6 +136,7 @@ def main() -> None:
     parser.add_argument("--jobs", default="png,tiff,jpeg")
     parser.add_argument("--tiff-kernels", default="sharpen,gaussian:2", help="kernels run on the TIFF")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the JPEG job, alternating with vips")
+    parser.add_argument("--zarr-size", type=int, default=20000)
     args = parser.parse_args()
     jobs = set(args.jobs.split(","))
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -124,6 +166,16 @@ def main() -> None:
                 vips_op[1], vips_op[2] = f / "big.tif", f"{f / 'vips.tif'}[tile,compression=deflate,bigtiff]"
                 theirs = timed([vips, *vips_op])
             report(f"BigTIFF {args.tiff_size}^2 tiled deflate -> same, {kernel}", ours, theirs)
+    if "zarr" in jobs:
+        src = f / f"big-{args.zarr_size}.zarr"
+        if not src.exists():
+            print(f"  wrote {src.name} in {make_zarr(src, args.zarr_size):.1f} s", flush=True)
+        ours = timed([*k, "apply", "gaussian:2", src, f / "bands.zarr", "--max-pixels", str(args.zarr_size ** 2)])
+        theirs = timed([sys.executable, "-c", DASK_GAUSSIAN, src, f / "dask.zarr"])
+        line = f"Zarr {args.zarr_size}^2 RGB -> Zarr, gaussian:2"
+        print(f"{line:<44} kernelcli {ours[0]:7.2f} s {ours[1]:8.0f} MB | dask map_overlap {theirs[0]:7.2f} s "
+              f"{theirs[1]:7.0f} MB | time x{ours[0] / theirs[0]:.2f}, memory x{ours[1] / theirs[1]:.1f}",
+              flush=True)
     if "jpeg" in jobs:
         # vips's own default turns chroma subsampling off from Q=90; kernelcli (as Pillow) keeps 4:2:0
         vips_jpeg = f"{f / 'vips.jpg'}[Q=92,subsample_mode=on]"

@@ -100,8 +100,9 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
       kernelcli apply sharpen *.jpg --suffix -sharpen     (photo-sharpen.jpg beside photo.jpg)
 
     A .npy, TIFF, PNG or JPEG INPUT too large for memory is processed in bands
-    of rows into a .npy, TIFF, PNG or JPEG OUTPUT (see --tile-rows); --scheduler runs
-    folders and such bands on a Dask cluster.
+    of rows into a .npy, TIFF, PNG or JPEG OUTPUT (see --tile-rows), and a Zarr
+    store (x.zarr, in or out) always is; --scheduler runs folders and such
+    bands on a Dask cluster.
     """
     from .. import stages
     from ..run import files
@@ -125,8 +126,10 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
         _run_many(ctx, inputs, output, many, run, out, max_pixels, reading, recursive, pattern, jobs,
                   skip_existing, scheduler, scheduler_timeout)
         return
+    from ..run.choose import in_bands_wanted
+
     in_bands = (tile_rows, scheduler, max_pixels, (linear, colormap, depth, frame, auto_orient))
-    if _tiled_run_wanted(input, output, fmt, *in_bands):
+    if in_bands_wanted(input, output, fmt, *in_bands):
         _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels,
                    tiff_tile, tiff_compression)
         return
@@ -142,7 +145,9 @@ def _paths(ctx, paths, many, default_stdio, recursive, pattern, jobs, skip_exist
     folder, several inputs, --dry-run or --json (:func:`_run_many`); the
     folder options are refused for a single file."""
     inputs, output = many_run.split(paths, many, default_stdio=default_stdio)
-    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0])
+    from ..io.zarr_store import is_zarr_store
+
+    is_folder = inputs[0] != "-" and os.path.isdir(inputs[0]) and not is_zarr_store(inputs[0])
     batch_run = is_folder or output is None or many.dry_run or many.as_json
     if not batch_run and (recursive or pattern or from_command_line(ctx, "jobs", jobs) or skip_existing):
         raise click.UsageError("--recursive, --glob, --jobs and --skip-existing need a folder INPUT "
@@ -155,9 +160,9 @@ def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, schedule
     from ..run import tiled
     from ..io import encode, inputs
 
-    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or JPEG "
-                               f"file; OUTPUT must be one, not {output!r}")
+    if output == "-" or not tiled.band_output(output, fmt):
+        raise click.UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG, JPEG "
+                               f"or Zarr file; OUTPUT must be one, not {output!r}")
     with _cluster(ctx, scheduler, scheduler_timeout) as client:
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
                            client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty(),
@@ -234,74 +239,6 @@ def _workers(ctx, jobs):
                                 f"can use; running {most} worker processes"])
         return most
     return jobs
-
-
-def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, picture) -> bool:
-    """Bands of rows from a .npy, TIFF or PNG file into a .npy, TIFF or PNG
-    file when asked, or when the input is large (tiled.goes_out_of_core).
-    ``picture``: ``(linear, colormap, depth, frame, auto_orient)``; a picture
-    goes in bands only as it is stored, one frame, upright, with none of them."""
-    from ..io import encode, inputs, jpeg_rows
-
-    kind = None if input == "-" else inputs.band_kind(input)
-    if (tile_rows or scheduler) and kind is None:
-        raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF, PNG or JPEG file INPUT")
-    if kind == "jpeg" and not jpeg_rows.available():  # (without the extra: whole, as ever)
-        if tile_rows or scheduler:
-            raise click.UsageError(f"a JPEG in bands needs libvips: {jpeg_rows.INSTALL_HINT}")
-        return False
-    if kind is None:
-        return False
-    facts = None
-    if kind != "npy":
-        why, facts = _not_in_bands(input, *picture)
-        if why and (tile_rows or scheduler):
-            raise click.UsageError(f"--tile-rows and --scheduler take a picture as it is stored: {why}")
-        if why:
-            return False
-    if tile_rows or scheduler:
-        return True
-    from ..run import tiled
-
-    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        return False
-    if encode.format_for(output, fmt) == "JPEG" and not jpeg_rows.available():
-        return False  # written whole, as ever
-    if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
-        return False  # known from the header alone: no TIFF reader is loaded for an ordinary picture
-    try:
-        source = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)
-    except KernelcliError:  # the ordinary reader says what is wrong with it
-        return False
-    if kind in ("png", "jpeg") and encode.format_for(output, fmt) == "NPY":
-        return False
-    if kind != "npy":
-        return tiled.too_big_for_memory(source)
-    return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
-
-
-def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> tuple:
-    """``(why, facts)``: why a picture cannot go in bands (None: it can),
-    from the options and pictures the whole-picture path alone handles, and
-    what its header says (None when it cannot be read)."""
-    asked = [name for name, on in (("--linear", linear), ("--colormap", colormap != "gray"),
-                                   ("--depth", depth is not None), ("--frame", frame is not None)) if on]
-    if asked:
-        return f"not with {', '.join(asked)}", None
-    from ..io import header
-
-    try:
-        facts = header.describe(input)
-    except KernelcliError:  # the ordinary reader says what is wrong with it
-        return None, None
-    if facts.get("format") == "JPEG" and facts.get("mode") not in ("L", "RGB"):
-        return f"{input} is a {facts.get('mode')} JPEG, converted to sRGB in memory", facts
-    if (facts.get("frames") or 1) > 1:
-        return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory", facts
-    if auto_orient and (facts.get("orientation") or 1) != 1:
-        return (f"{input} is stored turned (EXIF orientation {facts['orientation']}) and is turned upright in "
-                "memory (--no-auto-orient keeps it as stored)"), facts
-    return None, facts
 
 
 @contextlib.contextmanager

@@ -141,7 +141,7 @@ def scale_options(f):
                           "jpeg extra): process it in bands of N output "
                           "rows (auto: about 32 MB each), reading and writing the files band by band so "
                           "memory holds a few bands, not the image. Automatic when the image would not fit "
-                          "in memory."),
+                          "in memory, and always for a Zarr store (x.zarr), in or out."),
         click.option("--tiff-tile", type=TiffTileType(), default=None, metavar="N",
                      help="A TIFF OUTPUT written in bands: N x N tiles (a multiple of 16).  [default: strips]"),
         click.option("--tiff-compression", type=click.Choice(["none", "deflate", "lzw", "zstd", "jpeg",

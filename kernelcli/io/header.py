@@ -40,6 +40,11 @@ def describe(path) -> dict:
     ``metadata``. Missing facts are None. Raises ImageReadError naming the
     file when it cannot be read or is not a picture kernelcli reads."""
     name = str(path)
+    if os.path.isdir(name):  # (a picture's header is read without NumPy)
+        from .zarr_store import describe_zarr, is_zarr_store
+
+        if is_zarr_store(path):
+            return describe_zarr(path)
     try:
         f = open(path, "rb")
     except FileNotFoundError:

@@ -325,8 +325,13 @@ def _stored_bytes(stream) -> int | None:
 
 def band_kind(path) -> str | None:
     """``"npy"``, ``"tiff"``, ``"png"`` or ``"jpeg"`` for a regular file that starts like one
-    (judged by content), else None: the files a run in bands reads. (Like
-    :func:`is_npy`, nothing but a regular file is opened.)"""
+    (judged by content), ``"zarr"`` for a Zarr store (a folder), else None:
+    the inputs a run in bands reads. (Like :func:`is_npy`, nothing but a
+    regular file is opened.)"""
+    from .zarr_store import is_zarr_store
+
+    if is_zarr_store(path):
+        return "zarr"
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None

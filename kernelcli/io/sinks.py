@@ -12,6 +12,7 @@ import contextlib
 import glob
 import io
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -99,7 +100,10 @@ def remove_temporaries() -> None:
     """Remove every temporary output being written (the process is stopped)."""
     for tmp in list(_TEMPORARIES):
         try:
-            os.unlink(tmp)
+            if os.path.isdir(tmp) and not os.path.islink(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.unlink(tmp)
         except OSError:
             pass
 
@@ -142,6 +146,48 @@ def atomic_file(path: Path):
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise ImageWriteError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, replaceable):
+    """:func:`atomic_file` for an output that is a folder (a Zarr store): yield
+    a new temporary folder beside ``path``, renamed to ``path`` when the
+    block ends normally, removed otherwise. An existing ``path`` is replaced
+    only when ``replaceable(path)`` says it is the same kind of output (the
+    old one is removed once the new one is in place)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ImageWriteError(f"{path}: the folder {folder} {what}")
+    if (path.exists() or path.is_symlink()) and not replaceable(path):
+        raise ImageWriteError(f"{path}: exists and is not a store this output may replace; remove it first")
+    try:
+        tmp = tempfile.mkdtemp(dir=folder, prefix=temporary_prefix(path.name, folder), suffix=".part")
+    except OSError as e:
+        raise ImageWriteError(f"{path}: cannot write in {folder}: {e.strerror or e}") from None
+    _TEMPORARIES.add(tmp)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = tempfile.mkdtemp(dir=folder, prefix=temporary_prefix(path.name, folder), suffix=".old.part")
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # the old output stays as it was
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _TEMPORARIES.discard(tmp)
+    except BaseException as e:
+        _TEMPORARIES.discard(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise ImageWriteError(f"{path}: cannot write: {e.strerror or e}") from None
         raise

@@ -48,8 +48,9 @@ class Source:
     offset: int  # of the first data byte (.npy)
     meta: Picture  # mode, range, labels... (pixels: a 1 x 1 placeholder)
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory: the array
-    kind: str = "npy"  # "npy" (memory-mapped), "tiff" (the strips or tiles a band touches) or "png" (in order)
-    layout: object = field(default=None, repr=False, compare=False)  # how a PNG's rows are stored
+    kind: str = "npy"  # "npy" (memory-mapped), "tiff" or "zarr" (the strips, tiles or chunks a band touches),
+    # or "png" (in order)
+    layout: object = field(default=None, repr=False, compare=False)  # how a PNG's rows or a Zarr's are stored
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def read_rows(source: Source, rows: np.ndarray, dtype=np.float32, fill: float = 
     the array in memory or through a memory map that is dropped again before returning."""
     out = np.empty((len(rows),) + source.shape[1:], dtype=dtype)
     out[rows < 0] = fill  # padding rows; every other row is copied below
-    if source.kind == "tiff":
+    if source.kind in ("tiff", "zarr"):
         _read_decoded_rows(source, rows, out)
         return out
     if source.pixels is not None:
@@ -165,10 +166,17 @@ def read_rows(source: Source, rows: np.ndarray, dtype=np.float32, fill: float = 
 
 
 def _read_decoded_rows(source: Source, rows: np.ndarray, out: np.ndarray) -> None:
-    """:func:`read_rows` for a file whose rows are decoded (TIFF): each run of
-    consecutive rows the band reads is decoded once, even when the padding
-    map reads some rows twice (reflect) or from the other end (wrap)."""
-    from ..io.tiff_rows import read_tiff_rows
+    """:func:`read_rows` for a file whose rows are decoded (TIFF, Zarr): each
+    run of consecutive rows the band reads is decoded once, even when the
+    padding map reads some rows twice (reflect) or from the other end (wrap)."""
+    if source.kind == "zarr":
+        from functools import partial
+
+        from ..io.zarr_store import read_zarr_rows
+
+        read_tiff_rows = partial(read_zarr_rows, layout=source.layout)
+    else:
+        from ..io.tiff_rows import read_tiff_rows
 
     wanted = np.unique(rows[rows >= 0])
     if not len(wanted):

@@ -19,6 +19,7 @@ from .. import stopping
 from ..errors import ImageWriteError, KernelcliError, UsageError
 from ..io.encode import EXTENSIONS, OutputSpec
 from ..io.inputs import ReadSpec
+from ..io.zarr_store import is_zarr_name, is_zarr_store
 from ..stages import Stages
 from .naming import READ_ONLY_EXTENSIONS, Naming, refuse_clashes, target_for
 from .progress import Progress
@@ -108,11 +109,18 @@ def find_inputs(indir: Path, outdir: Path, recursive: bool = False, pattern: str
             continue
         seen.add(key)
         dirs.sort()
+        stores = [d for d in dirs if is_zarr_store(os.path.join(root, d))]  # each one input, never walked
         if not recursive:
             dirs[:] = []
         else:
-            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) != out_real]
-        for name in sorted(files):
+            dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) != out_real and d not in stores]
+        for name in sorted(files + stores):
+            if name in stores:
+                rel = Path(os.path.relpath(os.path.join(root, name), indir))
+                if os.path.realpath(os.path.join(root, name)) != out_real and (
+                        not pattern or _matches(rel.as_posix(), name, pattern)):
+                    found.append(rel)
+                continue
             if Path(name).suffix.lower() not in INPUT_EXTENSIONS:
                 continue
             rel = Path(os.path.relpath(os.path.join(root, name), indir))
@@ -211,7 +219,8 @@ def process_file(src: Path, dst: Path, settings: Settings, threads: int = 1) -> 
     from ..io import encode
     from . import files
 
-    output = replace(settings.output, fmt=settings.output.fmt or encode.format_for(dst))
+    to_zarr = is_zarr_name(dst) and not settings.output.fmt
+    output = settings.output if to_zarr else replace(settings.output, fmt=settings.output.fmt or encode.format_for(dst))
     missing = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
     try:
         try:
@@ -219,6 +228,13 @@ def process_file(src: Path, dst: Path, settings: Settings, threads: int = 1) -> 
         except OSError as e:  # a file in the way, a read-only file system...
             where = e.filename or dst.parent
             raise ImageWriteError(f"cannot create the output folder {where}: {e.strerror or e}") from None
+        if is_zarr_store(src) or to_zarr:  # (always in bands)
+            from ..io.inputs import DEFAULT_MAX_PIXELS
+            from . import tiled
+
+            report = tiled.run(src, dst, settings.stages, threads=threads, output=output,
+                               max_pixels=settings.max_pixels or DEFAULT_MAX_PIXELS)
+            return report.shape[0] * report.shape[1] / 1e6
         # one thread per file: the worker processes share the cores already
         (h, w), _ = files.apply_file(src, dst, settings.stages, output, settings.max_pixels, threads=threads,
                                       reading=settings.reading)
@@ -283,7 +299,7 @@ def plan(inputs, naming: Naming, settings: Settings, recursive=False, pattern=No
     found = []
     for given in inputs:
         path = Path(given)
-        if not path.is_dir():
+        if not path.is_dir() or is_zarr_store(path):  # a Zarr store is one input
             found.append((path, Path(path.name)))
             continue
         if naming.outdir is not None and os.path.realpath(naming.outdir) == os.path.realpath(path):
@@ -297,7 +313,8 @@ def plan(inputs, naming: Naming, settings: Settings, recursive=False, pattern=No
     jobs = [Job(src, target_for(src, rel, naming)) for src, rel in found]
     refuse_clashes([(job.source, job.target) for job in jobs], naming.in_place)
     for job in jobs:
-        format_for(job.target, settings.output.fmt)  # an unknown output format: refused before any work
+        if settings.output.fmt or not is_zarr_name(job.target):
+            format_for(job.target, settings.output.fmt)  # an unknown output format: refused before any work
         job.skip = skip_existing and job.target.exists()
     return jobs
 

@@ -92,7 +92,10 @@ def target_for(source: Path, rel: Path, naming: Naming) -> Path:
     """The output of ``source`` (``rel``: its path under the folder it was
     found in, or its name when given as a file)."""
     folder = naming.outdir / rel.parent if naming.outdir is not None else source.parent
-    ext = naming.ext or (".png" if source.suffix.lower() in READ_ONLY_EXTENSIONS else source.suffix)
+    from ..io.zarr_store import is_zarr_store
+
+    own = ".zarr" if is_zarr_store(source) else source.suffix
+    ext = naming.ext or (".png" if source.suffix.lower() in READ_ONLY_EXTENSIONS else own)
     if naming.template is not None:
         name = naming.template.format(stem=source.stem, ext=ext.lstrip("."), kernel=naming.kernel,
                                       parent=source.absolute().parent.name)

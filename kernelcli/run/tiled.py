@@ -41,12 +41,26 @@ _MAX_TRAILER = 64 * 2**20
 BAND_FORMATS = ("NPY", "TIFF", "PNG", "JPEG")
 
 
+def band_output(path, fmt: str | None = None) -> bool:
+    """Is ``path`` (with ``--format`` ``fmt``) an output a run in bands writes?"""
+    from ..io.zarr_store import is_zarr_name
+
+    return (is_zarr_name(path) and not fmt) or format_for(path, fmt) in BAND_FORMATS
+
+
 def open_source(path, max_pixels: int | None = None) -> Source:
     """Read and check the header of a ``.npy``, TIFF, PNG or JPEG file;
     nothing of the pixels is read. ``max_pixels`` bounds a picture (a small
     compressed file may claim a huge one); a ``.npy`` holds its pixels as
     they are."""
     name = str(path)
+    from ..io.zarr_store import is_zarr_store
+
+    if is_zarr_store(path):
+        from ..io.zarr_store import open_zarr
+
+        shape, dtype, meta, layout = open_zarr(path, max_pixels)
+        return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="zarr", layout=layout)
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -140,10 +154,10 @@ class Report:
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
         progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
         tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
-    """Run ``stages`` over the ``.npy``, TIFF, PNG or JPEG at ``input_path``
-    band by band into ``output_path`` (a ``.npy``, or a TIFF written as
+    """Run ``stages`` over the ``.npy``, TIFF, PNG, JPEG or Zarr at ``input_path``
+    band by band into ``output_path`` (a ``.npy``, a TIFF written as
     ``output`` says, striped, or in ``tiff_tile`` tiles with
-    ``tiff_compression``; a PNG; a JPEG of ``output.quality``).
+    ``tiff_compression``, a PNG, a JPEG of ``output.quality``, or a Zarr store: :mod:`kernelcli.run.zarr_bands`).
 
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
@@ -151,6 +165,13 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     """
     started = time.monotonic()
     output = output or OutputSpec()
+    from ..io.zarr_store import is_zarr_name
+
+    if is_zarr_name(output_path) and output.fmt is None:
+        from .zarr_bands import into_zarr
+
+        return into_zarr(input_path, output_path, stages, tile_rows, client, threads, progress, output,
+                         max_pixels, started, (tiff_tile, tiff_compression))
     fmt = format_for(output_path, output.fmt)
     if fmt not in BAND_FORMATS:
         raise UsageError(f"a picture or array processed in bands is written as a .npy, TIFF, PNG or JPEG file; "
