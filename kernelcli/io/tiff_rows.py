@@ -99,20 +99,22 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
 #: rows reads a part of a tile row that the next band reads on from): at
 #: most this many tile rows (or strips), the newest kept.
 KEEP_BLOCKS = 2
-_kept: list = []  # [(key, rows)], newest last
+_kept: list = []  # [(key, future of the rows)], newest last
 _kept_lock = __import__("threading").Lock()
 
 
-def read_tiff_rows(path, shape: tuple, dtype, first: int, stop: int) -> np.ndarray:
+def read_tiff_rows(path, shape: tuple, dtype, first: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
     """Rows ``[first, stop)`` of the TIFF at ``path`` (``shape`` and
     ``dtype`` as :func:`open_tiff` gave them), decoding only the strips or
     tiles those rows touch, each once for consecutive bands (the last
-    :data:`KEEP_BLOCKS` tile rows or strips are kept)."""
+    :data:`KEEP_BLOCKS` tile rows or strips are kept). ``out``: an array of
+    those rows' shape to copy them into (converted to its type), else a new one."""
     import os
 
     tifffile = _tifffile()
     name = str(path)
-    out = np.empty((stop - first,) + tuple(shape[1:]), dtype)
+    if out is None:
+        out = np.empty((stop - first,) + tuple(shape[1:]), dtype)
     try:
         st = os.stat(path)
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -133,19 +135,51 @@ def read_tiff_rows(path, shape: tuple, dtype, first: int, stop: int) -> np.ndarr
 
 
 def _block(tif, page, shape, dtype, key, first: int, stop: int) -> np.ndarray:
-    """The decoded rows ``[first, stop)`` of one tile row or strip, kept for the next band."""
+    """The decoded rows ``[first, stop)`` of one tile row or strip, kept for
+    the next band. Two bands asking for the same rows at once (on two
+    threads) share one decoding: the second waits for the first's."""
+    from concurrent.futures import Future
+
     with _kept_lock:
         for k, rows in _kept:
             if k == key:
-                return rows
+                break
+        else:
+            rows = None
+            _kept.append((key, Future()))
+            del _kept[:-KEEP_BLOCKS]
+            mine = _kept[-1][1]
+    if rows is not None:
+        return rows.result()
+    try:
+        out = _decode_block(tif, page, shape, dtype, first, stop)
+    except BaseException as e:
+        with _kept_lock:
+            _kept[:] = [(k, f) for k, f in _kept if f is not mine]
+        mine.set_exception(e)
+        raise
+    mine.set_result(out)
+    return out
+
+
+def _decode_block(tif, page, shape, dtype, first: int, stop: int) -> np.ndarray:
+    """Rows ``[first, stop)`` of one tile row or strip: its segments are read
+    in file order, then decoded on :func:`decoding_threads` threads (the
+    codecs let go of the GIL), each into its place."""
     out = np.empty((stop - first,) + tuple(shape[1:]), dtype)
     view = out if out.ndim == 3 else out[..., None]
     planar = page.planarconfig == 2 and len(shape) == 3
     fh = tif.filehandle
-    for index in _segments(page, first, stop):
+    indices = _segments(page, first, stop)
+    raw = []
+    for index in indices:
         fh.seek(page.dataoffsets[index])
-        data = fh.read(page.databytecounts[index]) if page.databytecounts[index] else None
-        seg, (s, _, y, x, _), (_, sh, sw, _) = page.decode(data, index, jpegtables=page.jpegtables)
+        raw.append(fh.read(page.databytecounts[index]) if page.databytecounts[index] else None)
+    decode = page.decode
+
+    def one(i):
+        seg, (s, _, y, x, _), (_, sh, sw, _) = decode(raw[i], indices[i], jpegtables=page.jpegtables)
+        raw[i] = None
         y0, y1 = max(y, first), min(y + sh, stop)
         x1 = min(x + sw, shape[1])
         part = 0 if seg is None else seg[0, y0 - y:y1 - y, :x1 - x]
@@ -154,10 +188,32 @@ def _block(tif, page, shape, dtype, key, first: int, stop: int) -> np.ndarray:
             target[..., s] = part if np.isscalar(part) else part[..., 0]
         else:
             target[...] = part
-    with _kept_lock:
-        _kept.append((key, out))
-        del _kept[:-KEEP_BLOCKS]
+
+    pool = _decoders() if len(indices) > 1 else None
+    if pool is None:
+        for i in range(len(indices)):
+            one(i)
+    else:
+        for _ in pool.map(one, range(len(indices))):
+            pass
     return out
+
+
+_pool: list = []  # the decoding threads, made when first needed
+
+
+def _decoders():
+    """The threads that decode a block's segments (one per core), or None on one core."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..config import cpus
+
+    if cpus() < 2:
+        return None
+    with _kept_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(max_workers=cpus(), thread_name_prefix="kernelcli-tiff-decode"))
+        return _pool[0]
 
 
 def _segments(page, first: int, stop: int) -> list[int]:
@@ -216,6 +272,14 @@ class TiffRows:
             kwargs["tile"] = (layout["tile"], layout["tile"])
         else:
             kwargs["rowsperstrip"] = layout["rows"]
+        if layout["compression"] is not None:
+            # Tiles (or strips) are compressed on one thread per core, a tile
+            # row (or a strip) at a time: what tifffile holds stays small.
+            from ..config import cpus
+
+            row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+            kwargs["maxworkers"] = cpus()
+            kwargs["buffersize"] = layout["rows"] * row_bytes
         if layout["compression"] == "jpeg" and mode not in ("L", "RGB"):
             raise UsageError(f"--tiff-compression jpeg stores gray or RGB only, not {mode} pixels")
 

@@ -256,6 +256,19 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
 PICTURE_BAND_BYTES = 8 * 2**20
 
 
+#: An automatic band into a TIFF or PNG has at least this many times as many
+#: output rows as its halo (the input rows its neighbour reads too): on a
+#: wide picture, :data:`PICTURE_BAND_BYTES` alone would give bands of a row
+#: or two, each reading, converting and filtering the kernel's reach anew.
+HALO_SHARE = 4
+
+
+def _halo_rows(job: Job) -> int:
+    """Input rows a band shares with the next (the kernel's and the pooling window's reach)."""
+    ph, _ = job.pool_rows
+    return job.reach_y + (ph - 1) * job.stride_y
+
+
 def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
     """A progress line counting output rows, with the input read per second."""
     ph, psy = job.pool_rows
@@ -289,6 +302,8 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     out_shape = (final_h,) + first.shape[1:]
     mode = _OUT_LAYOUTS[first.shape[2] if first.ndim == 3 else 1]
     rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows, PICTURE_BAND_BYTES)
+    if not tile_rows:  # a wide picture: rows enough that the halo is read and converted a few times over at most
+        rows = max(rows, min(final_h, HALO_SHARE * _halo_rows(job)))
     if fmt == "TIFF":
         layout = tiff_layout(out_shape, first.dtype, *tiff)
         if layout["compression"] is None:

@@ -1,0 +1,163 @@
+"""How a TIFF goes in bands: tiles decoded once even when two bands ask at
+once, decoded on several threads into their places, compressed on several
+threads into the tiles tifffile would write itself, and automatic bands
+that are not mostly halo on a wide picture."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+tifffile = pytest.importorskip("tifffile")
+
+from kernelcli import engine  # noqa: E402
+from kernelcli.io import tiff_rows  # noqa: E402
+from kernelcli.run import bands, tiled  # noqa: E402
+from kernelcli.stages import Stages, make_conv  # noqa: E402
+
+from .reference import correlate_ref  # noqa: E402
+from .test_streaming import _count_decoded_tiles, picture, whole_and_banded, write_tiff  # noqa: E402
+
+
+def test_two_bands_asking_for_one_tile_row_at_once_decode_it_once(tmp_path, monkeypatch):
+    x = picture((32, 48, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    monkeypatch.setattr(tiff_rows, "_kept", [])
+    decoded = _count_decoded_tiles(monkeypatch)
+    shape, dtype, _ = tiff_rows.open_tiff(src, None)
+    started, go, waiting = threading.Event(), threading.Event(), threading.Event()
+    real_decode_block = tiff_rows._decode_block
+
+    def slow_first(*args):  # the first band's decoding waits until the second band waits for it
+        started.set()
+        assert go.wait(60)
+        return real_decode_block(*args)
+
+    real_result = Future.result
+
+    def result(self, timeout=None):
+        if threading.current_thread().name == "second":
+            waiting.set()
+        return real_result(self, timeout)
+
+    monkeypatch.setattr(tiff_rows, "_decode_block", slow_first)
+    monkeypatch.setattr(Future, "result", result)
+    got = {}
+
+    def read(name, a, b):
+        got[name] = tiff_rows.read_tiff_rows(src, shape, dtype, a, b)
+
+    first = threading.Thread(target=read, args=("first", 0, 10), name="first")
+    first.start()
+    assert started.wait(60)
+    second = threading.Thread(target=read, args=("second", 4, 16), name="second")
+    second.start()
+    assert waiting.wait(60)  # the second band waits for the first one's decoding...
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert np.array_equal(got["first"], x[0:10]) and np.array_equal(got["second"], x[4:16])
+    assert sorted(decoded) == [0, 1, 2]  # ...instead of decoding the tile row again
+
+
+def test_a_failed_decoding_is_not_kept(tmp_path, monkeypatch):
+    x = picture((16, 16))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    monkeypatch.setattr(tiff_rows, "_kept", [])
+    shape, dtype, _ = tiff_rows.open_tiff(src, None)
+    real = tiff_rows._decode_block
+    monkeypatch.setattr(tiff_rows, "_decode_block", lambda *a: (_ for _ in ()).throw(ValueError("bad tile")))
+    with pytest.raises(Exception, match="bad tile"):
+        tiff_rows.read_tiff_rows(src, shape, dtype, 0, 5)
+    monkeypatch.setattr(tiff_rows, "_decode_block", real)
+    assert np.array_equal(tiff_rows.read_tiff_rows(src, shape, dtype, 0, 5), x[:5])
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_tiles_decoded_on_threads_land_in_their_places(tmp_path, monkeypatch, cpus):
+    """Many tiles across (ragged at the right and bottom), planar and not:
+    each decoded tile is copied into its own place, also into a float32 band."""
+    monkeypatch.setattr(tiff_rows, "_kept", [])
+    monkeypatch.setattr(tiff_rows, "_pool", [])
+    monkeypatch.setattr("kernelcli.config.cpus", lambda: cpus)
+    x = picture((45, 83, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    planar = tmp_path / "planar.tif"
+    tifffile.imwrite(planar, np.moveaxis(x, 2, 0).copy(), photometric="rgb", planarconfig="separate",
+                     tile=(16, 16), compression="zlib")
+    for path in (src, planar):
+        shape, dtype, _ = tiff_rows.open_tiff(path, None)
+        assert np.array_equal(tiff_rows.read_tiff_rows(path, shape, dtype, 3, 41), x[3:41])
+        into = np.full((38,) + x.shape[1:], -1, np.float32)
+        tiff_rows.read_tiff_rows(path, shape, dtype, 3, 41, into)
+        assert np.array_equal(into, x[3:41].astype(np.float32))
+    assert bool(tiff_rows._pool) == (cpus > 1)
+
+
+@pytest.mark.parametrize("compression", ["deflate", "zstd", "jpeg"])
+def test_tiles_compressed_on_threads_are_tifffiles_own(tmp_path, compression):
+    """Compressed on several threads, the file's tiles are the bytes tifffile
+    writes compressing them one by one."""
+    x = picture((70, 90, 3))
+    out = tmp_path / "threads.tif"
+    sink = tiff_rows.TiffRows(out, x.shape, np.uint8, "RGB", tiff_rows.tiff_layout(x.shape, np.uint8, 32,
+                                                                                     compression), {})
+    for r in range(0, 70, 9):
+        sink.write(x[r:r + 9])
+    sink.close()
+    one = tmp_path / "one.tif"
+    tifffile.imwrite(one, x, photometric="rgb", tile=(32, 32), compression=compression, metadata=None,
+                     maxworkers=1)
+
+    def tiles(path):
+        with tifffile.TiffFile(path) as tif:
+            page, fh = tif.pages.first, tif.filehandle
+            found = []
+            for offset, count in zip(page.dataoffsets, page.databytecounts):
+                fh.seek(offset)
+                found.append(fh.read(count))
+            return found
+    assert tiles(out) == tiles(one)
+
+
+def test_automatic_bands_of_a_wide_picture_are_not_mostly_halo(tmp_path, monkeypatch):
+    """A picture so wide that the band budget holds a row or two: bands of
+    at least a few times the kernel's reach, with the pixels of the whole path."""
+    x = picture((60, 700, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    monkeypatch.setattr(tiled, "PICTURE_BAND_BYTES", 700 * 3 * 4 * 8)  # 8 input rows of float32
+    conv, _ = make_conv("gaussian:1.5")  # 11 rows: alone, a band of 1 row reads 11
+    whole, banded, report = whole_and_banded(tmp_path, src, Stages(conv), None)
+    assert report.rows_per_band == tiled.HALO_SHARE * 11
+    assert np.array_equal(banded, whole)
+    pads = ((5, 5), (5, 5))
+    want = np.stack([correlate_ref(x[..., c].astype(np.float64), conv.kernels[0].values, (1, 1), pads)
+                     for c in range(3)], -1)
+    assert np.abs(banded - np.clip(np.floor(want + 0.5), 0, 255)).max() <= 1  # float32 sums vs float64
+
+
+def test_a_band_away_from_the_edges_reads_its_rows_straight_into_place(tmp_path, monkeypatch):
+    """The band's float32 rows are filled by the TIFF reader itself (no uint8 copy gathered again),
+    and bands at the edges, whose padding reads rows twice, still gather."""
+    x = picture((40, 20, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    source = tiled.open_source(src)
+    conv, _ = make_conv("box:5", pad_mode="reflect")
+    job, _ = bands.plan(source, conv)
+    calls = []
+    real = tiff_rows.read_tiff_rows
+
+    def spy(path, shape, dtype, first, stop, out=None):
+        calls.append(out is not None)
+        return real(path, shape, dtype, first, stop, out)
+
+    monkeypatch.setattr(tiff_rows, "read_tiff_rows", spy)
+    middle = bands.band_input(job, 10, 20)
+    assert calls == [True]
+    assert np.array_equal(middle, x[8:22].astype(np.float32))
+    top = bands.band_input(job, 0, 5)
+    assert calls[1:] == [False]
+    assert np.array_equal(top, x[engine.source_index(40, (2, 2), "reflect")[:9]].astype(np.float32))
