@@ -161,3 +161,21 @@ def test_a_band_away_from_the_edges_reads_its_rows_straight_into_place(tmp_path,
     top = bands.band_input(job, 0, 5)
     assert calls[1:] == [False]
     assert np.array_equal(top, x[engine.source_index(40, (2, 2), "reflect")[:9]].astype(np.float32))
+
+
+@pytest.mark.parametrize("limit, loads", [(0, True), (10**12, False)])
+def test_a_file_whose_bands_add_up_to_much_work_loads_numba_first(tmp_path, monkeypatch, limit, loads):
+    """Each band alone is small work (the NumPy twins' size); the whole file's
+    decides, for an integer kernel too (a file's bands never take the int16 path)."""
+    from kernelcli.engine import backends, plan
+
+    src = write_tiff(tmp_path / "in.tif", picture((20, 30, 3)), rowsperstrip=4)
+    monkeypatch.setattr(backends, "numba_loaded", lambda: False)
+    monkeypatch.setattr(plan, "NUMPY_MAX_BANDED_WORK", limit)
+    loaded = []
+    monkeypatch.setattr(engine, "load_numba", lambda: loaded.append(True))
+    conv, _ = make_conv("sharpen")
+    assert not engine.numba_ahead(conv.kernels, conv.flip, (20, 30, 3), 1, "same", 1)  # int16 in memory
+    whole, banded, _ = whole_and_banded(tmp_path, src, Stages(conv), None)
+    assert np.array_equal(banded, whole)
+    assert bool(loaded) == loads

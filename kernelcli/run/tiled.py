@@ -159,6 +159,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
                          "write one, or convert the PNG to TIFF first" + (" (no --scheduler)" if client else ""))
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
+    _load_numba_if_needed(stages.conv, source.shape, client)
     reader = _png_reader(job) if source.kind == "png" else None
     try:
         # One output row tells the output's width, channels and metadata.
@@ -175,6 +176,18 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
         if reader is not None:
             reader.close()
     return Report(count, rows, shape, time.monotonic() - started, notes)
+
+
+def _load_numba_if_needed(conv, shape: tuple, client) -> None:
+    """Load Numba before the first band when the whole file's work needs it:
+    each band alone is small enough for the NumPy twins, which would then
+    compute every band of a large picture several times slower. (A cluster's
+    workers decide for themselves.)"""
+    from .. import engine
+
+    if client is None and engine.numba_ahead(conv.kernels, conv.flip, shape, conv.stride, conv.padding,
+                                             conv.dilation, integer_path=False):
+        engine.load_numba()
 
 
 class _PngBands:
