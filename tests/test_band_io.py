@@ -179,3 +179,34 @@ def test_a_file_whose_bands_add_up_to_much_work_loads_numba_first(tmp_path, monk
     whole, banded, _ = whole_and_banded(tmp_path, src, Stages(conv), None)
     assert np.array_equal(banded, whole)
     assert bool(loaded) == loads
+
+
+def test_the_tiff_is_opened_once_a_thread_and_closed_after_the_run(tmp_path, monkeypatch):
+    x = picture((90, 40, 3))
+    src = write_tiff(tmp_path / "in.tif", x, tile=(16, 16), compression="zlib")
+    opened = []
+    real = tifffile.TiffFile
+
+    class Counting(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            opened.append(self)
+
+    monkeypatch.setattr(tifffile, "TiffFile", Counting)
+    conv, _ = make_conv("box:3")
+    whole, banded, report = whole_and_banded(tmp_path, src, Stages(conv), 2)
+    assert np.array_equal(banded, whole) and report.bands == 45
+    readers = [t for t in opened if t.filehandle.path == str(src)]
+    assert 1 < len(readers) <= 2 + 2  # open_source's, the probe's (this thread), one a band thread: not 45
+    assert all(t.filehandle.closed for t in opened)
+    assert not [key for key, _ in tiff_rows._all_open if key[0] == str(src)]
+
+
+def test_a_tiff_replaced_between_reads_is_read_anew(tmp_path):
+    src = write_tiff(tmp_path / "in.tif", picture((20, 16)), rowsperstrip=4)
+    shape, dtype, _ = tiff_rows.open_tiff(src, None)
+    tiff_rows.read_tiff_rows(src, shape, dtype, 0, 8)
+    y = picture((20, 16))
+    write_tiff(tmp_path / "new.tif", y, rowsperstrip=4).replace(src)
+    assert np.array_equal(tiff_rows.read_tiff_rows(src, shape, dtype, 0, 8), y[:8])
+    tiff_rows.forget_open_files(src)

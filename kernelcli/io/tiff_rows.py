@@ -118,20 +118,49 @@ def read_tiff_rows(path, shape: tuple, dtype, first: int, stop: int, out: np.nda
     try:
         st = os.stat(path)
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            height = page.tilelength if page.is_tiled else min(page.rowsperstrip or shape[0], shape[0])
-            for block in range(first // height, (stop - 1) // height + 1):
-                b0 = block * height
-                rows = _block(tif, page, shape, dtype, (name, stamp, block), b0, min(b0 + height, shape[0]))
-                y0, y1 = max(first, b0), min(stop, b0 + len(rows))
-                out[y0 - first:y1 - first] = rows[y0 - b0:y1 - b0]
+        tif = _opened(tifffile, path, (name, stamp))
+        page = tif.pages.first
+        height = page.tilelength if page.is_tiled else min(page.rowsperstrip or shape[0], shape[0])
+        for block in range(first // height, (stop - 1) // height + 1):
+            b0 = block * height
+            rows = _block(tif, page, shape, dtype, (name, stamp, block), b0, min(b0 + height, shape[0]))
+            y0, y1 = max(first, b0), min(stop, b0 + len(rows))
+            out[y0 - first:y1 - first] = rows[y0 - b0:y1 - b0]
     except (ValueError, KeyError, NotImplementedError) as e:
         raise ImageReadError(f"{name}: cannot decode this TIFF's pixels ({e}); for its codec: {_INSTALL}") \
             from None
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
     return out
+
+
+_open = __import__("threading").local()  # .key, .tif: the TIFF this thread read last, kept open
+_all_open: list = []  # [(key, TiffFile)] of every thread, to close when a run is done
+
+
+def _opened(tifffile, path, key):
+    """The TIFF at ``path`` opened by this thread, kept open for its next
+    band (its header and tile tables are parsed once, not once a band; a
+    thread of its own holds its own file position). ``key``: its name and
+    stamp, so a file replaced since is opened anew."""
+    if getattr(_open, "key", None) != key or _open.tif.filehandle.closed:
+        tif = tifffile.TiffFile(path)
+        with _kept_lock:
+            _all_open.append((key, tif))
+        _open.key, _open.tif = key, tif
+    return _open.tif
+
+
+def forget_open_files(path) -> None:
+    """Close the files :func:`read_tiff_rows` keeps open for ``path`` (its
+    bands are done: no thread reads it any more)."""
+    name = str(path)
+    with _kept_lock:
+        done = [tif for key, tif in _all_open if key[0] == name]
+        _all_open[:] = [(key, tif) for key, tif in _all_open if key[0] != name]
+        _kept[:] = [(key, rows) for key, rows in _kept if key[0] != name]
+    for tif in done:
+        tif.close()
 
 
 def _block(tif, page, shape, dtype, key, first: int, stop: int) -> np.ndarray:

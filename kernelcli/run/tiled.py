@@ -175,6 +175,10 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     finally:
         if reader is not None:
             reader.close()
+        if source.kind == "tiff":
+            from ..io.tiff_rows import forget_open_files
+
+            forget_open_files(source.path)
     return Report(count, rows, shape, time.monotonic() - started, notes)
 
 
