@@ -60,3 +60,61 @@ def test_a_png_turned_after_its_pixels_does_not_go_in_bands(tmp_path, run_instal
     whole = run_installed(["apply", "box:3", src, tmp_path / "o.png"])
     assert whole.returncode == 0, whole.stderr
     assert Image.open(tmp_path / "o.png").size == (9, 14)  # turned upright as the whole path does
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _info(path) -> dict:
+    with Image.open(path) as img:
+        dpi = img.info.get("dpi")
+        return {"dpi": None if dpi is None else tuple(round(float(v), 2) for v in dpi),
+                "icc_profile": img.info.get("icc_profile"),
+                "exif": dict(img.getexif())}
+
+
+@pytest.mark.parametrize("src_ext, out_ext", [("png", "png"), ("png", "tif"), ("tif", "tif"), ("tif", "png")])
+def test_bands_keep_the_metadata_the_whole_path_keeps(tmp_path, run_installed, src_ext, out_ext):
+    """dpi and the ICC profile (and a PNG's EXIF, into a PNG) come out of a
+    banded run as out of the whole-picture path."""
+    pixels = RNG.integers(0, 256, (23, 17, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "kernelcli test"  # Make
+    src = tmp_path / f"in.{src_ext}"
+    kwargs = {"dpi": (300, 150), "icc_profile": _srgb_profile()}
+    if src_ext == "png":
+        kwargs["exif"] = exif.tobytes()
+    else:
+        kwargs["compression"] = "tiff_deflate"
+    Image.fromarray(pixels).save(src, **kwargs)
+    whole = run_installed(["apply", "box:3", src, tmp_path / f"whole.{out_ext}"])
+    banded = run_installed(["apply", "box:3", src, tmp_path / f"banded.{out_ext}", "--tile-rows", "5"])
+    assert whole.returncode == 0 and banded.returncode == 0, (whole.stderr, banded.stderr)
+    got, want = _info(tmp_path / f"banded.{out_ext}"), _info(tmp_path / f"whole.{out_ext}")
+    assert got["dpi"] == want["dpi"] and np.allclose(got["dpi"], (300, 150), atol=0.02)  # PNG: per metre
+    assert got["icc_profile"] == want["icc_profile"] == kwargs["icc_profile"]
+    if src_ext == "png" and out_ext == "png":
+        assert got["exif"].get(0x010F) == want["exif"].get(0x010F) == "kernelcli test"
+    if src_ext == "png" and out_ext == "tif":
+        assert b"dropped the EXIF: a TIFF written in bands" in banded.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / f"banded.{out_ext}")),
+                          np.asarray(Image.open(tmp_path / f"whole.{out_ext}")))
+
+
+@pytest.mark.parametrize("unit, want", [(3, (300 * 2.54, 150 * 2.54)), (1, None), (2, (300, 150))])
+def test_tiff_resolution_units_read_as_pillow_reads_them(tmp_path, unit, want):
+    from kernelcli.io import tiff_rows
+    tifffile = pytest.importorskip("tifffile")
+
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, RNG.integers(0, 256, (8, 8), np.uint8), resolution=(300, 150), resolutionunit=unit)
+    with Image.open(src) as img:
+        pillow = img.info.get("dpi")
+    meta = tiff_rows.open_tiff(src, None)[2]
+    got = meta.info.get("dpi")
+    assert (None if got is None else tuple(round(v, 6) for v in got)) == \
+        (None if want is None else tuple(round(v, 6) for v in want))
+    assert (pillow is None) == (got is None)

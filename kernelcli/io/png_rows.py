@@ -74,6 +74,18 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
                         info["icc_profile"] = zlib.decompress(data[data.index(b"\0") + 2:])
                     except (ValueError, zlib.error):
                         pass
+                elif kind == b"pHYs" and len(data) >= 9:
+                    px, py, unit = struct.unpack(">IIB", data[:9])
+                    if unit == 1 and px and py:  # per metre; as Pillow gives it to the whole-picture path
+                        info["dpi"] = (px * 0.0254, py * 0.0254)
+                elif kind == b"eXIf":
+                    info["exif"] = b"Exif\0\0" + data
+            if "exif" not in info:  # (PNG may store it after the pixels)
+                from .header import png_exif_after_pixels
+
+                exif = png_exif_after_pixels(f)
+                if exif is not None:
+                    info["exif"] = b"Exif\0\0" + exif
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
     except (struct.error, UnboundLocalError):
@@ -262,6 +274,11 @@ class PngRows:
                                                                   _png.COLOUR_TYPES[channels], 0, 0, 0))]
         if info.get("icc_profile"):
             parts += _png.chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(info["icc_profile"]))
+        if info.get("dpi"):
+            parts += _png.chunk(b"pHYs", struct.pack(">IIB", *(int(d / 0.0254 + 0.5) for d in info["dpi"][:2]), 1))
+        exif = info.get("exif")
+        if exif:
+            parts += _png.chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
         self._write(parts)
         self._last = None  # the previous band's last row, as big-endian bytes
         self._window = b""  # the last 32 KiB of filtered bytes, to prime the next band's pieces

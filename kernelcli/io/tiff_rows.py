@@ -72,6 +72,7 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
             planes = page.planarconfig
             icc = page.iccprofile
             depth = page.imagedepth
+            dpi = _dpi(page.tags)
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     except Exception as e:  # tifffile says what is wrong with the structure
@@ -90,9 +91,26 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
     channels = shape[2] if len(shape) == 3 else 1
     mode, top = _mode(dtype, channels, name)
     info = {"icc_profile": bytes(icc)} if icc else {}
+    if dpi is not None:
+        info["dpi"] = dpi
     meta = Picture(np.zeros((1, 1) + shape[2:], np.float32), mode=mode, source_format="TIFF", info=info,
                    range_max=top)
     return shape, dtype, meta
+
+
+def _dpi(tags) -> tuple | None:
+    """The dpi of a TIFF's resolution tags, read as Pillow reads them for the
+    whole-picture path: per inch, per centimetre (x 2.54), or with no unit
+    tag; none for the unit "none"."""
+    try:
+        x, y = (tags[code].value for code in (282, 283))
+        x, y = (v[0] / v[1] if isinstance(v, tuple) else float(v) for v in (x, y))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+        return None
+    unit = tags[296].value if 296 in tags else None
+    if unit == 3:
+        return x * 2.54, y * 2.54
+    return (x, y) if unit in (2, None) and x and y else None
 
 
 #: Decoded rows of strips or tiles kept for the next band (a band of a few
@@ -297,6 +315,8 @@ class TiffRows:
         kwargs = dict(shape=self.shape, dtype=self.dtype, photometric=photometric, extrasamples=extras,
                       compression=layout["compression"], metadata=None,
                       iccprofile=info.get("icc_profile"))
+        if info.get("dpi"):
+            kwargs["resolution"], kwargs["resolutionunit"] = tuple(info["dpi"][:2]), "INCH"
         if layout["tile"]:
             kwargs["tile"] = (layout["tile"], layout["tile"])
         else:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import _memory
 from ..errors import ImageReadError, ImageWriteError, UsageError
-from ..io.encode import OutputSpec, format_for
+from ..io.encode import OutputSpec, fit_info, format_for
 from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_trailer
 from ..io.pixels import to_array
 from ..io.sinks import atomic_file
@@ -327,11 +327,14 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
             _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
     bar = _rows_bar(job, final_h, progress)
+    info = fit_info(probe.info, fmt, str(output_path), notes)
+    if fmt == "TIFF" and info.pop("exif", None) is not None:
+        notes.append(f"{output_path}: dropped the EXIF: a TIFF written in bands is written without it")
     with atomic_file(output_path) as tmp:
         if fmt == "TIFF":
-            sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+            sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, info)
         else:
-            sink = PngRows(tmp, out_shape, first.dtype, probe.info,
+            sink = PngRows(tmp, out_shape, first.dtype, info,
                            PNG_LEVEL if output.png_level is None else output.png_level)
         try:
             for i, (pixels, band_notes) in enumerate(_in_order(job, bands, client, threads, output, fmt,
