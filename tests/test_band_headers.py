@@ -118,3 +118,29 @@ def test_tiff_resolution_units_read_as_pillow_reads_them(tmp_path, unit, want):
     assert (None if got is None else tuple(round(v, 6) for v in got)) == \
         (None if want is None else tuple(round(v, 6) for v in want))
     assert (pillow is None) == (got is None)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif"])
+def test_a_run_in_bands_reads_the_header_once(tmp_path, run_cli, monkeypatch, ext):
+    from kernelcli.run import tiled
+
+    src = tmp_path / f"in.{ext}"
+    Image.fromarray(RNG.integers(0, 256, (30, 12, 3), np.uint8)).save(src)
+    opened = []
+    real = tiled.open_source
+    monkeypatch.setattr(tiled, "open_source", lambda *a, **k: opened.append(a) or real(*a, **k))
+    monkeypatch.setattr(header, "describe", lambda path: (_ for _ in ()).throw(AssertionError("read twice")))
+    done = run_cli(["apply", "box:3", src, tmp_path / f"out.{ext}", "--tile-rows", "4"])
+    assert done.exit_code == 0, done.output
+    assert len(opened) == 1
+    assert Image.open(tmp_path / f"out.{ext}").size == (12, 30)
+
+
+def test_a_paged_tiff_is_refused_from_the_one_header_read(tmp_path, run_installed):
+    tifffile = pytest.importorskip("tifffile")
+    src = tmp_path / "two.tif"
+    with tifffile.TiffWriter(src) as tif:
+        for _ in range(2):
+            tif.write(RNG.integers(0, 256, (10, 8), np.uint8))
+    done = run_installed(["apply", "box:3", src, tmp_path / "o.tif", "--tile-rows", "4"])
+    assert done.returncode == 2 and b"has 2 frames" in done.stderr

@@ -126,9 +126,10 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
                   skip_existing, scheduler, scheduler_timeout)
         return
     in_bands = (tile_rows, scheduler, max_pixels, (linear, colormap, depth, frame, auto_orient))
-    if _tiled_run_wanted(input, output, fmt, *in_bands):
+    source = _tiled_run_wanted(input, output, fmt, *in_bands)
+    if source:
         _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels,
-                   tiff_tile, tiff_compression)
+                   tiff_tile, tiff_compression, source)
         return
     if tiff_tile or tiff_compression:
         raise click.UsageError("--tiff-tile and --tiff-compression are for a TIFF OUTPUT written in bands "
@@ -151,7 +152,7 @@ def _paths(ctx, paths, many, default_stdio, recursive, pattern, jobs, skip_exist
 
 
 def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels, tiff_tile,
-               tiff_compression):
+               tiff_compression, source=None):
     from ..run import tiled
     from ..io import encode, inputs
 
@@ -162,7 +163,8 @@ def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, schedule
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
                            client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty(),
                            output=out, max_pixels=max_pixels or inputs.DEFAULT_MAX_PIXELS,
-                           tiff_tile=tiff_tile, tiff_compression=tiff_compression)
+                           tiff_tile=tiff_tile, tiff_compression=tiff_compression,
+                           source=source if source is not True else None)
     note(ctx.obj["quiet"], report.notes)
     if not ctx.obj["quiet"]:
         where = "on the cluster" if client is not None else "on local threads"
@@ -248,17 +250,20 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
         raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
     if kind is None:
         return False
-    facts = None
-    if kind != "npy":
-        why, facts = _not_in_bands(input, *picture)
-        if why and (tile_rows or scheduler):
-            raise click.UsageError(f"--tile-rows and --scheduler take a picture as it is stored: {why}")
-        if why:
-            return False
-    if tile_rows or scheduler:
-        return True
     from ..run import tiled
 
+    facts = None
+    if kind != "npy":
+        forced = None
+        if (tile_rows or scheduler) and not _not_in_bands(input, *picture, facts={})[0]:
+            forced = tiled.open_source(input, max_pixels or inputs.DEFAULT_MAX_PIXELS)  # read once, run as read
+        why, facts = _not_in_bands(input, *picture, facts=forced and forced.facts)
+        if why and (tile_rows or scheduler):
+            raise click.UsageError(f"--tile-rows and --scheduler take a picture as it is stored: {why}")
+        if why or forced:
+            return forced or False
+    if tile_rows or scheduler:
+        return True
     if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
         return False
     if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
@@ -270,24 +275,28 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
     if kind == "png" and encode.format_for(output, fmt) == "NPY":
         return False
     if kind != "npy":
-        return tiled.too_big_for_memory(source)
-    return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source)
+        return tiled.too_big_for_memory(source) and source
+    return encode.format_for(output, fmt) == "NPY" and tiled.goes_out_of_core(source) and source
 
 
-def _not_in_bands(input, linear, colormap, depth, frame, auto_orient) -> tuple:
+def _not_in_bands(input, linear, colormap, depth, frame, auto_orient, facts=None) -> tuple:
     """``(why, facts)``: why a picture cannot go in bands (None: it can),
     from the options and pictures the whole-picture path alone handles, and
-    what its header says (None when it cannot be read)."""
+    what its header says (``facts``, else :func:`kernelcli.io.header.describe`'s; None when
+    it cannot be read)."""
     asked = [name for name, on in (("--linear", linear), ("--colormap", colormap != "gray"),
                                    ("--depth", depth is not None), ("--frame", frame is not None)) if on]
     if asked:
         return f"not with {', '.join(asked)}", None
-    from ..io import header
-
-    try:
-        facts = header.describe(input)
-    except KernelcliError:  # the ordinary reader says what is wrong with it
+    if facts == {}:  # only the options are asked about
         return None, None
+    if facts is None:
+        from ..io import header
+
+        try:
+            facts = header.describe(input)
+        except KernelcliError:  # the ordinary reader says what is wrong with it
+            return None, None
     if (facts.get("frames") or 1) > 1:
         return f"{input} has {facts['frames']} frames (pages), which are filtered one by one in memory", facts
     if auto_orient and (facts.get("orientation") or 1) != 1:

@@ -53,13 +53,14 @@ def _chunks(f, name: str):
         f.read(4)  # CRC
 
 
-def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, dict]:
+def open_png(path, max_pixels: int | None, facts: dict | None = None) -> tuple[tuple, np.dtype, Picture, dict]:
     """A PNG's ``(shape, dtype, meta, layout)`` from its header: nothing of
     the pixels is read; a picture over ``max_pixels`` is refused here.
     ``layout``: what :class:`PngReader` needs (None when the file must be
-    read whole: interlaced, or 1, 2 or 4 bits per sample)."""
+    read whole: interlaced, or 1, 2 or 4 bits per sample). ``facts``, if
+    given, gets its ``frames`` (an animated PNG's) and EXIF ``orientation``."""
     name = str(path)
-    info, palette, alpha = {}, None, None
+    info, palette, alpha, frames = {}, None, None, 1
     try:
         with open(path, "rb") as f:
             for kind, data in _chunks(f, name):
@@ -80,6 +81,8 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
                         info["dpi"] = (px * 0.0254, py * 0.0254)
                 elif kind == b"eXIf":
                     info["exif"] = b"Exif\0\0" + data
+                elif kind == b"acTL" and len(data) >= 4:
+                    frames = max(1, struct.unpack(">I", data[:4])[0])
             if "exif" not in info:  # (PNG may store it after the pixels)
                 from .header import png_exif_after_pixels
 
@@ -117,6 +120,10 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
         samples = 1 if colour == 3 else channels
         layout = {"width_bytes": -(-w * samples * depth // 8), "bpp": max(1, samples * depth // 8), "lut": lut,
                   "bits": depth if packed else 8}
+    if facts is not None:
+        from .orientation import exif_orientation
+
+        facts["frames"], facts["orientation"] = frames, exif_orientation(info.get("exif"))
     meta = Picture(np.zeros((1, 1) + shape[2:], np.float32), mode=mode, source_format="PNG", info=info,
                    range_max=65535.0 if depth == 16 and mode is None else None)
     return shape, dtype, meta, layout

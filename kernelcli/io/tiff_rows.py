@@ -58,11 +58,12 @@ def _mode(dtype: np.dtype, channels: int, name: str) -> tuple[str | None, float 
     raise ImageReadError(f"{name}: TIFF pixels of type {dtype} with {channels} channels cannot be read in bands")
 
 
-def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
+def open_tiff(path, max_pixels: int | None, facts: dict | None = None) -> tuple[tuple, np.dtype, Picture]:
     """The first image of a TIFF as ``(shape, dtype, meta)``: ``H x W`` or
     ``H x W x C``, its sample type, and a Picture with 1 x 1 placeholder
-    pixels that carries the mode and ICC profile. Nothing of the pixels is
-    read; a picture over ``max_pixels`` is refused here."""
+    pixels that carries the mode, ICC profile and dpi. Nothing of the pixels
+    is read; a picture over ``max_pixels`` is refused here. ``facts``, if
+    given, gets the file's ``frames`` (pages) and ``orientation`` (1: upright)."""
     name = str(path)
     tifffile = _tifffile()
     try:
@@ -73,6 +74,10 @@ def open_tiff(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture]:
             icc = page.iccprofile
             depth = page.imagedepth
             dpi = _dpi(page.tags)
+            if facts is not None:
+                facts["frames"] = len(tif.pages)
+                turn = page.tags[274].value if 274 in page.tags else 1
+                facts["orientation"] = int(turn) if int(turn) in range(1, 9) else 1
     except OSError as e:
         raise ImageReadError(f"{name}: cannot open: {e.strerror or e}") from None
     except Exception as e:  # tifffile says what is wrong with the structure

@@ -50,6 +50,7 @@ class Source:
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # in memory: the array
     kind: str = "npy"  # "npy" (memory-mapped), "tiff" (the strips or tiles a band touches) or "png" (in order)
     layout: object = field(default=None, repr=False, compare=False)  # how a PNG's rows are stored
+    facts: dict | None = field(default=None, repr=False, compare=False)  # a picture's frames and orientation
 
 
 @dataclass(frozen=True)

@@ -55,15 +55,17 @@ def open_source(path, max_pixels: int | None = None) -> Source:
         from ..io.tiff_rows import is_tiff, open_tiff
 
         head = f.read(8)
+        facts: dict = {}
         if is_tiff(head):
-            shape, dtype, meta = open_tiff(path, max_pixels)
-            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
+            shape, dtype, meta = open_tiff(path, max_pixels, facts)
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff", facts=facts)
         if is_png(head):
-            shape, dtype, meta, layout = open_png(path, max_pixels)
+            shape, dtype, meta, layout = open_png(path, max_pixels, facts)
             if layout is None:
                 raise ImageReadError(f"{name}: an interlaced PNG, or one of fewer than 8 bits per sample, "
                                      "cannot be read in bands")
-            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="png", layout=layout)
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="png", layout=layout,
+                          facts=facts)
         f.seek(0)
         shape, fortran, dtype = header_of(f, name)
         offset = f.tell()
@@ -135,7 +137,7 @@ class Report:
 
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
         progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
-        tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
+        tiff_tile: int | None = None, tiff_compression: str | None = None, source: Source | None = None) -> Report:
     """Run ``stages`` over the ``.npy`` or TIFF at ``input_path`` band by band
     into ``output_path`` (a ``.npy``, or a TIFF written as ``output`` says,
     striped, or in ``tiff_tile`` tiles with ``tiff_compression``).
@@ -143,6 +145,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
     time while the others read and write. ``max_pixels`` bounds a TIFF input.
+    ``source``: the input's header as :func:`open_source` read it (not read again).
     """
     started = time.monotonic()
     output = output or OutputSpec()
@@ -153,7 +156,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     if fmt != "NPY" and output.scaling == "stretch":
         raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
                          "bands (use clip or abs, or write .npy)")
-    source = open_source(input_path, max_pixels)
+    source = open_source(input_path, max_pixels) if source is None else source
     if source.kind == "png" and (fmt == "NPY" or client is not None):
         raise UsageError("a PNG is read in bands in order, on this machine, into a PNG or TIFF file: "
                          "write one, or convert the PNG to TIFF first" + (" (no --scheduler)" if client else ""))
