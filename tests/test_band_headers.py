@@ -144,3 +144,32 @@ def test_a_paged_tiff_is_refused_from_the_one_header_read(tmp_path, run_installe
             tif.write(RNG.integers(0, 256, (10, 8), np.uint8))
     done = run_installed(["apply", "box:3", src, tmp_path / "o.tif", "--tile-rows", "4"])
     assert done.returncode == 2 and b"has 2 frames" in done.stderr
+
+
+def test_a_plain_png_apply_loads_neither_the_header_reader_nor_the_file_runner(tmp_path, samples):
+    """An ordinary PNG is told from its first 24 bytes not to need bands."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "kernelcli", "apply", "sharpen",
+                           samples / "photo.png", tmp_path / "out.png"], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "kernelcli.run.files" in imported
+    assert not imported & {"kernelcli.run.tiled", "kernelcli.io.header"}
+
+
+def test_a_png_too_big_for_memory_still_goes_in_bands_by_itself(tmp_path, run_cli, monkeypatch):
+    from kernelcli import _memory
+
+    src = tmp_path / "in.png"
+    Image.fromarray(RNG.integers(0, 256, (40, 30, 3), np.uint8)).save(src)
+    monkeypatch.setattr(_memory, "available_memory", lambda: 60 * 1024)  # 3 float32 copies: 42 KiB
+    done = run_cli(["apply", "box:3", src, tmp_path / "out.png"])
+    assert done.exit_code == 0, done.output
+    assert "bands of" in done.stderr
+    monkeypatch.setattr(_memory, "available_memory", lambda: 10**12)
+    done = run_cli(["apply", "box:3", src, tmp_path / "whole.png"])
+    assert "bands of" not in done.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(tmp_path / "whole.png")))

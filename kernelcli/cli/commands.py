@@ -250,8 +250,12 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
         raise click.UsageError("--tile-rows and --scheduler need a folder, a .npy, TIFF or PNG file INPUT")
     if kind is None:
         return False
-    from ..run import tiled
+    from ..run import bands
 
+    if not (tile_rows or scheduler) and (output == "-" or encode.format_for(output, fmt) not in bands.BAND_FORMATS
+                                         or (kind == "png" and not bands.may_not_fit(*inputs.png_size(input)))):
+        return False  # (a PNG told from its first bytes alone: no header reader, no file runner is loaded)
+    from ..run import tiled
     facts = None
     if kind != "npy":
         forced = None
@@ -264,8 +268,6 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
             return forced or False
     if tile_rows or scheduler:
         return True
-    if output == "-" or encode.format_for(output, fmt) not in tiled.BAND_FORMATS:
-        return False
     if facts and facts.get("width") and not tiled.may_not_fit(facts["width"], facts["height"]):
         return False  # known from the header alone: no TIFF reader is loaded for an ordinary picture
     try:
@@ -281,9 +283,8 @@ def _tiled_run_wanted(input, output, fmt, tile_rows, scheduler, max_pixels, pict
 
 def _not_in_bands(input, linear, colormap, depth, frame, auto_orient, facts=None) -> tuple:
     """``(why, facts)``: why a picture cannot go in bands (None: it can),
-    from the options and pictures the whole-picture path alone handles, and
-    what its header says (``facts``, else :func:`kernelcli.io.header.describe`'s; None when
-    it cannot be read)."""
+    from the options and pictures the whole-picture path alone handles, and what its
+    header says (``facts``, else io.header.describe's; None when it cannot be read)."""
     asked = [name for name, on in (("--linear", linear), ("--colormap", colormap != "gray"),
                                    ("--depth", depth is not None), ("--frame", frame is not None)) if on]
     if asked:

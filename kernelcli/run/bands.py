@@ -38,6 +38,20 @@ BAND_BYTES = 32 * 2**20
 #: The same for an image in memory: bands small enough that the float32
 #: band, its result and the engine's scratch stay in recently used memory.
 MEMORY_BAND_BYTES = 3 * 2**20
+#: The output formats a file run in bands writes (:mod:`kernelcli.run.tiled`).
+BAND_FORMATS = ("NPY", "TIFF", "PNG")
+
+
+def may_not_fit(width: int, height: int, channels: int = 4) -> bool:
+    """Could a ``width`` x ``height`` picture need more than half the
+    available memory in the in-memory engine (as
+    :func:`kernelcli.run.tiled.too_big_for_memory`, counting ``channels``: 4
+    is the most a picture has)? Here, beside what every run imports, so that
+    an ordinary picture is told from its size without loading the file runner."""
+    free = _memory.available_memory()
+    return free is not None and 3 * width * height * channels * 4 > free // 2
+
+
 @dataclass(frozen=True)
 class Source:
     """A ``.npy`` or TIFF file as its header describes it, or an array in memory."""

@@ -30,15 +30,13 @@ from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_
 from ..io.pixels import to_array
 from ..io.sinks import atomic_file
 from ..stages import Stages
-from .bands import Job, Source, band_rows, compute_band, plan
+from .bands import BAND_FORMATS, Job, Source, band_rows, compute_band, may_not_fit, plan  # noqa: F401
 from .progress import Progress
 
 #: At most this much kernelcli metadata is read after the array data.
 _MAX_TRAILER = 64 * 2**20
 
 
-#: The output formats a run in bands writes.
-BAND_FORMATS = ("NPY", "TIFF", "PNG")
 
 
 def open_source(path, max_pixels: int | None = None) -> Source:
@@ -93,14 +91,6 @@ OUT_OF_CORE_BYTES = 512 * 2**20
 def goes_out_of_core(source: Source) -> bool:
     """Should a ``.npy`` file into a ``.npy`` file run band by band between the files?"""
     return math.prod(source.shape) * 4 >= OUT_OF_CORE_BYTES or too_big_for_memory(source)
-
-
-def may_not_fit(width: int, height: int, channels: int = 4) -> bool:
-    """Could a ``width`` x ``height`` picture need more than half the
-    available memory in the in-memory engine (as :func:`too_big_for_memory`,
-    counting ``channels``: 4 is the most a picture has)?"""
-    free = _memory.available_memory()
-    return free is not None and 3 * width * height * channels * 4 > free // 2
 
 
 def too_big_for_memory(source: Source) -> bool:
