@@ -210,3 +210,18 @@ def test_a_tiff_replaced_between_reads_is_read_anew(tmp_path):
     write_tiff(tmp_path / "new.tif", y, rowsperstrip=4).replace(src)
     assert np.array_equal(tiff_rows.read_tiff_rows(src, shape, dtype, 0, 8), y[:8])
     tiff_rows.forget_open_files(src)
+
+
+def test_rows_waiting_for_a_whole_tile_row_hold_no_written_block(tmp_path):
+    """The rows left over after a tile row is handed to the writer are their
+    own copy, not a view that keeps the whole block in memory."""
+    x = picture((40, 24, 3))
+    out = tmp_path / "o.tif"
+    sink = tiff_rows.TiffRows(out, x.shape, np.uint8, "RGB", tiff_rows.tiff_layout(x.shape, np.uint8, 16, "deflate"),
+                              {})
+    sink.write(x[:10])
+    sink.write(x[10:20])  # 16 rows go to the writer, 4 wait
+    assert len(sink._held) == 1 and sink._held[0].base is None and sink._held[0].shape[0] == 4
+    sink.write(x[20:])
+    sink.close()
+    assert np.array_equal(tifffile.imread(out), x)

@@ -310,7 +310,7 @@ class TiffRows:
         import threading
 
         self.shape, self.dtype, self.layout, self.name = tuple(shape), np.dtype(dtype), layout, str(path)
-        self._queue = queue.Queue(maxsize=2)
+        self._queue = queue.Queue(maxsize=1)  # a tile row (or strip) waits while the writer writes the last
         self._error: list = []
         self._ended = False  # the writer has taken the end of the bands
         self._held, self._count = [], 0  # rows waiting for a whole tile row or strip
@@ -376,7 +376,8 @@ class TiffRows:
             block = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
             whole = self._count // unit * unit
             self._queue.put(block[:whole])
-            self._held = [block[whole:]] if whole < self._count else []
+            # (a copy: a view of the rest would keep the whole block alive)
+            self._held = [block[whole:].copy()] if whole < self._count else []
             self._count -= whole
 
     def close(self) -> None:
