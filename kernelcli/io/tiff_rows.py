@@ -216,7 +216,7 @@ def _block(tif, page, shape, dtype, key, first: int, stop: int) -> np.ndarray:
 
 def _decode_block(tif, page, shape, dtype, first: int, stop: int) -> np.ndarray:
     """Rows ``[first, stop)`` of one tile row or strip: its segments are read
-    in file order, then decoded on :func:`decoding_threads` threads (the
+    in file order, then decoded on the threads of :func:`_decoders` (the
     codecs let go of the GIL), each into its place."""
     out = np.empty((stop - first,) + tuple(shape[1:]), dtype)
     view = out if out.ndim == 3 else out[..., None]

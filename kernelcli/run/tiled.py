@@ -37,8 +37,6 @@ from .progress import Progress
 _MAX_TRAILER = 64 * 2**20
 
 
-
-
 def open_source(path, max_pixels: int | None = None) -> Source:
     """Read and check the header of a ``.npy`` or TIFF file; nothing of the
     pixels is read. ``max_pixels`` bounds a TIFF (a small compressed file
