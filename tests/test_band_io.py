@@ -225,3 +225,81 @@ def test_rows_waiting_for_a_whole_tile_row_hold_no_written_block(tmp_path):
     sink.write(x[20:])
     sink.close()
     assert np.array_equal(tifffile.imread(out), x)
+
+
+def _png_of_filters(pixels: np.ndarray, kinds) -> bytes:
+    """A PNG whose row r uses filter ``kinds[r % len(kinds)]`` (None, Sub or Up), filtered by a plain loop."""
+    import struct
+    import zlib
+
+    h = pixels.shape[0]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    depth = pixels.dtype.itemsize * 8
+    raw = pixels.astype(pixels.dtype.newbyteorder(">")).view(np.uint8).reshape(h, -1).astype(int)
+    bpp = channels * depth // 8
+    lines = []
+    for r in range(h):
+        kind, line = kinds[r % len(kinds)], raw[r]
+        above = raw[r - 1] if r else np.zeros_like(line)
+        pred = [[0] * len(line), [line[i - bpp] if i >= bpp else 0 for i in range(len(line))], above][kind]
+        lines.append(bytes([kind] + [(int(v) - int(p)) % 256 for v, p in zip(line, pred)]))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", pixels.shape[1], h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(lines)))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("shape, dtype, kinds", [((21, 13, 3), np.uint8, (0, 1, 2)), ((17, 9), np.uint16, (1, 2)),
+                                                 ((15, 11, 4), np.uint8, (2, 1, 0, 3, 4))])
+def test_png_rows_of_none_sub_and_up_filters_are_undone_without_numba(tmp_path, monkeypatch, shape, dtype, kinds):
+    from kernelcli.io import png_rows
+
+    from .test_png_rows import filtered_png
+
+    x = picture(shape, dtype)
+    path = tmp_path / "f.png"
+    path.write_bytes(_png_of_filters(x, kinds) if max(kinds) <= 2 else filtered_png(x))
+    monkeypatch.setattr(png_rows, "_numba_loaded", lambda: False)
+    simple = []
+    real = png_rows.unfilter_simple_rows
+    monkeypatch.setattr(png_rows, "unfilter_simple_rows", lambda *a: simple.append(1) or real(*a))
+    got_shape, got_dtype, _, layout = png_rows.open_png(path, None)
+    reader = png_rows.PngReader(path, got_shape, got_dtype, layout)
+    got = np.concatenate([reader.pixels(reader.take(np.arange(a, min(a + 4, shape[0])), a))
+                          for a in range(0, shape[0], 4)])
+    reader.close()
+    assert np.array_equal(got, x)
+    assert bool(simple) == (max(kinds) <= 2)  # Average or Paeth rows go to the compiled loop
+
+
+def test_unfilter_simple_rows_stops_at_another_filter():
+    from kernelcli.io.png_rows import unfilter_simple_rows
+
+    lines = np.array([[1, 5, 6], [2, 1, 1], [4, 0, 0]], np.uint8)
+    out = np.zeros((3, 2), np.uint8)
+    assert unfilter_simple_rows(lines, 1, np.zeros(2, np.uint8), out) == 2
+    assert out[:2].tolist() == [[5, 11], [6, 12]]
+
+
+def test_a_png_of_simple_filters_goes_in_bands_without_loading_numba(tmp_path):
+    """Rows filtered with None, Sub and Up only (as Pillow often writes them),
+    and a small kernel the NumPy loops compute: Numba is never loaded."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    x = picture((40, 30, 3))
+    src = tmp_path / "in.png"
+    src.write_bytes(_png_of_filters(x, (1, 2, 0)))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "kernelcli", "apply", "box:3", src,
+                           tmp_path / "out.png", "--tile-rows", "8"], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "kernelcli.io.png_rows" in imported and "numba" not in imported
+    whole = tmp_path / "whole.png"
+    assert subprocess.run([sys.executable, "-m", "kernelcli", "apply", "box:3", src, whole], timeout=120).returncode == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(whole)))
