@@ -253,7 +253,7 @@ def _png_of_filters(pixels: np.ndarray, kinds) -> bytes:
 
 @pytest.mark.parametrize("shape, dtype, kinds", [((21, 13, 3), np.uint8, (0, 1, 2)), ((17, 9), np.uint16, (1, 2)),
                                                  ((15, 11, 4), np.uint8, (2, 1, 0, 3, 4))])
-def test_png_rows_of_none_sub_and_up_filters_are_undone_without_numba(tmp_path, monkeypatch, shape, dtype, kinds):
+def test_png_rows_of_none_sub_and_up_filters_are_undone_with_numpy(tmp_path, monkeypatch, shape, dtype, kinds):
     from kernelcli.io import png_rows
 
     from .test_png_rows import filtered_png
@@ -261,7 +261,6 @@ def test_png_rows_of_none_sub_and_up_filters_are_undone_without_numba(tmp_path, 
     x = picture(shape, dtype)
     path = tmp_path / "f.png"
     path.write_bytes(_png_of_filters(x, kinds) if max(kinds) <= 2 else filtered_png(x))
-    monkeypatch.setattr(png_rows, "_numba_loaded", lambda: False)
     simple = []
     real = png_rows.unfilter_simple_rows
     monkeypatch.setattr(png_rows, "unfilter_simple_rows", lambda *a: simple.append(1) or real(*a))

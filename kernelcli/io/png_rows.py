@@ -129,12 +129,6 @@ def open_png(path, max_pixels: int | None, facts: dict | None = None) -> tuple[t
     return shape, dtype, meta, layout
 
 
-def _numba_loaded() -> bool:
-    import sys
-
-    return "numba" in sys.modules
-
-
 def unfilter_simple_rows(lines: np.ndarray, bpp: int, prior: np.ndarray, out: np.ndarray) -> int:
     """Undo the filters None, Sub and Up of scanlines ``lines`` (a filter byte
     then the row's bytes, one row each) into ``out`` with NumPy, a row at a
@@ -220,7 +214,7 @@ class PngReader:
         self._pending = data[need:]
         out = np.empty((n, stride - 1), np.uint8)
         lines = np.frombuffer(data, np.uint8, need)
-        if _numba_loaded() or lines[::stride].max(initial=0) > 2:
+        if lines[::stride].max(initial=0) > 2:  # Average or Paeth rows: the compiled loop
             from ._png_filters import unfilter_rows
 
             bad = unfilter_rows(lines, stride - 1, self.layout["bpp"], self._prior, out)
