@@ -173,3 +173,18 @@ def test_a_png_too_big_for_memory_still_goes_in_bands_by_itself(tmp_path, run_cl
     done = run_cli(["apply", "box:3", src, tmp_path / "whole.png"])
     assert "bands of" not in done.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(tmp_path / "whole.png")))
+
+
+def test_counting_the_pages_of_a_damaged_tiff_prints_nothing(tmp_path, capfd):
+    from kernelcli.io import tiff_rows
+    import io
+
+    frames = [Image.new("L", (4, 4), v) for v in (1, 2, 3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    src = tmp_path / "cut.tif"
+    src.write_bytes(buf.getvalue()[: int(len(buf.getvalue()) * 0.5)])
+    facts = {}
+    tiff_rows.open_tiff(src, None, facts)
+    assert facts["frames"] >= 1 and facts["orientation"] == 1
+    assert capfd.readouterr().err == ""

@@ -75,7 +75,7 @@ def open_tiff(path, max_pixels: int | None, facts: dict | None = None) -> tuple[
             depth = page.imagedepth
             dpi = _dpi(page.tags)
             if facts is not None:
-                facts["frames"] = len(tif.pages)
+                facts["frames"] = _count_pages(tif)
                 turn = page.tags[274].value if 274 in page.tags else 1
                 facts["orientation"] = int(turn) if int(turn) in range(1, 9) else 1
     except OSError as e:
@@ -101,6 +101,20 @@ def open_tiff(path, max_pixels: int | None, facts: dict | None = None) -> tuple[
     meta = Picture(np.zeros((1, 1) + shape[2:], np.float32), mode=mode, source_format="TIFF", info=info,
                    range_max=top)
     return shape, dtype, meta
+
+
+def _count_pages(tif) -> int:
+    """The pages of a TIFF, counted without tifffile's log lines on stderr
+    (a damaged page chain is logged; the pages up to the damage are counted)."""
+    import logging
+
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        return len(tif.pages)
+    finally:
+        log.setLevel(level)
 
 
 def _dpi(tags) -> tuple | None:
