@@ -1,7 +1,7 @@
 """Large pictures in bands against libvips: time and peak memory, same run.
 
     python benchmarks/bench_stream.py [--size 10000] [--tiff-size 20000] [--folder /tmp] [--jobs png,tiff,jpeg]
-                                      [--tiff-kernels sharpen,gaussian:2] [--repeat 1]
+                                      [--tiff-kernels sharpen,gaussian:2] [--repeat 1] [--only png-bands,tiff]
                                       [--zarr-size 20000]
 
 Writes, into FOLDER, a SIZE x SIZE RGB picture of smooth gradients with
@@ -24,8 +24,13 @@ and one after the other, runs ``sharpen`` (and ``gaussian:2`` on the TIFF):
   ``dask.array.map_overlap`` of ``scipy.ndimage.gaussian_filter`` (sigma 2,
   the same 13 x 13 reach) from the store into a store, on two threads;
 
-and prints wall time, peak memory (maximum resident set size) and the ratios
-kernelcli / vips. vips gets the same integer mask (``sharpen.mat``;
+and prints wall time, CPU time (user + system), peak memory (maximum resident
+set size) and the ratios kernelcli / vips. ``--only`` runs some rows alone
+(``png-memory``, ``png-bands``, ``tiff``, ``jpeg``). For each TIFF output it
+prints how it is compressed: the deflate level class its tiles' zlib headers
+declare (kernelcli: libdeflate level 6 through imagecodecs; libvips: libtiff's
+default, also 6) and the predictor (libvips uses the horizontal one by default,
+kernelcli none), so that sizes and times are compared knowingly. vips gets the same integer mask (``sharpen.mat``;
 ``--precision integer``) or the same Gaussian (``gaussblur 2 --min-ampl
 0.001``). The outputs of kernelcli's banded and in-memory runs are compared
 where both are made.
@@ -48,14 +53,16 @@ def kernelcli_exe() -> list[str]:
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "kernelcli"]
 
 
-def timed(args: list) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one command under /usr/bin/time -v."""
+def timed(args: list) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, CPU seconds) of one command under /usr/bin/time -v."""
     proc = subprocess.run(["/usr/bin/time", "-v", *map(str, args)], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(map(str, args))}\n{proc.stderr[-2000:]}")
     rss = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) / 1024
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
-    return sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.split(":")))), rss
+    cpu = sum(float(re.search(rf"{what} time \(seconds\): ([\d.]+)", proc.stderr).group(1))
+              for what in ("User", "System"))
+    return sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.split(":")))), rss, cpu
 
 
 def rows_of(size: int, r0: int, r1: int, seed: int) -> np.ndarray:
@@ -122,10 +129,26 @@ with dask.config.set(scheduler="threads", num_workers=2):
 
 
 def report(name: str, ours: tuple, vips: tuple | None) -> None:
-    line = f"{name:<44} kernelcli {ours[0]:7.2f} s {ours[1]:8.0f} MB"
+    line = f"{name:<44} kernelcli {ours[0]:7.2f} s (cpu {ours[2]:6.1f} s) {ours[1]:6.0f} MB"
     if vips:
-        line += f" | vips {vips[0]:7.2f} s {vips[1]:7.0f} MB | time x{ours[0] / vips[0]:.2f}, memory x{ours[1] / vips[1]:.1f}"
+        line += (f" | vips {vips[0]:7.2f} s (cpu {vips[2]:6.1f} s) {vips[1]:6.0f} MB | time x{ours[0] / vips[0]:.2f}, "
+                 f"memory x{ours[1] / vips[1]:.1f}")
     print(line, flush=True)
+
+
+def compression(path: Path) -> str:
+    """How a TIFF's first tile is compressed: codec, the zlib header's level class, predictor, file size."""
+    import tifffile
+
+    classes = {0: "fastest (1)", 1: "fast (2-5)", 2: "default (6)", 3: "best (7-9)"}
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        tif.filehandle.seek(page.dataoffsets[0])
+        head = tif.filehandle.read(2)
+        level = classes[head[1] >> 6] if page.compression in (8, 32946) else "-"
+        predictor = {1: "none", 2: "horizontal", 3: "floating point"}.get(int(page.predictor), page.predictor)
+        return (f"{path.name}: {page.compression.name}, level class {level}, predictor {predictor}, "
+                f"{path.stat().st_size / 2**20:,.0f} MB")
 
 
 def main() -> None:
@@ -137,8 +160,11 @@ def main() -> None:
     parser.add_argument("--tiff-kernels", default="sharpen,gaussian:2", help="kernels run on the TIFF")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the JPEG job, alternating with vips")
     parser.add_argument("--zarr-size", type=int, default=20000)
+    parser.add_argument("--only", default=None, help="rows to run: png-memory, png-bands, tiff, jpeg")
     args = parser.parse_args()
     jobs = set(args.jobs.split(","))
+    only = set(args.only.split(",")) if args.only else {"png-memory", "png-bands", "tiff", "jpeg"}
+    jobs = {j for j in jobs if j in {o.split("-")[0] for o in only}}
     args.folder.mkdir(parents=True, exist_ok=True)
     f, k = args.folder, kernelcli_exe()
     make_pictures(f, args.size, args.tiff_size, jobs)
@@ -147,13 +173,17 @@ def main() -> None:
         print("note: vips not found (apt-get install libvips-tools); its columns are left out")
     mat = ["--precision", "integer"]
     if "png" in jobs:
-        whole = timed([*k, "apply", "sharpen", f / "big.png", f / "whole.png"])
-        bands = timed([*k, "apply", "sharpen", f / "big.png", f / "bands.png", "--tile-rows", "auto"])
+        whole = timed([*k, "apply", "sharpen", f / "big.png", f / "whole.png"]) if "png-memory" in only else None
+        bands = timed([*k, "apply", "sharpen", f / "big.png", f / "bands.png", "--tile-rows", "auto"]) \
+            if "png-bands" in only else None
         theirs = timed([vips, "conv", f / "big.png", f / "vips.png[compression=1]", f / "sharpen.mat", *mat]) \
             if vips else None
-        report(f"PNG {args.size}^2 -> PNG, in memory", whole, theirs)
-        report(f"PNG {args.size}^2 -> PNG, --tile-rows auto", bands, theirs)
-        _same(f / "whole.png", f / "bands.png")
+        if whole:
+            report(f"PNG {args.size}^2 -> PNG, in memory", whole, theirs)
+        if bands:
+            report(f"PNG {args.size}^2 -> PNG, --tile-rows auto", bands, theirs)
+        if whole and bands:
+            _same(f / "whole.png", f / "bands.png")
     if "tiff" in jobs:
         peers = {"sharpen": ["conv", None, None, f / "sharpen.mat", *mat],
                  "gaussian:2": ["gaussblur", None, None, "2", "--min-ampl", "0.001"]}
@@ -166,6 +196,7 @@ def main() -> None:
                 vips_op[1], vips_op[2] = f / "big.tif", f"{f / 'vips.tif'}[tile,compression=deflate,bigtiff]"
                 theirs = timed([vips, *vips_op])
             report(f"BigTIFF {args.tiff_size}^2 tiled deflate -> same, {kernel}", ours, theirs)
+            print("  " + compression(f / "bands.tif") + ("; " + compression(f / "vips.tif") if vips else ""))
     if "zarr" in jobs:
         src = f / f"big-{args.zarr_size}.zarr"
         if not src.exists():

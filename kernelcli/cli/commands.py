@@ -129,9 +129,10 @@ def apply(ctx, kernel, paths, stride, padding, pad_mode, cval, origin, dilation,
     from ..run.choose import in_bands_wanted
 
     in_bands = (tile_rows, scheduler, max_pixels, (linear, colormap, depth, frame, auto_orient))
-    if in_bands_wanted(input, output, fmt, *in_bands):
+    source = in_bands_wanted(input, output, fmt, *in_bands)
+    if source:
         _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels,
-                   tiff_tile, tiff_compression)
+                   tiff_tile, tiff_compression, source)
         return
     if tiff_tile or tiff_compression:
         raise click.UsageError("--tiff-tile and --tiff-compression are for a TIFF OUTPUT written in bands "
@@ -156,7 +157,7 @@ def _paths(ctx, paths, many, default_stdio, recursive, pattern, jobs, skip_exist
 
 
 def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, scheduler_timeout, max_pixels, tiff_tile,
-               tiff_compression):
+               tiff_compression, source=None):
     from ..run import tiled
     from ..io import encode, inputs
 
@@ -167,7 +168,8 @@ def _run_tiled(ctx, input, output, fmt, run, out, tile_rows, scheduler, schedule
         report = tiled.run(input, output, run, tile_rows=None if tile_rows == "auto" else tile_rows,
                            client=client, progress=not ctx.obj["quiet"] and sys.stderr.isatty(),
                            output=out, max_pixels=max_pixels or inputs.DEFAULT_MAX_PIXELS,
-                           tiff_tile=tiff_tile, tiff_compression=tiff_compression)
+                           tiff_tile=tiff_tile, tiff_compression=tiff_compression,
+                           source=source if source is not True else None)
     note(ctx.obj["quiet"], report.notes)
     if not ctx.obj["quiet"]:
         where = "on the cluster" if client is not None else "on local threads"

@@ -336,13 +336,14 @@ def _bands_compute_as_whole(kernels, flip, shape, stride, padding, dilation, ban
     return True
 
 
-def numba_ahead(kernels, flip: bool, shape, stride, padding, dilation) -> bool:
+def numba_ahead(kernels, flip: bool, shape, stride, padding, dilation, integer_path: bool = True) -> bool:
     """Will an image of ``shape`` surely need Numba's loops when computed in
     bands? Yes when Numba is not loaded yet, the kernel does not take the
-    integer path, the float32 bands add up to more multiply-adds than NumPy
-    takes (counted without the bands' overlaps), and no kernel would run by
-    FFT (such an image goes whole, and FFTs need no Numba)."""
-    if backends.numba_loaded() or exact_weights(kernels[0], flip) is not None:
+    integer path (``integer_path``: bands in memory may take it; a file in
+    bands never does), the float32 bands add up to more multiply-adds than
+    NumPy takes (counted without the bands' overlaps), and no kernel would
+    run by FFT (such an image goes whole, and FFTs need no Numba)."""
+    if backends.numba_loaded() or (integer_path and exact_weights(kernels[0], flip) is not None):
         return False
     if sum(multiply_adds(k.array, math.prod(shape)) for k in kernels) <= NUMPY_MAX_BANDED_WORK:
         return False

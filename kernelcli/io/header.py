@@ -200,10 +200,50 @@ def _bits(img) -> int | None:
 
 def _orientation(img) -> int | None:
     try:
-        value = img.getexif().get(0x0112)
+        if img.format == "PNG" and "exif" not in img.info:
+            # Pillow would decode every pixel to look for an eXIf chunk after them
+            exif = png_exif_after_pixels(img.fp)
+            if exif is None:
+                return None
+            from PIL import Image
+
+            found = Image.Exif()
+            found.load(exif)
+            value = found.get(0x0112)
+        else:
+            value = img.getexif().get(0x0112)
     except Exception:  # a damaged EXIF block: there is no orientation to tell
         return None
     return int(value) if isinstance(value, int) and value in ORIENTATIONS else None
+
+
+#: A PNG walked for a chunk after its pixels gives up after this many chunks.
+_MOST_CHUNKS = 1_000_000
+
+
+def png_exif_after_pixels(f) -> bytes | None:
+    """The eXIf chunk of a PNG that stores it after its image data, found by
+    skipping from chunk header to chunk header (no pixel is read), or None.
+    The file's position is put back."""
+    import struct
+
+    at = f.tell()
+    try:
+        f.seek(8)
+        for _ in range(_MOST_CHUNKS):
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"eXIf":
+                data = f.read(length)
+                return data if len(data) == length else None
+            if kind == b"IEND":
+                return None
+            f.seek(length + 4, 1)  # the data and the CRC
+        return None
+    finally:
+        f.seek(at)
 
 
 def _is_pair(value) -> bool:

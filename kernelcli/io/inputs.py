@@ -348,6 +348,19 @@ def band_kind(path) -> str | None:
     return "tiff" if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") else None
 
 
+def png_size(path) -> tuple[int, int]:
+    """``(width, height)`` from a PNG file's IHDR chunk (its first 24 bytes);
+    ``(0, 0)`` when they are not there (the reader will say what is wrong)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return 0, 0
+    if not head.startswith(PNG_MAGIC) or head[12:16] != b"IHDR":
+        return 0, 0
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def is_npy(path) -> bool:
     """True for a regular file that starts like a ``.npy`` (judged by content).
     Anything else is not opened: a FIFO or a pipe (``/dev/fd/N``) is read once,

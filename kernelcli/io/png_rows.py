@@ -53,13 +53,14 @@ def _chunks(f, name: str):
         f.read(4)  # CRC
 
 
-def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, dict]:
+def open_png(path, max_pixels: int | None, facts: dict | None = None) -> tuple[tuple, np.dtype, Picture, dict]:
     """A PNG's ``(shape, dtype, meta, layout)`` from its header: nothing of
     the pixels is read; a picture over ``max_pixels`` is refused here.
     ``layout``: what :class:`PngReader` needs (None when the file must be
-    read whole: interlaced, or 1, 2 or 4 bits per sample)."""
+    read whole: interlaced, or 1, 2 or 4 bits per sample). ``facts``, if
+    given, gets its ``frames`` (an animated PNG's) and EXIF ``orientation``."""
     name = str(path)
-    info, palette, alpha = {}, None, None
+    info, palette, alpha, frames = {}, None, None, 1
     try:
         with open(path, "rb") as f:
             for kind, data in _chunks(f, name):
@@ -74,6 +75,20 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
                         info["icc_profile"] = zlib.decompress(data[data.index(b"\0") + 2:])
                     except (ValueError, zlib.error):
                         pass
+                elif kind == b"pHYs" and len(data) >= 9:
+                    px, py, unit = struct.unpack(">IIB", data[:9])
+                    if unit == 1 and px and py:  # per metre; as Pillow gives it to the whole-picture path
+                        info["dpi"] = (px * 0.0254, py * 0.0254)
+                elif kind == b"eXIf":
+                    info["exif"] = b"Exif\0\0" + data
+                elif kind == b"acTL" and len(data) >= 4:
+                    frames = max(1, struct.unpack(">I", data[:4])[0])
+            if "exif" not in info:  # (PNG may store it after the pixels)
+                from .header import png_exif_after_pixels
+
+                exif = png_exif_after_pixels(f)
+                if exif is not None:
+                    info["exif"] = b"Exif\0\0" + exif
     except OSError as e:
         raise ImageReadError(f"{name}: cannot read: {e.strerror or e}") from None
     except (struct.error, UnboundLocalError):
@@ -105,9 +120,36 @@ def open_png(path, max_pixels: int | None) -> tuple[tuple, np.dtype, Picture, di
         samples = 1 if colour == 3 else channels
         layout = {"width_bytes": -(-w * samples * depth // 8), "bpp": max(1, samples * depth // 8), "lut": lut,
                   "bits": depth if packed else 8}
+    if facts is not None:
+        from .orientation import exif_orientation
+
+        facts["frames"], facts["orientation"] = frames, exif_orientation(info.get("exif"))
     meta = Picture(np.zeros((1, 1) + shape[2:], np.float32), mode=mode, source_format="PNG", info=info,
                    range_max=65535.0 if depth == 16 and mode is None else None)
     return shape, dtype, meta, layout
+
+
+def unfilter_simple_rows(lines: np.ndarray, bpp: int, prior: np.ndarray, out: np.ndarray) -> int:
+    """Undo the filters None, Sub and Up of scanlines ``lines`` (a filter byte
+    then the row's bytes, one row each) into ``out`` with NumPy, a row at a
+    time: Sub is a running sum (mod 256) of every ``bpp``-th byte, Up adds
+    the row above (``prior`` above the first). The rows of a PNG that uses
+    no other filter are read without loading Numba (about 130 MB and half a
+    second); :func:`kernelcli.io._png_filters.unfilter_rows` does all five.
+    Returns -1, or the index of the first row with another filter."""
+    above = prior
+    for r in range(len(lines)):
+        kind, line, row = lines[r, 0], lines[r, 1:], out[r]
+        if kind == 0:
+            row[:] = line
+        elif kind == 1:
+            np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8, out=row.reshape(-1, bpp))
+        elif kind == 2:
+            np.add(line, above, out=row)
+        else:
+            return r
+        above = row
+    return -1
 
 
 class PngReader:
@@ -155,8 +197,6 @@ class PngReader:
 
     def _decode(self, n: int) -> np.ndarray:
         """The next ``n`` rows as raw unfiltered bytes."""
-        from ._png_filters import unfilter_rows
-
         stride = self.layout["width_bytes"] + 1
         need = n * stride
         parts, have = [self._pending], len(self._pending)
@@ -173,7 +213,13 @@ class PngReader:
         data = b"".join(parts)
         self._pending = data[need:]
         out = np.empty((n, stride - 1), np.uint8)
-        bad = unfilter_rows(np.frombuffer(data, np.uint8, need), stride - 1, self.layout["bpp"], self._prior, out)
+        lines = np.frombuffer(data, np.uint8, need)
+        if lines[::stride].max(initial=0) > 2:  # Average or Paeth rows: the compiled loop
+            from ._png_filters import unfilter_rows
+
+            bad = unfilter_rows(lines, stride - 1, self.layout["bpp"], self._prior, out)
+        else:
+            bad = unfilter_simple_rows(lines.reshape(n, stride), self.layout["bpp"], self._prior, out)
         if bad >= 0:
             raise ImageReadError(f"{self.name}: PNG row {self._next + bad} has an unknown filter type")
         self._prior = out[-1].copy()
@@ -262,6 +308,11 @@ class PngRows:
                                                                   _png.COLOUR_TYPES[channels], 0, 0, 0))]
         if info.get("icc_profile"):
             parts += _png.chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(info["icc_profile"]))
+        if info.get("dpi"):
+            parts += _png.chunk(b"pHYs", struct.pack(">IIB", *(int(d / 0.0254 + 0.5) for d in info["dpi"][:2]), 1))
+        exif = info.get("exif")
+        if exif:
+            parts += _png.chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
         self._write(parts)
         self._last = None  # the previous band's last row, as big-endian bytes
         self._window = b""  # the last 32 KiB of filtered bytes, to prime the next band's pieces

@@ -38,6 +38,20 @@ BAND_BYTES = 32 * 2**20
 #: The same for an image in memory: bands small enough that the float32
 #: band, its result and the engine's scratch stay in recently used memory.
 MEMORY_BAND_BYTES = 3 * 2**20
+#: The output formats a file run in bands writes (:mod:`kernelcli.run.tiled`).
+BAND_FORMATS = ("NPY", "TIFF", "PNG", "JPEG")
+
+
+def may_not_fit(width: int, height: int, channels: int = 4) -> bool:
+    """Could a ``width`` x ``height`` picture need more than half the
+    available memory in the in-memory engine (as
+    :func:`kernelcli.run.tiled.too_big_for_memory`, counting ``channels``: 4
+    is the most a picture has)? Here, beside what every run imports, so that
+    an ordinary picture is told from its size without loading the file runner."""
+    free = _memory.available_memory()
+    return free is not None and 3 * width * height * channels * 4 > free // 2
+
+
 @dataclass(frozen=True)
 class Source:
     """A ``.npy`` or TIFF file as its header describes it, or an array in memory."""
@@ -51,6 +65,7 @@ class Source:
     kind: str = "npy"  # "npy" (memory-mapped), "tiff" or "zarr" (the strips, tiles or chunks a band touches),
     # or "png" (in order)
     layout: object = field(default=None, repr=False, compare=False)  # how a PNG's rows or a Zarr's are stored
+    facts: dict | None = field(default=None, repr=False, compare=False)  # a picture's frames and orientation
 
 
 @dataclass(frozen=True)
@@ -170,11 +185,14 @@ def _read_decoded_rows(source: Source, rows: np.ndarray, out: np.ndarray) -> Non
     run of consecutive rows the band reads is decoded once, even when the
     padding map reads some rows twice (reflect) or from the other end (wrap)."""
     if source.kind == "zarr":
-        from functools import partial
-
         from ..io.zarr_store import read_zarr_rows
 
-        read_tiff_rows = partial(read_zarr_rows, layout=source.layout)
+        def read_tiff_rows(path, shape, dtype, first, stop, out=None):
+            block = read_zarr_rows(path, shape, dtype, first, stop, source.layout)
+            if out is None:
+                return block
+            out[...] = block
+            return out
     else:
         from ..io.tiff_rows import read_tiff_rows
 
@@ -184,6 +202,11 @@ def _read_decoded_rows(source: Source, rows: np.ndarray, out: np.ndarray) -> Non
     breaks = np.flatnonzero(np.diff(wanted) > 1) + 1
     for run in np.split(wanted, breaks):
         first, stop = int(run[0]), int(run[-1]) + 1
+        a, n = int(np.argmax(rows == first)), stop - first
+        if np.count_nonzero((rows >= first) & (rows < stop)) == n and np.array_equal(rows[a:a + n], run):
+            # each row once, in order (a band away from the edges): copied straight into its place
+            read_tiff_rows(source.path, source.shape, np.dtype(source.dtype), first, stop, out[a:a + n])
+            continue
         block = read_tiff_rows(source.path, source.shape, np.dtype(source.dtype), first, stop)
         sel = (rows >= first) & (rows < stop)
         out[sel] = block[rows[sel] - first]

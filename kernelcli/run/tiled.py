@@ -25,20 +25,16 @@ import numpy as np
 
 from .. import _memory
 from ..errors import ImageReadError, ImageWriteError, UsageError
-from ..io.encode import OutputSpec, format_for
+from ..io.encode import OutputSpec, fit_info, format_for
 from ..io.npy import check_npy_header, header_of, npy_header, npy_metadata, npy_trailer
 from ..io.pixels import to_array
 from ..io.sinks import atomic_file
 from ..stages import Stages
-from .bands import Job, Source, band_rows, compute_band, exact_band, plan
+from .bands import BAND_FORMATS, Job, Source, band_rows, compute_band, exact_band, may_not_fit, plan  # noqa: F401
 from .progress import Progress
 
 #: At most this much kernelcli metadata is read after the array data.
 _MAX_TRAILER = 64 * 2**20
-
-
-#: The output formats a run in bands writes (JPEG: with the jpeg extra).
-BAND_FORMATS = ("NPY", "TIFF", "PNG", "JPEG")
 
 
 def band_output(path, fmt: str | None = None) -> bool:
@@ -71,17 +67,19 @@ def open_source(path, max_pixels: int | None = None) -> Source:
         from ..io.tiff_rows import is_tiff, open_tiff
 
         head = f.read(8)
+        facts: dict = {}
         if is_jpeg(head):
             return _jpeg_source(path, max_pixels)
         if is_tiff(head):
-            shape, dtype, meta = open_tiff(path, max_pixels)
-            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff")
+            shape, dtype, meta = open_tiff(path, max_pixels, facts)
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="tiff", facts=facts)
         if is_png(head):
-            shape, dtype, meta, layout = open_png(path, max_pixels)
+            shape, dtype, meta, layout = open_png(path, max_pixels, facts)
             if layout is None:
                 raise ImageReadError(f"{name}: an interlaced PNG, or one of fewer than 8 bits per sample, "
                                      "cannot be read in bands")
-            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="png", layout=layout)
+            return Source(os.path.abspath(path), shape, dtype.str, 0, meta, kind="png", layout=layout,
+                          facts=facts)
         f.seek(0)
         shape, fortran, dtype = header_of(f, name)
         offset = f.tell()
@@ -109,14 +107,6 @@ OUT_OF_CORE_BYTES = 512 * 2**20
 def goes_out_of_core(source: Source) -> bool:
     """Should a ``.npy`` file into a ``.npy`` file run band by band between the files?"""
     return math.prod(source.shape) * 4 >= OUT_OF_CORE_BYTES or too_big_for_memory(source)
-
-
-def may_not_fit(width: int, height: int, channels: int = 4) -> bool:
-    """Could a ``width`` x ``height`` picture need more than half the
-    available memory in the in-memory engine (as :func:`too_big_for_memory`,
-    counting ``channels``: 4 is the most a picture has)?"""
-    free = _memory.available_memory()
-    return free is not None and 3 * width * height * channels * 4 > free // 2
 
 
 def too_big_for_memory(source: Source) -> bool:
@@ -153,7 +143,7 @@ class Report:
 
 def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, client=None, threads: int = 2,
         progress: bool = False, output: OutputSpec | None = None, max_pixels: int | None = None,
-        tiff_tile: int | None = None, tiff_compression: str | None = None) -> Report:
+        tiff_tile: int | None = None, tiff_compression: str | None = None, source: Source | None = None) -> Report:
     """Run ``stages`` over the ``.npy``, TIFF, PNG, JPEG or Zarr at ``input_path``
     band by band into ``output_path`` (a ``.npy``, a TIFF written as
     ``output`` says, striped, or in ``tiff_tile`` tiles with
@@ -162,6 +152,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     ``client``: a Dask client to run the bands on its cluster (workers must
     see both paths); otherwise ``threads`` local threads, one computing at a
     time while the others read and write. ``max_pixels`` bounds a TIFF input.
+    ``source``: the input's header as :func:`open_source` read it (not read again).
     """
     started = time.monotonic()
     output = output or OutputSpec()
@@ -184,7 +175,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     if fmt != "NPY" and output.scaling == "stretch":
         raise UsageError("--scaling stretch needs every value before the first is written; it cannot run in "
                          "bands (use clip or abs, or write .npy)")
-    source = open_source(input_path, max_pixels)
+    source = open_source(input_path, max_pixels) if source is None else source
     if source.kind in ("png", "jpeg") and (fmt == "NPY" or client is not None):
         what = source.kind.upper()
         raise UsageError(f"a {what} is read in bands in order, on this machine, into a PNG or TIFF file or a "
@@ -192,6 +183,7 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
                          + (" (no --scheduler)" if client else ""))
     output_path = Path(output_path)
     job, final_h = plan(source, stages.conv, stages.relu, stages.pool, stages.gray, stages.alpha)
+    _load_numba_if_needed(stages.conv, source.shape, client)
     reader = _png_reader(job) if source.kind in ("png", "jpeg") else None
     try:
         # One output row tells the output's width, channels and metadata.
@@ -207,7 +199,23 @@ def run(input_path, output_path, stages: Stages, tile_rows: int | None = None, c
     finally:
         if reader is not None:
             reader.close()
+        if source.kind == "tiff":
+            from ..io.tiff_rows import forget_open_files
+
+            forget_open_files(source.path)
     return Report(count, rows, shape, time.monotonic() - started, notes)
+
+
+def _load_numba_if_needed(conv, shape: tuple, client) -> None:
+    """Load Numba before the first band when the whole file's work needs it:
+    each band alone is small enough for the NumPy twins, which would then
+    compute every band of a large picture several times slower. (A cluster's
+    workers decide for themselves.)"""
+    from .. import engine
+
+    if client is None and engine.numba_ahead(conv.kernels, conv.flip, shape, conv.stride, conv.padding,
+                                             conv.dilation, integer_path=False):
+        engine.load_numba()
 
 
 class _PngBands:
@@ -332,6 +340,19 @@ def _into_npy(job: Job, final_h: int, probe, output_path: Path, tile_rows, clien
 PICTURE_BAND_BYTES = 8 * 2**20
 
 
+#: An automatic band into a TIFF or PNG has at least this many times as many
+#: output rows as its halo (the input rows its neighbour reads too): on a
+#: wide picture, :data:`PICTURE_BAND_BYTES` alone would give bands of a row
+#: or two, each reading, converting and filtering the kernel's reach anew.
+HALO_SHARE = 4
+
+
+def _halo_rows(job: Job) -> int:
+    """Input rows a band shares with the next (the kernel's and the pooling window's reach)."""
+    ph, _ = job.pool_rows
+    return job.reach_y + (ph - 1) * job.stride_y
+
+
 def _rows_bar(job: Job, final_h: int, enabled: bool) -> Progress:
     """A progress line counting output rows, with the input read per second."""
     ph, psy = job.pool_rows
@@ -371,21 +392,26 @@ def _into_file(job: Job, final_h: int, probe, output_path: Path, output: OutputS
     out_shape = (final_h,) + first.shape[1:]
     mode = _OUT_LAYOUTS[first.shape[2] if first.ndim == 3 else 1]
     rows = band_rows(job, final_h, math.prod(probe.pixels.shape[1:]) * 4, tile_rows, PICTURE_BAND_BYTES)
+    if not tile_rows:  # a wide picture: rows enough that the halo is read and converted a few times over at most
+        rows = max(rows, min(final_h, HALO_SHARE * _halo_rows(job)))
     if fmt == "TIFF":
         layout = tiff_layout(out_shape, first.dtype, *tiff)
         if layout["compression"] is None:
             _check_space(output_path, math.prod(out_shape) * first.dtype.itemsize)
     bands = [(f0, min(f0 + rows, final_h)) for f0 in range(0, final_h, rows)]
     bar = _rows_bar(job, final_h, progress)
+    info = fit_info(probe.info, fmt, str(output_path), notes)
+    if fmt == "TIFF" and info.pop("exif", None) is not None:
+        notes.append(f"{output_path}: dropped the EXIF: a TIFF written in bands is written without it")
     with atomic_file(output_path) as tmp:
         if fmt == "TIFF":
-            sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, probe.info)
+            sink = TiffRows(tmp, out_shape, first.dtype, mode, layout, info)
         elif fmt == "JPEG":
             from ..io.jpeg_rows import JpegRows
 
             sink = JpegRows(tmp, out_shape, probe.info, output.quality, notes)
         else:
-            sink = PngRows(tmp, out_shape, first.dtype, probe.info,
+            sink = PngRows(tmp, out_shape, first.dtype, info,
                            PNG_LEVEL if output.png_level is None else output.png_level)
         try:
             for i, (pixels, band_notes) in enumerate(_in_order(job, bands, client, threads, output, fmt,
