@@ -222,24 +222,33 @@ class _PngBands:
     """A PNG's rows for the bands, in order (read on the thread that writes)."""
 
     def __init__(self, job: Job):
-        from ..io.png_rows import PngReader
-
         source = job.source
         self.top = job.row_pads[0]
         keep = min(source.shape[0], max(job.row_pads) + 1) if job.pad_mode != "zero" else 0
-        self.reader = PngReader(source.path, source.shape, source.dtype, source.layout, keep)
+        self.reader = self._reader(source, keep)
         if job.pad_mode == "wrap" and keep:
             self.reader.read_tail()
 
-    def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
-        """What :func:`kernelcli.run.bands.band_input` gives for these final rows."""
+    @staticmethod
+    def _reader(source: Source, keep: int):
+        from ..io.png_rows import PngReader
+
+        return PngReader(source.path, source.shape, source.dtype, source.layout, keep)
+
+    def _take(self, job: Job, f0: int, f1: int) -> tuple:
+        """``(row map, rows as read)`` for these final rows: the padded input
+        rows they read (negative: padding) and the stored rows among them."""
         from .. import engine
         from .bands import _input_rows
 
         p0, p1 = _input_rows(job, f0, f1)
         h = job.source.shape[0]
         rows = engine.source_index(h, job.row_pads, job.pad_mode)[p0:p1]
-        raw = self.reader.take(rows, min(max(p0 - self.top, 0), h))
+        return rows, self.reader.take(rows, min(max(p0 - self.top, 0), h))
+
+    def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
+        """What :func:`kernelcli.run.bands.band_input` gives for these final rows."""
+        rows, raw = self._take(job, f0, f1)
         out = self.reader.pixels(raw).astype(np.float32)
         out[rows < 0] = job.conv.cval
         return out
@@ -253,24 +262,14 @@ class _JpegBands(_PngBands):
     as uint8: the thread that computes the band makes them float32
     (:func:`image_band`), so the reading thread only decodes."""
 
-    def __init__(self, job: Job):
+    @staticmethod
+    def _reader(source: Source, keep: int):
         from ..io.jpeg_rows import JpegReader
 
-        source = job.source
-        self.top = job.row_pads[0]
-        keep = min(source.shape[0], max(job.row_pads) + 1) if job.pad_mode != "zero" else 0
-        self.reader = JpegReader(source.path, source.shape, keep)
-        if job.pad_mode == "wrap" and keep:
-            self.reader.read_tail()
+        return JpegReader(source.path, source.shape, keep)
 
     def band(self, job: Job, f0: int, f1: int) -> np.ndarray:
-        from .. import engine
-        from .bands import _input_rows
-
-        p0, p1 = _input_rows(job, f0, f1)
-        h = job.source.shape[0]
-        rows = engine.source_index(h, job.row_pads, job.pad_mode)[p0:p1]
-        out = self.reader.take(rows, min(max(p0 - self.top, 0), h))
+        rows, out = self._take(job, f0, f1)
         if (rows < 0).any():
             return np.where((rows < 0).reshape((-1,) + (1,) * (out.ndim - 1)), np.float32(job.conv.cval),
                             out.astype(np.float32))
