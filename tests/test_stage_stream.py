@@ -48,6 +48,10 @@ class Reads(io.BytesIO):
         self.largest = max(self.largest, len(view))
         return super().readinto(view)
 
+    def readinto1(self, view):  # (what a pipe is read with: one read at a time)
+        self.largest = max(self.largest, len(view))
+        return super().readinto1(view)
+
 
 def streamed(data: bytes, stage, band_bytes=None, monkeypatch=None):
     if band_bytes is not None:
