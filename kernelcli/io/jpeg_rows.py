@@ -20,6 +20,7 @@ import importlib.util
 import numpy as np
 
 from ..errors import ImageReadError, UsageError
+from ._row_window import RowWindow
 from .picture import Picture, checked_info
 
 #: The optional extra that brings the streaming JPEG library.
@@ -207,7 +208,7 @@ class _RowFeed:
             self._thread.join(0.05)
 
 
-class JpegReader:
+class JpegReader(RowWindow):
     """The rows of a JPEG in order, decoded by libvips in strips:
     :meth:`take` returns the rows asked for, decoding on to the last of
     them; rows before a band's first are let go, except the ``keep`` first
@@ -216,15 +217,15 @@ class JpegReader:
     def __init__(self, path, shape: tuple, keep: int = 0):
         self.name, self.shape = str(path), tuple(shape)
         self.keep = min(keep, shape[0])
-        self._open()
-        self.head = np.empty((0,) + self.shape[1:], np.uint8)
-        self.tail = np.empty((0,) + self.shape[1:], np.uint8)
+        self._restart()
 
-    def _open(self) -> None:
+    def _restart(self) -> None:
+        if getattr(self, "_feed", None) is not None:
+            self._feed.close()
         self._feed = _RowFeed(self.name, self.shape)
-        self._next = 0  # the next row to decode
-        self._first = 0  # the first row of the window
-        self._window = np.empty((0,) + self.shape[1:], np.uint8)
+        self._start(self.shape[1:])
+
+    what = "JPEG rows"
 
     def close(self) -> None:
         self._feed.close()
@@ -234,60 +235,6 @@ class JpegReader:
         rows = self._feed.rows(n, self._next)
         self._next += n
         return rows
-
-    def read_tail(self) -> None:
-        """Decode the whole picture once to keep its last ``keep`` rows, then
-        start again at the top (wrap padding reads the bottom rows for the
-        first band)."""
-        h = self.shape[0]
-        while self._next < h:
-            start = self._next
-            self._keep_edges(self._decode(min(256, h - start)), start)
-        self.close()
-        self._open()
-
-    def _keep_edges(self, rows: np.ndarray, start: int) -> None:
-        h, k = self.shape[0], self.keep
-        if start < k and len(self.head) < k:
-            self.head = np.concatenate([self.head, rows[:k - start]])
-        if start + len(rows) > h - k and len(self.tail) < k:
-            self.tail = np.concatenate([self.tail, rows[max(0, h - k - start):]])
-
-    def _cached(self, r: int) -> bool:
-        return r < len(self.head) or (len(self.tail) == self.keep > 0 and r >= self.shape[0] - self.keep)
-
-    def take(self, rows: np.ndarray, drop_below: int) -> np.ndarray:
-        """Pixels of these rows (-1: a row of zeros), decoding on to the last
-        one needed; afterwards rows before ``drop_below`` (but the first and
-        last ``keep``) are forgotten. A run of rows held in the window comes
-        back as a view of it (no copy): read it before the next call."""
-        h = self.shape[0]
-        rows = np.asarray(rows)
-        cached = (rows < len(self.head)) | ((len(self.tail) == self.keep > 0) & (rows >= h - self.keep))
-        ahead = rows[(rows >= self._first) & ~cached]
-        if len(ahead) and ahead.max() >= self._next:
-            start = self._next
-            new = self._decode(int(ahead.max()) + 1 - start)
-            self._keep_edges(new, start)
-            self._window = np.concatenate([self._window, new]) if len(self._window) else new
-        held = (rows >= self._first) & (rows < self._next)
-        first = int(rows[0]) if len(rows) else 0
-        if held.all() and np.array_equal(rows, np.arange(first, first + len(rows))):
-            out = self._window[first - self._first:first - self._first + len(rows)]
-        else:
-            out = np.zeros((len(rows),) + self.shape[1:], np.uint8)
-            out[held] = self._window[rows[held] - self._first]
-            head = ~held & (rows >= 0) & (rows < len(self.head))
-            out[head] = self.head[rows[head]]
-            tail = ~held & ~head & (rows >= 0)
-            if tail.any():
-                if not (len(self.tail) == self.keep > 0 and (rows[tail] >= h - self.keep).all()):
-                    raise RuntimeError("JPEG rows asked for after they were let go")  # a planning bug
-                out[tail] = self.tail[rows[tail] - (h - self.keep)]
-        if drop_below > self._first:
-            drop = min(drop_below, self._next) - self._first
-            self._window, self._first = self._window[drop:], self._first + drop
-        return out
 
     @staticmethod
     def pixels(raw: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ImageReadError, ImageWriteError
 from . import _png
+from ._row_window import RowWindow
 from .picture import Picture
 
 #: Compressed bytes read from the file at a time.
@@ -152,7 +153,7 @@ def unfilter_simple_rows(lines: np.ndarray, bpp: int, prior: np.ndarray, out: np
     return -1
 
 
-class PngReader:
+class PngReader(RowWindow):
     """The rows of a PNG in order: :meth:`rows` returns rows ``[first, stop)``
     decoded from the file's one zlib stream; rows before ``first`` may not be
     asked for again, except the ``keep`` first and last rows of the picture."""
@@ -168,12 +169,10 @@ class PngReader:
         self._pending = b""
         width = layout["width_bytes"]
         self._prior = np.zeros(width, np.uint8)
-        self._next = 0  # the next row to decode
-        self._window = np.empty((0, width), np.uint8)  # decoded rows from _first
-        self._first = 0
         self.keep = min(keep, shape[0])
-        self.head = np.empty((0, width), np.uint8)
-        self.tail = np.empty((0, width), np.uint8)
+        self._start((width,))
+
+    what = "PNG rows"
 
     def close(self):
         self._f.close()
@@ -226,58 +225,9 @@ class PngReader:
         self._next += n
         return out
 
-    def read_tail(self) -> None:
-        """Decode the whole picture once to keep its last ``keep`` rows, then
-        start again at the top (wrap padding reads the bottom rows for the
-        first band)."""
-        h = self.shape[0]
-        while self._next < h:
-            start = self._next
-            self._keep_edges(self._decode(min(256, h - start)), start)
-        tail, keep = self.tail, self.keep
+    def _restart(self) -> None:
         self.close()
-        self.__init__(self.name, self.shape, self.dtype, self.layout, keep)
-        self.tail = tail
-
-    def _keep_edges(self, rows: np.ndarray, start: int) -> None:
-        h, k = self.shape[0], self.keep
-        if start < k and len(self.head) < k:
-            self.head = np.concatenate([self.head, rows[:k - start]])
-        if start + len(rows) > h - k and len(self.tail) < k:
-            self.tail = np.concatenate([self.tail, rows[max(0, h - k - start):]])
-
-    def _cached(self, r: int) -> bool:
-        h = self.shape[0]
-        return r < len(self.head) or (len(self.tail) == self.keep > 0 and r >= h - self.keep)
-
-    def take(self, rows: np.ndarray, drop_below: int) -> np.ndarray:
-        """Unfiltered bytes of these rows (-1: a row of zeros), decoding on
-        to the last one needed; afterwards rows before ``drop_below`` (but
-        the first and last ``keep``) are forgotten."""
-        h, width = self.shape[0], self.layout["width_bytes"]
-        out = np.zeros((len(rows), width), np.uint8)
-        ahead = [int(r) for r in rows if r >= self._first and not self._cached(int(r))]
-        if ahead and max(ahead) >= self._next:
-            start = self._next
-            new = self._decode(max(ahead) + 1 - start)
-            self._keep_edges(new, start)
-            self._window = np.concatenate([self._window, new])
-        for i, r in enumerate(rows):
-            r = int(r)
-            if r < 0:
-                continue
-            if self._first <= r < self._next:
-                out[i] = self._window[r - self._first]
-            elif r < len(self.head):
-                out[i] = self.head[r]
-            elif len(self.tail) == self.keep > 0 and r >= h - self.keep:
-                out[i] = self.tail[r - (h - self.keep)]
-            else:  # a planning bug, never the file's
-                raise RuntimeError(f"PNG row {r} asked for after it was let go")
-        if drop_below > self._first:
-            drop = min(drop_below, self._next) - self._first
-            self._window, self._first = self._window[drop:], self._first + drop
-        return out
+        self.__init__(self.name, self.shape, self.dtype, self.layout, self.keep)
 
     def pixels(self, raw: np.ndarray) -> np.ndarray:
         """Unfiltered bytes as pixels of the picture's shape and dtype."""
